@@ -1,0 +1,397 @@
+package auth
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+const (
+	// maxTokenLen bounds the work done on a token before its signature is
+	// known to be good. Cookies and headers are far smaller in practice.
+	maxTokenLen = 64 << 10
+	// maxUserIDLen keeps ids usable as Redis channel and key names.
+	maxUserIDLen = 512
+	// maxNumericDate (9999-12-31T23:59:59Z) bounds exp and nbf: beyond it
+	// the float-to-time conversion in jwt is meaningless.
+	maxNumericDate = 253402300799
+	// topicsClaim is the optional claim listing joinable topics.
+	topicsClaim = "topics"
+)
+
+// Claims is what a verified token says about its bearer.
+type Claims struct {
+	UserID string
+	// Topics lists the topics the token may join; nil when it lists none.
+	Topics []string
+	// ExpiresAt is zero when the token has no exp.
+	ExpiresAt time.Time
+}
+
+// Allows reports whether the token grants topic (listed in Topics).
+func (c Claims) Allows(topic string) bool {
+	return topic != "" && slices.Contains(c.Topics, topic)
+}
+
+// Verifier checks tokens against the configured secret and public keys.
+// It is safe for concurrent use.
+type Verifier struct {
+	parser    *jwt.Parser
+	allowed   map[string]bool
+	secret    []byte // nil when no secret is configured
+	keys      *publicKeys
+	userClaim string
+	audience  string
+	issuer    string
+	now       func() time.Time // replaced in tests
+}
+
+// NewVerifier loads the public key files and fixes the algorithm allowlist
+// from what is configured.
+func NewVerifier(cfg Config) (*Verifier, error) {
+	keys, err := loadPublicKeys(cfg.PublicKeyFiles)
+	if err != nil {
+		return nil, fmt.Errorf("load JWT keys: %w", err)
+	}
+	if cfg.Secret == "" && keys.empty() {
+		return nil, errors.New("load JWT keys: neither NOTIFY_JWT_SECRET nor NOTIFY_JWT_PUBLIC_KEYS is set")
+	}
+
+	v := &Verifier{
+		keys:      keys,
+		userClaim: cfg.userClaim(),
+		audience:  cfg.Audience,
+		issuer:    cfg.Issuer,
+		now:       time.Now,
+	}
+	var methods []string
+	if cfg.Secret != "" {
+		v.secret = []byte(cfg.Secret)
+		methods = append(methods, "HS256", "HS384", "HS512")
+	}
+	if len(keys.rsa) > 0 {
+		methods = append(methods, "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+	}
+	for _, bits := range []int{256, 384, 521} {
+		if len(keys.ecdsa[bits]) > 0 {
+			methods = append(methods, ecdsaAlgs[bits])
+		}
+	}
+	if len(keys.ed) > 0 {
+		methods = append(methods, "EdDSA")
+	}
+	v.allowed = make(map[string]bool, len(methods))
+	for _, m := range methods {
+		v.allowed[m] = true
+	}
+
+	// Zero leeway is the jwt default; exp stays optional. aud and iss are
+	// checked in claims() to give precise errors.
+	v.parser = jwt.NewParser(
+		jwt.WithValidMethods(methods),
+		jwt.WithJSONNumber(),
+		jwt.WithTimeFunc(func() time.Time { return v.now() }),
+	)
+	return v, nil
+}
+
+// Verify checks token and returns its claims. Every error matches ErrNoToken
+// or ErrInvalidToken, and its message never contains token text.
+func (v *Verifier) Verify(token string) (Claims, error) {
+	if strings.TrimSpace(token) == "" {
+		return Claims{}, ErrNoToken
+	}
+	if len(token) > maxTokenLen {
+		return Claims{}, invalid(ErrMalformed, "token too large")
+	}
+	mc := jwt.MapClaims{}
+	tok, err := v.parser.ParseWithClaims(token, mc, v.keyFunc)
+	if err != nil {
+		return Claims{}, v.parseError(tok, err)
+	}
+	// RFC 7515 requires refusing tokens with critical extensions we do not
+	// implement (none are).
+	if _, ok := tok.Header["crit"]; ok {
+		return Claims{}, invalid(ErrMalformed, "token critical header not supported")
+	}
+	return v.claims(mc)
+}
+
+// keyFunc returns only keys of the family the token's method belongs to, so
+// a public key can never be used as an HMAC secret.
+func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
+	alg := t.Method.Alg()
+	if !v.allowed[alg] {
+		// Unreachable with WithValidMethods; kept so the key choice never
+		// depends on a parser option alone.
+		return nil, algorithmError(alg)
+	}
+	switch m := t.Method.(type) {
+	case *jwt.SigningMethodHMAC:
+		return v.secret, nil
+	case *jwt.SigningMethodRSA:
+		return keySet(v.keys.rsa)
+	case *jwt.SigningMethodRSAPSS:
+		return keySet(v.keys.rsa)
+	case *jwt.SigningMethodECDSA:
+		return keySet(v.keys.ecdsa[m.CurveBits])
+	case *jwt.SigningMethodEd25519:
+		return keySet(v.keys.ed)
+	}
+	return nil, algorithmError(alg)
+}
+
+func keySet[K jwt.VerificationKey](keys []K) (any, error) {
+	switch len(keys) {
+	case 0:
+		return nil, ErrSignature
+	case 1:
+		return keys[0], nil
+	}
+	set := jwt.VerificationKeySet{Keys: make([]jwt.VerificationKey, len(keys))}
+	for i, k := range keys {
+		set.Keys[i] = k
+	}
+	return set, nil
+}
+
+// parseError maps jwt's errors, whose text may quote decoded token content,
+// to our fixed messages.
+func (v *Verifier) parseError(tok *jwt.Token, err error) error {
+	if tok == nil || errors.Is(err, jwt.ErrTokenMalformed) {
+		return ErrMalformed
+	}
+	// jwt reports a method outside the allowlist as a bad signature; tell
+	// the two apart from the header.
+	if alg, _ := tok.Header["alg"].(string); !v.allowed[alg] {
+		return algorithmError(alg)
+	}
+	var te *tokenError
+	switch {
+	case errors.Is(err, jwt.ErrTokenSignatureInvalid):
+		return ErrSignature
+	case errors.As(err, &te):
+		return te
+	case errors.Is(err, jwt.ErrTokenExpired):
+		return ErrExpired
+	case errors.Is(err, jwt.ErrTokenNotValidYet):
+		return ErrNotValidYet
+	case errors.Is(err, jwt.ErrInvalidType):
+		return invalid(ErrMalformed, "token time claims malformed")
+	}
+	return ErrInvalidToken
+}
+
+// algorithmError names the algorithm only when it is a registered one, so
+// arbitrary header text never reaches a client or a log line.
+func algorithmError(alg string) error {
+	switch {
+	case alg == "":
+		return invalid(ErrAlgorithm, "token algorithm missing")
+	case jwt.GetSigningMethod(alg) != nil:
+		return invalid(ErrAlgorithm, fmt.Sprintf("algorithm %q not allowed", alg))
+	}
+	return invalid(ErrAlgorithm, "token algorithm not supported")
+}
+
+// claims checks what jwt does not and extracts our claims.
+func (v *Verifier) claims(mc jwt.MapClaims) (Claims, error) {
+	for _, name := range []string{"exp", "nbf"} {
+		if err := checkNumericDate(mc, name); err != nil {
+			return Claims{}, err
+		}
+	}
+	if v.audience != "" {
+		aud, err := mc.GetAudience()
+		if err != nil || !slices.Contains(aud, v.audience) {
+			return Claims{}, ErrAudience
+		}
+	}
+	if v.issuer != "" {
+		iss, err := mc.GetIssuer()
+		if err != nil || iss != v.issuer {
+			return Claims{}, ErrIssuer
+		}
+	}
+
+	userID, err := v.userID(mc)
+	if err != nil {
+		return Claims{}, err
+	}
+	topics, err := topics(mc)
+	if err != nil {
+		return Claims{}, err
+	}
+	c := Claims{UserID: userID, Topics: topics}
+	if exp, err := mc.GetExpirationTime(); err == nil && exp != nil {
+		c.ExpiresAt = exp.Time
+	}
+	return c, nil
+}
+
+// checkNumericDate refuses exp/nbf values outside years 0–9999 (or not
+// finite), which jwt would turn into arbitrary times.
+func checkNumericDate(mc jwt.MapClaims, name string) error {
+	raw, ok := mc[name]
+	if !ok {
+		return nil
+	}
+	n, ok := raw.(json.Number)
+	if !ok {
+		return invalid(ErrMalformed, "token time claims malformed")
+	}
+	f, err := n.Float64()
+	if err != nil || f < -maxNumericDate || f > maxNumericDate {
+		return invalid(ErrMalformed, "token time claims malformed")
+	}
+	return nil
+}
+
+// userID reads the user claim: a non-blank string, or a JSON number written
+// as its exact decimal string.
+func (v *Verifier) userID(mc jwt.MapClaims) (string, error) {
+	var id string
+	switch raw := mc[v.userClaim].(type) {
+	case nil:
+		// Missing, or JSON null.
+	case string:
+		id = raw
+	case json.Number:
+		s, ok := decimalString(string(raw), maxUserIDLen)
+		if !ok {
+			return "", invalid(ErrUserClaim, fmt.Sprintf("user claim %q not a valid number or longer than %d bytes", v.userClaim, maxUserIDLen))
+		}
+		id = s
+	default:
+		return "", invalid(ErrUserClaim, fmt.Sprintf("user claim %q must be a string or number", v.userClaim))
+	}
+	if strings.TrimSpace(id) == "" {
+		return "", invalid(ErrUserClaim, fmt.Sprintf("user claim %q missing or empty", v.userClaim))
+	}
+	if len(id) > maxUserIDLen {
+		return "", invalid(ErrUserClaim, fmt.Sprintf("user claim %q longer than %d bytes", v.userClaim, maxUserIDLen))
+	}
+	return id, nil
+}
+
+// topics reads the optional topics claim. null counts as absent because Go
+// and other encoders write an empty list that way.
+func topics(mc jwt.MapClaims) ([]string, error) {
+	raw := mc[topicsClaim]
+	if raw == nil {
+		return nil, nil
+	}
+	list, ok := raw.([]any)
+	if !ok {
+		return nil, ErrTopicsClaim
+	}
+	var out []string
+	for _, item := range list {
+		s, ok := item.(string)
+		if !ok {
+			return nil, ErrTopicsClaim
+		}
+		if s != "" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// decimalString writes a JSON number in plain decimal without going through
+// float64, so large integer ids survive exactly: 1e3 -> "1000",
+// 12345678901234567890 stays as is, 1.50 -> "1.5". It reports false for
+// input that is not a JSON number or whose result exceeds max bytes (checked
+// before building it, so 1e999999999 costs nothing).
+func decimalString(num string, max int) (string, bool) {
+	neg := strings.HasPrefix(num, "-")
+	if neg {
+		num = num[1:]
+	}
+	mant, expPart, hasExp := num, "", false
+	if i := strings.IndexAny(num, "eE"); i >= 0 {
+		mant, expPart, hasExp = num[:i], num[i+1:], true
+	}
+	intPart, frac, hasPoint := strings.Cut(mant, ".")
+	if !allDigits(intPart) || !allDigits(frac) || intPart == "" || (hasPoint && frac == "") {
+		return "", false
+	}
+	expDigits := expPart
+	if expDigits != "" && (expDigits[0] == '+' || expDigits[0] == '-') {
+		expDigits = expDigits[1:]
+	}
+	if hasExp && (expDigits == "" || !allDigits(expDigits)) {
+		return "", false
+	}
+	all := intPart + frac
+	digits := strings.TrimLeft(all, "0")
+	if digits == "" {
+		return "0", true
+	}
+	leadingZeros := len(all) - len(digits)
+	digits = strings.TrimRight(digits, "0")
+
+	var exp int64
+	if hasExp {
+		e, err := strconv.ParseInt(expPart, 10, 32)
+		if err != nil {
+			// Out of int32 with a non-zero mantissa: far too long anyway.
+			return "", false
+		}
+		exp = e
+	}
+	// The value is 0.<digits> * 10^point.
+	point := int64(len(intPart)) + exp - int64(leadingZeros)
+	n := int64(len(digits))
+
+	var size int64
+	switch {
+	case point <= 0:
+		size = 2 - point + n // "0." + zeros + digits
+	case point >= n:
+		size = point // digits + zeros
+	default:
+		size = n + 1 // digits with a point inside
+	}
+	if neg {
+		size++
+	}
+	if size > int64(max) {
+		return "", false
+	}
+
+	var b strings.Builder
+	b.Grow(int(size))
+	if neg {
+		b.WriteByte('-')
+	}
+	switch {
+	case point <= 0:
+		b.WriteString("0.")
+		b.WriteString(strings.Repeat("0", int(-point)))
+		b.WriteString(digits)
+	case point >= n:
+		b.WriteString(digits)
+		b.WriteString(strings.Repeat("0", int(point-n)))
+	default:
+		b.WriteString(digits[:point])
+		b.WriteByte('.')
+		b.WriteString(digits[point:])
+	}
+	return b.String(), true
+}
+
+func allDigits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,292 @@
+package auth
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+func TestVerify(t *testing.T) {
+	secretOnly := newTestVerifier(t, Config{Secret: testSecret})
+	keysOnly := newTestVerifier(t, Config{PublicKeyFiles: allKeys()})
+	both := newTestVerifier(t, Config{Secret: testSecret, PublicKeyFiles: allKeys()})
+	audIss := newTestVerifier(t, Config{Secret: testSecret, Audience: "notify", Issuer: "https://issuer.example"})
+	customClaim := newTestVerifier(t, Config{Secret: testSecret, UserClaim: "sub"})
+	twoRSA := newTestVerifier(t, Config{PublicKeyFiles: []string{testdataPath("rsa_public.pem"), testdataPath("rsa2_public.pem")}})
+
+	rsaKey := privateKey(t, "rsa_private.pem")
+	rsa2Key := privateKey(t, "rsa2_private.pem")
+	ecKey := privateKey(t, "ecdsa_private.pem")
+	edKey := privateKey(t, "ed25519_private.pem")
+	p384, err := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsaPublicPEM, err := os.ReadFile(testdataPath("rsa_public.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	user := func(extra jwt.MapClaims) jwt.MapClaims {
+		c := jwt.MapClaims{"user_id": "alice"}
+		for k, val := range extra {
+			c[k] = val
+		}
+		return c
+	}
+	alice := Claims{UserID: "alice"}
+	hdr := `{"alg":"HS256","typ":"JWT"}`
+	raw := func(payload string) string { return rawHS256(t, testSecret, hdr, payload) }
+	long := strings.Repeat("x", maxUserIDLen)
+
+	good := hs256(t, user(nil))
+	goodParts := strings.Split(good, ".")
+	otherPayload := strings.Split(hs256(t, jwt.MapClaims{"user_id": "mallory"}), ".")[1]
+
+	tests := []struct {
+		name    string
+		v       *Verifier
+		token   string
+		wantErr error  // nil: success expected
+		wantMsg string // exact error text when set
+		want    Claims
+	}{
+		// Absent or unparsable.
+		{name: "empty", v: both, token: "", wantErr: ErrNoToken, wantMsg: "no token"},
+		{name: "blank", v: both, token: " \t ", wantErr: ErrNoToken},
+		{name: "garbage", v: both, token: "not-a-token", wantErr: ErrMalformed, wantMsg: "token malformed"},
+		{name: "three garbage segments", v: both, token: "aaaa.bbbb.cccc", wantErr: ErrMalformed},
+		{name: "four segments", v: both, token: good + ".x", wantErr: ErrMalformed},
+		{name: "binary", v: both, token: "\x00\xff\xfe.\x01\x02.\x80", wantErr: ErrMalformed},
+		{name: "header not an object", v: both, token: b64(`[1]`) + "." + b64(`{}`) + ".", wantErr: ErrMalformed},
+		{name: "payload not an object", v: secretOnly, token: rawHS256(t, testSecret, hdr, `["user_id"]`), wantErr: ErrMalformed},
+		{name: "huge", v: both, token: strings.Repeat("a", maxTokenLen+1), wantErr: ErrMalformed, wantMsg: "token too large"},
+		{name: "critical header", v: secretOnly, token: rawHS256(t, testSecret, `{"alg":"HS256","crit":["b64"],"b64":false}`, `{"user_id":"alice"}`), wantErr: ErrMalformed},
+
+		// Algorithms.
+		{name: "alg none", v: both, token: b64(`{"alg":"none","typ":"JWT"}`) + "." + b64(`{"user_id":"alice"}`) + ".", wantErr: ErrAlgorithm, wantMsg: `algorithm "none" not allowed`},
+		{name: "alg None spelled otherwise", v: both, token: b64(`{"alg":"None"}`) + "." + b64(`{"user_id":"alice"}`) + ".", wantErr: ErrAlgorithm, wantMsg: "token algorithm not supported"},
+		{name: "alg missing", v: both, token: b64(`{"typ":"JWT"}`) + "." + b64(`{"user_id":"alice"}`) + ".", wantErr: ErrAlgorithm, wantMsg: "token algorithm missing"},
+		{name: "alg not a string", v: both, token: b64(`{"alg":256}`) + "." + b64(`{"user_id":"alice"}`) + ".", wantErr: ErrAlgorithm},
+		{name: "HS256 keyed with public key PEM, keys only", v: keysOnly, token: signWith(t, jwt.SigningMethodHS256, rsaPublicPEM, user(nil)), wantErr: ErrAlgorithm, wantMsg: `algorithm "HS256" not allowed`},
+		{name: "HS256 keyed with public key PEM, secret too", v: both, token: signWith(t, jwt.SigningMethodHS256, rsaPublicPEM, user(nil)), wantErr: ErrSignature, wantMsg: "token signature invalid"},
+		{name: "RS256 without public keys", v: secretOnly, token: signWith(t, jwt.SigningMethodRS256, rsaKey, user(nil)), wantErr: ErrAlgorithm, wantMsg: `algorithm "RS256" not allowed`},
+		{name: "ES384 with only a P-256 key", v: keysOnly, token: signWith(t, jwt.SigningMethodES384, p384, user(nil)), wantErr: ErrAlgorithm, wantMsg: `algorithm "ES384" not allowed`},
+		{name: "ES256 header over an RSA signature", v: keysOnly, token: b64(`{"alg":"ES256"}`) + "." + strings.Join(strings.Split(signWith(t, jwt.SigningMethodRS256, rsaKey, user(nil)), ".")[1:], "."), wantErr: ErrSignature},
+
+		// Signatures.
+		{name: "wrong secret", v: secretOnly, token: signWith(t, jwt.SigningMethodHS256, []byte("another-secret"), user(nil)), wantErr: ErrSignature, wantMsg: "token signature invalid"},
+		{name: "tampered payload", v: secretOnly, token: goodParts[0] + "." + otherPayload + "." + goodParts[2], wantErr: ErrSignature},
+		{name: "signature stripped", v: secretOnly, token: goodParts[0] + "." + goodParts[1] + ".", wantErr: ErrSignature},
+		{name: "RS256 by an unknown key", v: keysOnly, token: signWith(t, jwt.SigningMethodRS256, rsa2Key, user(nil)), wantErr: ErrSignature},
+		{name: "RS256 by the second key of a set", v: twoRSA, token: signWith(t, jwt.SigningMethodRS256, rsa2Key, user(nil)), want: alice},
+		{name: "RS256 by the first key of a set", v: twoRSA, token: signWith(t, jwt.SigningMethodRS256, rsaKey, user(nil)), want: alice},
+
+		// Good tokens for every family.
+		{name: "HS256", v: secretOnly, token: good, want: alice},
+		{name: "HS384", v: secretOnly, token: signWith(t, jwt.SigningMethodHS384, []byte(testSecret), user(nil)), want: alice},
+		{name: "HS512", v: both, token: signWith(t, jwt.SigningMethodHS512, []byte(testSecret), user(nil)), want: alice},
+		{name: "RS256", v: keysOnly, token: signWith(t, jwt.SigningMethodRS256, rsaKey, user(nil)), want: alice},
+		{name: "RS512", v: both, token: signWith(t, jwt.SigningMethodRS512, rsaKey, user(nil)), want: alice},
+		{name: "PS256", v: keysOnly, token: signWith(t, jwt.SigningMethodPS256, rsaKey, user(nil)), want: alice},
+		{name: "PS384", v: keysOnly, token: signWith(t, jwt.SigningMethodPS384, rsaKey, user(nil)), want: alice},
+		{name: "ES256", v: keysOnly, token: signWith(t, jwt.SigningMethodES256, ecKey, user(nil)), want: alice},
+		{name: "EdDSA", v: keysOnly, token: signWith(t, jwt.SigningMethodEdDSA, edKey, user(nil)), want: alice},
+
+		// Time claims, zero leeway.
+		{name: "expired", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"exp": testNow.Add(-time.Second).Unix()})), wantErr: ErrExpired, wantMsg: "token expired"},
+		{name: "expires now", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"exp": testNow.Unix()})), wantErr: ErrExpired},
+		{name: "expires in a second", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"exp": testNow.Add(time.Second).Unix()})), want: Claims{UserID: "alice", ExpiresAt: testNow.Add(time.Second)}},
+		{name: "expired and not yet valid", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"exp": testNow.Add(-time.Hour).Unix(), "nbf": testNow.Add(time.Hour).Unix()})), wantErr: ErrExpired},
+		{name: "nbf in the future", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"nbf": testNow.Add(time.Second).Unix()})), wantErr: ErrNotValidYet, wantMsg: "token not valid yet"},
+		{name: "nbf now", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"nbf": testNow.Unix()})), want: alice},
+		{name: "exp a string", v: secretOnly, token: raw(`{"user_id":"alice","exp":"tomorrow"}`), wantErr: ErrMalformed},
+		{name: "nbf absurdly far", v: secretOnly, token: raw(`{"user_id":"alice","nbf":1e300}`), wantErr: ErrInvalidToken},
+		{name: "exp absurdly far", v: secretOnly, token: raw(`{"user_id":"alice","exp":1e300}`), wantErr: ErrInvalidToken},
+		{name: "exp fractional", v: secretOnly, token: raw(`{"user_id":"alice","exp":` + strconv.FormatInt(testNow.Unix()+3600, 10) + `.5}`), want: Claims{UserID: "alice", ExpiresAt: testNow.Add(time.Hour)}},
+
+		// Audience and issuer.
+		{name: "audience and issuer match", v: audIss, token: hs256(t, user(jwt.MapClaims{"aud": "notify", "iss": "https://issuer.example"})), want: alice},
+		{name: "audience listed in an array", v: audIss, token: hs256(t, user(jwt.MapClaims{"aud": []string{"other", "notify"}, "iss": "https://issuer.example"})), want: alice},
+		{name: "wrong audience", v: audIss, token: hs256(t, user(jwt.MapClaims{"aud": "other", "iss": "https://issuer.example"})), wantErr: ErrAudience, wantMsg: "token audience not accepted"},
+		{name: "missing audience", v: audIss, token: hs256(t, user(jwt.MapClaims{"iss": "https://issuer.example"})), wantErr: ErrAudience},
+		{name: "audience of wrong type", v: audIss, token: raw(`{"user_id":"alice","aud":[1],"iss":"https://issuer.example"}`), wantErr: ErrAudience},
+		{name: "wrong issuer", v: audIss, token: hs256(t, user(jwt.MapClaims{"aud": "notify", "iss": "https://evil.example"})), wantErr: ErrIssuer, wantMsg: "token issuer not accepted"},
+		{name: "missing issuer", v: audIss, token: hs256(t, user(jwt.MapClaims{"aud": "notify"})), wantErr: ErrIssuer},
+		{name: "audience ignored when not configured", v: secretOnly, token: hs256(t, user(jwt.MapClaims{"aud": "anything", "iss": "anyone"})), want: alice},
+
+		// User claim.
+		{name: "user claim missing", v: secretOnly, token: raw(`{"sub":"alice"}`), wantErr: ErrUserClaim, wantMsg: `user claim "user_id" missing or empty`},
+		{name: "user claim empty", v: secretOnly, token: raw(`{"user_id":""}`), wantErr: ErrUserClaim, wantMsg: `user claim "user_id" missing or empty`},
+		{name: "user claim blank", v: secretOnly, token: raw(`{"user_id":" \t"}`), wantErr: ErrUserClaim, wantMsg: `user claim "user_id" missing or empty`},
+		{name: "user claim null", v: secretOnly, token: raw(`{"user_id":null}`), wantErr: ErrUserClaim},
+		{name: "user claim bool", v: secretOnly, token: raw(`{"user_id":true}`), wantErr: ErrUserClaim, wantMsg: `user claim "user_id" must be a string or number`},
+		{name: "user claim object", v: secretOnly, token: raw(`{"user_id":{"id":1}}`), wantErr: ErrUserClaim},
+		{name: "user claim array", v: secretOnly, token: raw(`{"user_id":["alice"]}`), wantErr: ErrUserClaim},
+		{name: "user claim at the length limit", v: secretOnly, token: raw(`{"user_id":"` + long + `"}`), want: Claims{UserID: long}},
+		{name: "user claim too long", v: secretOnly, token: raw(`{"user_id":"` + long + `x"}`), wantErr: ErrUserClaim, wantMsg: `user claim "user_id" longer than 512 bytes`},
+		{name: "user claim kept as is", v: secretOnly, token: raw(`{"user_id":" alice "}`), want: Claims{UserID: " alice "}},
+		{name: "numeric user claim", v: secretOnly, token: raw(`{"user_id":42}`), want: Claims{UserID: "42"}},
+		{name: "numeric user claim beyond float precision", v: secretOnly, token: raw(`{"user_id":12345678901234567890}`), want: Claims{UserID: "12345678901234567890"}},
+		{name: "numeric user claim with exponent", v: secretOnly, token: raw(`{"user_id":1e3}`), want: Claims{UserID: "1000"}},
+		{name: "numeric user claim with signed exponent", v: secretOnly, token: raw(`{"user_id":12E+1}`), want: Claims{UserID: "120"}},
+		{name: "numeric user claim not an integer", v: secretOnly, token: raw(`{"user_id":1.5}`), want: Claims{UserID: "1.5"}},
+		{name: "numeric user claim negative", v: secretOnly, token: raw(`{"user_id":-7}`), want: Claims{UserID: "-7"}},
+		{name: "numeric user claim zero", v: secretOnly, token: raw(`{"user_id":0}`), want: Claims{UserID: "0"}},
+		{name: "numeric user claim too long", v: secretOnly, token: raw(`{"user_id":1e999999999}`), wantErr: ErrUserClaim},
+		{name: "custom user claim", v: customClaim, token: raw(`{"sub":"alice"}`), want: alice},
+		{name: "custom user claim numeric", v: customClaim, token: raw(`{"sub":7}`), want: Claims{UserID: "7"}},
+		{name: "custom user claim missing", v: customClaim, token: raw(`{"user_id":"alice"}`), wantErr: ErrUserClaim, wantMsg: `user claim "sub" missing or empty`},
+
+		// Topics.
+		{name: "topics absent", v: secretOnly, token: raw(`{"user_id":"alice"}`), want: alice},
+		{name: "topics null", v: secretOnly, token: raw(`{"user_id":"alice","topics":null}`), want: alice},
+		{name: "topics empty", v: secretOnly, token: raw(`{"user_id":"alice","topics":[]}`), want: alice},
+		{name: "topics listed", v: secretOnly, token: raw(`{"user_id":"alice","topics":["news","chat"]}`), want: Claims{UserID: "alice", Topics: []string{"news", "chat"}}},
+		{name: "topics empty names dropped", v: secretOnly, token: raw(`{"user_id":"alice","topics":["","news",""]}`), want: Claims{UserID: "alice", Topics: []string{"news"}}},
+		{name: "topics a string", v: secretOnly, token: raw(`{"user_id":"alice","topics":"news"}`), wantErr: ErrTopicsClaim, wantMsg: `"topics" claim must be an array of strings`},
+		{name: "topics with a number", v: secretOnly, token: raw(`{"user_id":"alice","topics":["news",1]}`), wantErr: ErrTopicsClaim},
+		{name: "topics an object", v: secretOnly, token: raw(`{"user_id":"alice","topics":{"news":true}}`), wantErr: ErrTopicsClaim},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.v.Verify(tt.token)
+			if tt.wantErr == nil {
+				if err != nil {
+					t.Fatalf("Verify: unexpected error %q", err)
+				}
+				assertClaims(t, got, tt.want)
+				return
+			}
+			if err == nil {
+				t.Fatalf("Verify = %+v, want error %q", got, tt.wantErr)
+			}
+			if !errors.Is(err, tt.wantErr) {
+				t.Errorf("Verify error %q does not match %q", err, tt.wantErr)
+			}
+			if !errors.Is(err, ErrInvalidToken) && !errors.Is(err, ErrNoToken) {
+				t.Errorf("Verify error %q matches neither ErrInvalidToken nor ErrNoToken", err)
+			}
+			if tt.wantMsg != "" && err.Error() != tt.wantMsg {
+				t.Errorf("Verify error = %q, want %q", err, tt.wantMsg)
+			}
+			if !reflect.DeepEqual(got, Claims{}) {
+				t.Errorf("Verify returned claims %+v with an error", got)
+			}
+			assertNoTokenText(t, err.Error(), tt.token)
+		})
+	}
+}
+
+func TestErrorKinds(t *testing.T) {
+	kinds := []error{ErrMalformed, ErrAlgorithm, ErrSignature, ErrExpired, ErrNotValidYet, ErrAudience, ErrIssuer, ErrUserClaim, ErrTopicsClaim}
+	for _, k := range kinds {
+		if !errors.Is(k, ErrInvalidToken) {
+			t.Errorf("%q does not match ErrInvalidToken", k)
+		}
+		if errors.Is(k, ErrNoToken) {
+			t.Errorf("%q matches ErrNoToken", k)
+		}
+		for _, other := range kinds {
+			if other != k && errors.Is(k, other) {
+				t.Errorf("%q matches %q", k, other)
+			}
+		}
+	}
+	if errors.Is(ErrNoToken, ErrInvalidToken) {
+		t.Error("ErrNoToken matches ErrInvalidToken")
+	}
+}
+
+func TestClaimsAllows(t *testing.T) {
+	c := Claims{UserID: "alice", Topics: []string{"news", "chat"}}
+	tests := []struct {
+		claims Claims
+		topic  string
+		want   bool
+	}{
+		{c, "news", true},
+		{c, "chat", true},
+		{c, "sport", false},
+		{c, "", false},
+		{c, "News", false},
+		{Claims{UserID: "alice"}, "news", false},
+	}
+	for _, tt := range tests {
+		if got := tt.claims.Allows(tt.topic); got != tt.want {
+			t.Errorf("%v.Allows(%q) = %v, want %v", tt.claims.Topics, tt.topic, got, tt.want)
+		}
+	}
+}
+
+func TestVerifyConcurrent(t *testing.T) {
+	v := newTestVerifier(t, Config{Secret: testSecret, PublicKeyFiles: allKeys()})
+	tokens := []string{
+		hs256(t, jwt.MapClaims{"user_id": "alice"}),
+		signWith(t, jwt.SigningMethodES256, privateKey(t, "ecdsa_private.pem"), jwt.MapClaims{"user_id": "bob"}),
+		"garbage",
+	}
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for j := range 50 {
+				_, _ = v.Verify(tokens[(i+j)%len(tokens)])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestDecimalString(t *testing.T) {
+	tests := []struct {
+		in     string
+		want   string
+		wantOK bool
+	}{
+		{"0", "0", true},
+		{"-0", "0", true},
+		{"0.000", "0", true},
+		{"0e99999999999999", "0", true},
+		{"42", "42", true},
+		{"-42", "-42", true},
+		{"12345678901234567890", "12345678901234567890", true},
+		{"1e3", "1000", true},
+		{"1E3", "1000", true},
+		{"1e+3", "1000", true},
+		{"1.5", "1.5", true},
+		{"1.50", "1.5", true},
+		{"100", "100", true},
+		{"0.05", "0.05", true},
+		{"5e-2", "0.05", true},
+		{"12.5e1", "125", true},
+		{"12.5e-1", "1.25", true},
+		{"-1.25e2", "-125", true},
+		{"1e511", "1" + strings.Repeat("0", 511), true},
+		{"1e512", "", false},
+		{"1e-600", "", false},
+		{"1e99999999999", "", false},
+		{"", "", false},
+		{"-", "", false},
+		{"1.", "", false},
+		{".5", "", false},
+		{"1e", "", false},
+		{"abc", "", false},
+		{"1x", "", false},
+	}
+	for _, tt := range tests {
+		got, ok := decimalString(tt.in, maxUserIDLen)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("decimalString(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
