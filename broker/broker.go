@@ -1,0 +1,85 @@
+// Package broker moves messages between applications and nodes: a Broker
+// carries published payloads to every node, a StateStore keeps the per-user
+// state object sent on connect. Redis and in-memory implementations live side
+// by side and behave the same.
+package broker
+
+import (
+	"context"
+	"errors"
+	"strings"
+)
+
+// Redis names of the external contract (DESIGN.md section 2).
+const (
+	UserPrefix  = "notify:"
+	TopicPrefix = "notify_topic:"
+	StateSuffix = ":state"
+
+	// UserPattern and TopicPattern are what every node pattern-subscribes to.
+	UserPattern  = UserPrefix + "*"
+	TopicPattern = TopicPrefix + "*"
+)
+
+// ErrUnavailable is wrapped by errors that mean the backing service cannot be
+// reached right now (as opposed to bad input).
+var ErrUnavailable = errors.New("broker unavailable")
+
+// Handler receives every message published on the subscribed patterns. It is
+// called from the broker's single reader goroutine, in the order the broker
+// received the messages, and must not block: a slow handler stalls delivery to
+// every client of the node.
+type Handler func(channel, payload string)
+
+// Broker carries published messages to every node.
+type Broker interface {
+	// Run subscribes to UserPattern and TopicPattern and calls h for each
+	// message until ctx ends, reconnecting and resubscribing on errors. It
+	// returns nil when ctx ends.
+	Run(ctx context.Context, h Handler) error
+	// Publish sends payload on channel to every node.
+	Publish(ctx context.Context, channel string, payload []byte) error
+	// Ready returns nil while messages demonstrably make the round trip
+	// (a probe published recently came back), else an error saying why.
+	Ready() error
+}
+
+// StateStore keeps the state object of each user.
+type StateStore interface {
+	// GetState returns all fields of the user's state; an empty map (not an
+	// error) when the user has none.
+	GetState(ctx context.Context, userID string) (map[string]string, error)
+	// SetState merges fields into the user's state.
+	SetState(ctx context.Context, userID string, fields map[string]string) error
+	// DeleteState removes the named fields, or the whole state when none are named.
+	DeleteState(ctx context.Context, userID string, fields ...string) error
+}
+
+// UserChannel is the channel that reaches every connection of userID.
+func UserChannel(userID string) string { return UserPrefix + userID }
+
+// TopicChannel is the channel that reaches every connection joined to topic.
+func TopicChannel(topic string) string { return TopicPrefix + topic }
+
+// StateKey is the Redis hash holding userID's state.
+func StateKey(userID string) string { return UserPrefix + userID + StateSuffix }
+
+// Target is what a channel name addresses.
+type Target struct {
+	Topic bool   // false: a user id
+	Name  string // user id or topic name; empty when the channel names none
+}
+
+// ParseChannel tells which user or topic a channel addresses. ok is false for
+// channels outside the contract.
+func ParseChannel(channel string) (t Target, ok bool) {
+	// The topic prefix is checked first: "notify_topic:" does not start with
+	// "notify:", but keeping the order explicit avoids surprises if prefixes change.
+	if name, found := strings.CutPrefix(channel, TopicPrefix); found {
+		return Target{Topic: true, Name: name}, true
+	}
+	if name, found := strings.CutPrefix(channel, UserPrefix); found {
+		return Target{Name: name}, true
+	}
+	return Target{}, false
+}

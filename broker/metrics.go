@@ -1,0 +1,69 @@
+package broker
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the broker metrics every implementation registers, so the
+// exposed metric set does not depend on the backend.
+type metrics struct {
+	up         prometheus.Gauge   // notify_broker_up
+	reconnects prometheus.Counter // notify_broker_reconnects_total
+}
+
+// newMetrics creates the broker metrics and registers them on reg (nothing is
+// registered when reg is nil). When a collector of the same name is already
+// registered (a second broker on the same registry, as tests do) the existing
+// one is used.
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		up: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "notify_broker_up",
+			Help: "1 while the broker demonstrably delivers (a probe made the round trip recently), else 0.",
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_broker_reconnects_total",
+			Help: "Times the broker subscription was re-established after it had been lost.",
+		}),
+	}
+	if reg == nil {
+		return m, nil
+	}
+	var err error
+	m.up, err = register(reg, m.up)
+	if err != nil {
+		return nil, err
+	}
+	m.reconnects, err = register(reg, m.reconnects)
+	if err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// register registers c on reg, or returns the collector already registered
+// under the same description.
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) (C, error) {
+	err := reg.Register(c)
+	if err == nil {
+		return c, nil
+	}
+	var are prometheus.AlreadyRegisteredError
+	if errors.As(err, &are) {
+		if existing, ok := are.ExistingCollector.(C); ok {
+			return existing, nil
+		}
+	}
+	return c, err
+}
+
+// setUp sets the up gauge from a readiness result.
+func (m *metrics) setUp(ready bool) {
+	if ready {
+		m.up.Set(1)
+	} else {
+		m.up.Set(0)
+	}
+}

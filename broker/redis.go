@@ -1,0 +1,532 @@
+package broker
+
+import (
+	"context"
+	crand "crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+)
+
+// ProbePrefix starts the channel each node publishes its liveness probes on
+// (ProbePrefix + node id). It matches neither UserPattern nor TopicPattern, so
+// a probe is never handed to the Handler and never delivered twice.
+const ProbePrefix = "notify_probe:"
+
+// RedisOptions tunes a Redis broker. Zero values mean the defaults.
+type RedisOptions struct {
+	ProbeInterval time.Duration // default 1s: how often a probe is published
+	ProbeTimeout  time.Duration // default 3s: no probe back for this long -> not ready
+	Logger        *slog.Logger  // default slog.Default()
+	Registerer    prometheus.Registerer
+	NodeID        string // used in the probe channel name; random when empty
+}
+
+// Default probe settings.
+const (
+	DefaultProbeInterval = time.Second
+	DefaultProbeTimeout  = 3 * time.Second
+)
+
+// Reconnect backoff bounds (exponential with jitter).
+const (
+	backoffMin = 100 * time.Millisecond
+	backoffMax = 2 * time.Second
+)
+
+// Redis is the Broker and StateStore on a Redis server: a pooled client for
+// publishes, probes and state, and one dedicated pub/sub connection read by
+// Run.
+type Redis struct {
+	client       *redis.Client
+	log          *slog.Logger
+	metrics      *metrics
+	probeChannel string
+	interval     time.Duration // between probes
+	timeout      time.Duration // probe round trip deadline; also the silence limit of the subscription
+
+	running    atomic.Bool
+	closed     atomic.Bool
+	subscribed atomic.Bool  // the current pub/sub connection holds all our subscriptions
+	probed     atomic.Bool  // a probe came back on the current subscription
+	runStart   atomic.Int64 // unix ns when the running Run started
+	lastProbe  atomic.Int64 // unix ns when a probe last came back; 0 = none in this Run
+	kick       chan struct{}
+
+	errMu   sync.Mutex
+	lastErr error // why the round trip fails, cleared by a probe coming back
+}
+
+var (
+	_ Broker     = (*Redis)(nil)
+	_ StateStore = (*Redis)(nil)
+)
+
+// NewRedis returns a Redis broker on the server opts describes. It does not
+// contact the server: Redis may be down at start, Run keeps trying.
+//
+// opts is copied and adjusted: ContextTimeoutEnabled is set, so that context
+// deadlines bound every command, and DialerRetries defaults to 1 (go-redis
+// would dial 5 times per attempt, and with its command retries a call would
+// take seconds to report an unreachable server; Run retries by itself).
+func NewRedis(opts *redis.Options, o RedisOptions) (*Redis, error) {
+	if opts == nil {
+		return nil, errors.New("broker: nil redis options")
+	}
+	if o.ProbeInterval < 0 || o.ProbeTimeout < 0 {
+		return nil, errors.New("broker: negative probe interval or timeout")
+	}
+	if o.ProbeInterval == 0 {
+		o.ProbeInterval = DefaultProbeInterval
+	}
+	if o.ProbeTimeout == 0 {
+		o.ProbeTimeout = max(DefaultProbeTimeout, 3*o.ProbeInterval)
+	}
+	if o.ProbeTimeout <= o.ProbeInterval {
+		return nil, fmt.Errorf("broker: probe timeout %s must exceed the probe interval %s", o.ProbeTimeout, o.ProbeInterval)
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.NodeID == "" {
+		var b [8]byte
+		_, _ = crand.Read(b[:])
+		o.NodeID = hex.EncodeToString(b[:])
+	}
+	m, err := newMetrics(o.Registerer)
+	if err != nil {
+		return nil, fmt.Errorf("broker: registering metrics: %w", err)
+	}
+	copied := *opts
+	copied.ContextTimeoutEnabled = true
+	if copied.DialerRetries == 0 {
+		copied.DialerRetries = 1
+	}
+	return &Redis{
+		client:       redis.NewClient(&copied),
+		log:          o.Logger.With("component", "broker", "redis", copied.Addr),
+		metrics:      m,
+		probeChannel: ProbePrefix + o.NodeID,
+		interval:     o.ProbeInterval,
+		timeout:      o.ProbeTimeout,
+		kick:         make(chan struct{}, 1),
+	}, nil
+}
+
+// Close closes the connections. Call it after Run has returned; a Run still
+// running returns errClosed soon after.
+func (r *Redis) Close() error {
+	r.closed.Store(true)
+	return r.client.Close()
+}
+
+// ---- publishing and state (pooled client) ----
+
+// Publish sends payload on channel.
+func (r *Redis) Publish(ctx context.Context, channel string, payload []byte) error {
+	if err := r.client.Publish(ctx, channel, payload).Err(); err != nil {
+		return wrapErr("publish", err)
+	}
+	return nil
+}
+
+// PublishMany sends payload on every channel, in one pipeline.
+func (r *Redis) PublishMany(ctx context.Context, channels []string, payload []byte) error {
+	switch len(channels) {
+	case 0:
+		return nil
+	case 1:
+		return r.Publish(ctx, channels[0], payload)
+	}
+	pipe := r.client.Pipeline()
+	for _, ch := range channels {
+		pipe.Publish(ctx, ch, payload)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return wrapErr("publish", err)
+	}
+	return nil
+}
+
+// GetState returns all fields of the user's state hash; an empty map when
+// the hash does not exist.
+func (r *Redis) GetState(ctx context.Context, userID string) (map[string]string, error) {
+	m, err := r.client.HGetAll(ctx, StateKey(userID)).Result()
+	if err != nil {
+		return nil, wrapErr("get state", err)
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	return m, nil
+}
+
+// SetState merges fields into the user's state hash (HSET).
+func (r *Redis) SetState(ctx context.Context, userID string, fields map[string]string) error {
+	if len(fields) == 0 {
+		return nil
+	}
+	if err := r.client.HSet(ctx, StateKey(userID), fields).Err(); err != nil {
+		return wrapErr("set state", err)
+	}
+	return nil
+}
+
+// DeleteState removes the named fields (HDEL), or the whole hash (DEL) when
+// none are named.
+func (r *Redis) DeleteState(ctx context.Context, userID string, fields ...string) error {
+	var err error
+	if len(fields) == 0 {
+		err = r.client.Del(ctx, StateKey(userID)).Err()
+	} else {
+		err = r.client.HDel(ctx, StateKey(userID), fields...).Err()
+	}
+	if err != nil {
+		return wrapErr("delete state", err)
+	}
+	return nil
+}
+
+// wrapErr adds context to err, and ErrUnavailable when err means the server
+// cannot be reached or cannot serve right now. The caller's own cancellation
+// and plain command errors (e.g. WRONGTYPE) are not unavailability.
+func wrapErr(op string, err error) error {
+	if unavailable(err) {
+		return fmt.Errorf("%s: %w: %w", op, ErrUnavailable, err)
+	}
+	return fmt.Errorf("%s: %w", op, err)
+}
+
+func unavailable(err error) bool {
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	var rerr redis.Error
+	if errors.As(err, &rerr) && !errors.Is(err, redis.ErrClosed) {
+		// A reply from the server: only the "cannot serve now" kinds.
+		for _, p := range []string{"LOADING", "BUSY", "MASTERDOWN", "READONLY", "CLUSTERDOWN", "TRYAGAIN", "MAXCLIENTS", "ERR max number of clients"} {
+			if strings.HasPrefix(rerr.Error(), p) {
+				return true
+			}
+		}
+		return false
+	}
+	// Dial and I/O errors, timeouts, pool timeouts, a closed client.
+	return true
+}
+
+// ---- readiness ----
+
+// Ready returns nil while a probe published through the pooled client came
+// back through the subscription within the probe timeout.
+func (r *Redis) Ready() error {
+	if !r.running.Load() {
+		return errNotRunning
+	}
+	now := time.Now()
+	last := r.lastProbe.Load()
+	if r.isReady(now) {
+		return nil
+	}
+	since := now.Sub(time.Unix(0, max(last, r.runStart.Load()))).Round(time.Millisecond)
+	msg := "redis: no probe round trip for " + since.String()
+	if last == 0 {
+		msg = "redis: no probe round trip yet (running for " + since.String() + ")"
+	}
+	if err := r.lastError(); err != nil {
+		return fmt.Errorf("%s: %w", msg, err)
+	}
+	if !r.subscribed.Load() {
+		return errors.New(msg + ": not subscribed")
+	}
+	return errors.New(msg)
+}
+
+// isReady: a probe came back on the current subscription (so a probe sent
+// before an outage does not count once resubscribed: it proves nothing about
+// the pooled client) and the last one is recent.
+func (r *Redis) isReady(now time.Time) bool {
+	last := r.lastProbe.Load()
+	return r.running.Load() && r.probed.Load() && last != 0 && now.Sub(time.Unix(0, last)) <= r.timeout
+}
+
+func (r *Redis) updateUp() { r.metrics.setUp(r.isReady(time.Now())) }
+
+func (r *Redis) setError(err error) {
+	r.errMu.Lock()
+	r.lastErr = err
+	r.errMu.Unlock()
+}
+
+func (r *Redis) lastError() error {
+	r.errMu.Lock()
+	defer r.errMu.Unlock()
+	return r.lastErr
+}
+
+// ---- Run: subscription reader and probe ----
+
+// Run subscribes to UserPattern, TopicPattern and the node's probe channel on
+// one dedicated connection and calls h inline for every pattern message until
+// ctx ends; it then returns nil, after which h is not called any more.
+//
+// Errors never end Run: it retries with exponential backoff and jitter (100ms
+// up to 2s). go-redis reconnects and resubscribes on the Receive after a
+// connection error; a connection on which nothing at all (not even our probe)
+// arrives for the probe timeout is closed and replaced. Only one Run may run
+// at a time.
+func (r *Redis) Run(ctx context.Context, h Handler) error {
+	if h == nil {
+		return errNilHandler
+	}
+	if r.closed.Load() {
+		return errClosed
+	}
+	if !r.running.CompareAndSwap(false, true) {
+		return errAlreadyRunning
+	}
+	r.runStart.Store(time.Now().UnixNano())
+	r.lastProbe.Store(0)
+	r.subscribed.Store(false)
+	r.probed.Store(false)
+	r.setError(nil)
+	defer func() {
+		r.subscribed.Store(false)
+		r.probed.Store(false)
+		r.running.Store(false)
+		r.metrics.setUp(false)
+	}()
+
+	ctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { r.probeLoop(ctx) })
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
+
+	st := &readerState{confirmed: make(map[string]bool, 3)}
+	bo := &backoff{}
+	for {
+		err := r.session(ctx, h, st, bo)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if r.closed.Load() {
+			return errClosed
+		}
+		r.log.Debug("redis pub/sub session ended", "error", err)
+		if !sleepCtx(ctx, bo.next()) {
+			return nil
+		}
+	}
+}
+
+var errClosed = errors.New("broker: closed")
+
+// readerState is what the reader knows across sessions.
+type readerState struct {
+	everSubscribed bool            // a subscription was complete once in this Run
+	subscribed     bool            // the current connection holds all subscriptions
+	confirmed      map[string]bool // subscriptions confirmed on the current connection
+	downLogged     bool            // the current outage was logged
+	lostAt         time.Time
+	attempts       int // failures in the current outage
+}
+
+// session runs one PubSub until ctx ends (nil), its subscription fails, or it
+// stays silent for the probe timeout.
+func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *backoff) error {
+	ps := r.client.Subscribe(ctx) // no channel yet: does not dial
+	// Closing the PubSub from another goroutine is how a blocked Receive is
+	// ended (go-redis's own Channel() health check does the same).
+	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
+	defer func() {
+		stop()
+		_ = ps.Close()
+	}()
+
+	// Patterns first: if the probe subscription fails after a go-redis
+	// internal reconnect, the probe is missing (found by the silence check)
+	// rather than the patterns (silent loss while the probe says ready).
+	subCtx, cancelSub := context.WithTimeout(ctx, r.timeout)
+	err := ps.PSubscribe(subCtx, UserPattern, TopicPattern)
+	if err == nil {
+		err = ps.Subscribe(subCtx, r.probeChannel)
+	}
+	cancelSub()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		err = fmt.Errorf("subscribe: %w", err)
+		r.lost(st, err)
+		return err
+	}
+
+	lastMsg := time.Now()
+	for {
+		wait := r.timeout - time.Since(lastMsg)
+		if wait <= 0 {
+			// Half-dead connection (no data, no RST): start afresh.
+			err := fmt.Errorf("nothing received on the subscription for %s", r.timeout)
+			r.lost(st, err)
+			return err
+		}
+		// A timeout ends this connection (above), so a frame cut by the read
+		// deadline is never parsed from the middle.
+		msg, err := ps.ReceiveTimeout(ctx, wait)
+		if ctx.Err() != nil {
+			return nil
+		}
+		if err != nil {
+			if isTimeout(err) {
+				continue
+			}
+			if r.closed.Load() {
+				return errClosed
+			}
+			// go-redis has closed the connection and dials again, now or on
+			// the next Receive, resubscribing to everything.
+			r.lost(st, err)
+			if !sleepCtx(ctx, bo.next()) {
+				return nil
+			}
+			lastMsg = time.Now()
+			continue
+		}
+		lastMsg = time.Now()
+		switch m := msg.(type) {
+		case *redis.Message:
+			switch {
+			case m.Pattern == UserPattern || m.Pattern == TopicPattern:
+				h(m.Channel, m.Payload)
+			case m.Pattern == "" && m.Channel == r.probeChannel && st.subscribed:
+				r.lastProbe.Store(lastMsg.UnixNano())
+				r.probed.Store(true)
+				r.setError(nil)
+				r.updateUp()
+			}
+		case *redis.Subscription:
+			r.confirm(st, m, bo)
+		}
+	}
+}
+
+// confirm records a subscription confirmation; when all three are in, the
+// connection is subscribed.
+func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
+	if s.Kind != "subscribe" && s.Kind != "psubscribe" {
+		return
+	}
+	st.confirmed[s.Channel] = true
+	if st.subscribed || !st.confirmed[UserPattern] || !st.confirmed[TopicPattern] || !st.confirmed[r.probeChannel] {
+		return
+	}
+	st.subscribed = true
+	r.subscribed.Store(true)
+	bo.reset()
+	if st.everSubscribed {
+		r.metrics.reconnects.Inc()
+		r.log.Info("redis pub/sub reconnected", "down_for", time.Since(st.lostAt).Round(time.Millisecond), "failed_attempts", st.attempts)
+	} else {
+		r.log.Info("redis pub/sub subscribed", "patterns", []string{UserPattern, TopicPattern}, "probe_channel", r.probeChannel)
+	}
+	st.everSubscribed = true
+	st.downLogged = false
+	st.attempts = 0
+	// Probe now rather than at the next tick: readiness follows quickly.
+	select {
+	case r.kick <- struct{}{}:
+	default:
+	}
+}
+
+// lost records that the subscription is not (or no longer) working.
+func (r *Redis) lost(st *readerState, err error) {
+	r.setError(err)
+	r.subscribed.Store(false)
+	r.probed.Store(false)
+	r.updateUp()
+	clear(st.confirmed)
+	st.attempts++
+	switch {
+	case st.subscribed:
+		st.lostAt = time.Now()
+		r.log.Warn("redis pub/sub connection lost", "error", err)
+		st.downLogged = true
+	case !st.downLogged:
+		st.lostAt = time.Now()
+		r.log.Warn("redis unreachable, retrying", "error", err)
+		st.downLogged = true
+	default:
+		r.log.Debug("redis still unreachable", "error", err, "attempts", st.attempts)
+	}
+	st.subscribed = false
+}
+
+// probeLoop publishes a probe every interval (and when the reader asks after
+// subscribing) until ctx ends, and keeps the up gauge current.
+func (r *Redis) probeLoop(ctx context.Context) {
+	t := time.NewTicker(r.interval)
+	defer t.Stop()
+	publishTimeout := min(r.timeout/2, max(r.interval, 250*time.Millisecond))
+	for {
+		r.updateUp()
+		pctx, cancel := context.WithTimeout(ctx, publishTimeout)
+		err := r.client.Publish(pctx, r.probeChannel, strconv.FormatInt(time.Now().UnixNano(), 10)).Err()
+		cancel()
+		if err != nil && ctx.Err() == nil {
+			r.setError(fmt.Errorf("probe publish: %w", err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.kick:
+		}
+	}
+}
+
+// ---- helpers ----
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+// backoff is exponential with "equal jitter": the n-th delay is drawn from
+// [d/2, d] where d doubles from 2*backoffMin, capped at 2*backoffMin<<7 and
+// backoffMax, so every delay lies between backoffMin and backoffMax.
+type backoff struct{ n int }
+
+func (b *backoff) next() time.Duration {
+	d := min(2*backoffMin<<min(b.n, 7), backoffMax)
+	b.n++
+	return d/2 + rand.N(d/2+1)
+}
+
+func (b *backoff) reset() { b.n = 0 }
