@@ -1,0 +1,507 @@
+//go:build linux && !notify_noepoll
+
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+const (
+	readBufferSize = 64 << 10
+	maxIOV         = 1024 // IOV_MAX on Linux
+	maxReadsPerRun = 16   // then the connection yields to the others
+	maxEvents      = 512
+)
+
+// ioState is the part of a connection only its loop touches.
+type ioState struct {
+	fd       int
+	lastRecv int64 // loop clock, ns
+	nextPing int64
+	expiry   int64 // 0 = none
+	closeAt  int64 // deadline of the closing handshake; 0 until closing starts
+	shutWR   bool  // our close frame is written and FIN sent
+	again    bool  // on the loop's list of connections with unread input
+	timer    timerEntry
+}
+
+// loop is one epoll event loop. Its goroutine owns every ioState and readState
+// of its connections; other goroutines reach it through attach and wake.
+type loop struct {
+	srv   *Server
+	epfd  int
+	efd   int // eventfd: wakes epoll_wait when work is queued
+	base  time.Time
+	now   int64
+	buf   []byte
+	iov   []unix.Iovec
+	conns []*Conn // by fd
+	wheel wheel
+	again []*Conn
+	ping  int64
+
+	mu       sync.Mutex
+	pending  []*Conn // to flush
+	adds     []*Conn // to register
+	signaled bool
+	stopping bool
+	done     chan struct{}
+}
+
+var _ driver = (*loop)(nil)
+
+func newLoop(s *Server) (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("epoll_create1: %w", err)
+	}
+	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(efd)
+		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+	}
+	l := &loop{
+		srv:  s,
+		epfd: epfd,
+		efd:  efd,
+		base: time.Now(),
+		buf:  make([]byte, readBufferSize),
+		iov:  make([]unix.Iovec, 0, maxIOV),
+		ping: int64(s.cfg.PingInterval),
+		done: make(chan struct{}),
+	}
+	// A tick fine enough for the ping interval, coarse enough to cost nothing
+	// on an idle node.
+	tick := min(max(s.cfg.PingInterval/8, time.Millisecond), time.Second)
+	l.wheel = newWheel(int64(tick), 0)
+	go l.run()
+	return l, nil
+}
+
+func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
+
+// attach runs on the caller's goroutine: it takes the socket out of Go's
+// poller and queues the connection for registration.
+func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) error {
+	fd, err := detach(nc)
+	if err != nil {
+		return err
+	}
+	c.io.fd = fd
+	c.io.timer.owner = c
+	if len(buffered) > 0 {
+		c.rd.pend = append([]byte(nil), buffered...)
+	}
+	c.mu.Lock()
+	c.drv = l
+	c.prependLocked(first)
+	if c.state == stateHeld {
+		c.state = stateOpen
+	}
+	// The registration flushes; until then Send need not wake the loop.
+	c.scheduled = true
+	c.mu.Unlock()
+
+	l.mu.Lock()
+	if l.stopping {
+		l.mu.Unlock()
+		unix.Close(fd)
+		return ErrServerClosed
+	}
+	l.adds = append(l.adds, c)
+	signal := !l.signaled
+	l.signaled = true
+	l.mu.Unlock()
+	if signal {
+		l.signal()
+	}
+	return nil
+}
+
+// detach moves the socket of nc to a descriptor of our own, non-blocking and
+// unknown to Go's poller, and closes nc. File()/Fd() are not used: they switch
+// the shared socket to blocking mode.
+func detach(nc net.Conn) (int, error) {
+	defer nc.Close()
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("detach %T: not a socket", nc)
+	}
+	raw, err := sc.SyscallConn()
+	if err != nil {
+		return -1, fmt.Errorf("detach: %w", err)
+	}
+	fd, derr := -1, error(nil)
+	if err := raw.Control(func(s uintptr) {
+		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, fmt.Errorf("detach: %w", err)
+	}
+	if derr != nil {
+		return -1, fmt.Errorf("detach: dup: %w", derr)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return -1, fmt.Errorf("detach: set non-blocking: %w", err)
+	}
+	// Go's poller set keepalive on accept; state it again since this socket
+	// is ours now (and a dead peer must not pin a descriptor forever).
+	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
+	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 4)
+	return fd, nil
+}
+
+// wake queues c for a flush on the loop. Called by Send and Close.
+func (l *loop) wake(c *Conn) {
+	l.mu.Lock()
+	l.pending = append(l.pending, c)
+	signal := !l.signaled
+	l.signaled = true
+	l.mu.Unlock()
+	if signal {
+		l.signal()
+	}
+}
+
+var eventfdOne = [8]byte{1}
+
+func (l *loop) signal() {
+	for {
+		_, err := unix.Write(l.efd, eventfdOne[:])
+		if err != unix.EINTR {
+			return // EAGAIN: the counter is saturated, the loop is awake anyway
+		}
+	}
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.stopping = true
+	l.mu.Unlock()
+	l.signal()
+	<-l.done
+}
+
+func (l *loop) run() {
+	defer close(l.done)
+	events := make([]unix.EpollEvent, maxEvents)
+	var adds, pending []*Conn
+	for {
+		timeout := -1
+		if len(l.again) > 0 {
+			timeout = 0
+		} else {
+			timeout = int((l.wheel.untilNext(l.clock()) + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+		}
+		n, err := unix.EpollWait(l.epfd, events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			l.srv.log.Error("epoll_wait failed; event loop stops", "err", err)
+			l.shutdown()
+			return
+		}
+		l.now = l.clock()
+		for i := 0; i < n; i++ {
+			ev := &events[i]
+			fd := int(ev.Fd)
+			if fd == l.efd {
+				var b [8]byte
+				_, _ = unix.Read(l.efd, b[:])
+				continue
+			}
+			if fd >= len(l.conns) || l.conns[fd] == nil {
+				continue
+			}
+			c := l.conns[fd]
+			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+				l.read(c)
+			}
+			if ev.Events&unix.EPOLLOUT != 0 && c.io.fd >= 0 {
+				c.mu.Lock()
+				c.blocked = false
+				c.mu.Unlock()
+				l.flush(c)
+			}
+		}
+
+		l.mu.Lock()
+		adds, l.adds = l.adds, adds[:0]
+		pending, l.pending = l.pending, pending[:0]
+		l.signaled = false
+		stopping := l.stopping
+		l.mu.Unlock()
+		if stopping {
+			for _, c := range adds {
+				unix.Close(c.io.fd)
+				c.io.fd = -1
+				c.markClosed()
+				l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: CloseGoingAway})
+			}
+			l.shutdown()
+			return
+		}
+		for i, c := range adds {
+			l.register(c)
+			adds[i] = nil
+		}
+		for i, c := range pending {
+			l.flush(c)
+			pending[i] = nil
+		}
+		if len(l.again) > 0 {
+			again := l.again
+			l.again = nil
+			for _, c := range again {
+				c.io.again = false
+				if c.io.fd >= 0 {
+					l.read(c)
+				}
+			}
+		}
+		l.wheel.advance(l.now, l.fire)
+	}
+}
+
+// shutdown closes every socket of the loop and the loop's own descriptors.
+func (l *loop) shutdown() {
+	for _, c := range l.conns {
+		if c != nil {
+			l.closeFD(c, CloseGoingAway)
+		}
+	}
+	unix.Close(l.efd)
+	unix.Close(l.epfd)
+}
+
+func (l *loop) register(c *Conn) {
+	fd := c.io.fd
+	if fd >= len(l.conns) {
+		grown := make([]*Conn, max(fd+1, 2*len(l.conns), 1024))
+		copy(grown, l.conns)
+		l.conns = grown
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
+	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		l.srv.log.Error("epoll_ctl add failed", "err", err)
+		unix.Close(fd)
+		c.io.fd = -1
+		c.markClosed()
+		l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: CloseAbnormal})
+		return
+	}
+	l.conns[fd] = c
+	c.io.lastRecv = l.now
+	c.io.nextPing = l.now + l.ping
+	if !c.expiry.IsZero() {
+		c.io.expiry = l.now + int64(time.Until(c.expiry))
+		if c.io.expiry <= 0 {
+			c.io.expiry = 1 // already expired: the first tick closes it
+		}
+	}
+	l.schedule(c)
+	if len(c.rd.pend) > 0 {
+		b := c.rd.pend
+		c.rd.pend = nil
+		c.feed(b)
+	}
+	l.flush(c)
+}
+
+// schedule sets the connection's timer to its next ping, idle or expiry deadline.
+func (l *loop) schedule(c *Conn) {
+	next := min(c.io.nextPing, c.io.lastRecv+2*l.ping)
+	if c.io.expiry != 0 {
+		next = min(next, c.io.expiry)
+	}
+	l.wheel.schedule(&c.io.timer, next)
+}
+
+func (l *loop) fire(e *timerEntry) {
+	c := e.owner
+	if c.io.fd < 0 {
+		return
+	}
+	now := l.now
+	if c.io.closeAt != 0 {
+		if now >= c.io.closeAt {
+			l.closeFD(c, c.getCloseCode())
+		} else {
+			l.wheel.schedule(e, c.io.closeAt)
+		}
+		return
+	}
+	c.mu.Lock()
+	switch {
+	case c.state != stateOpen:
+		// Closing, deadline not armed yet: the flush below arms it.
+	case c.io.expiry != 0 && now >= c.io.expiry:
+		c.closeLocked(CloseTokenExpired, "token expired")
+	case now-c.io.lastRecv >= 2*l.ping:
+		c.closeLocked(CloseNormal, "idle timeout")
+	case now >= c.io.nextPing:
+		c.sendControlLocked(pingFrame)
+		c.io.nextPing = now + l.ping
+	}
+	c.mu.Unlock()
+	l.flush(c)
+	if c.io.fd >= 0 && c.io.closeAt == 0 {
+		l.schedule(c)
+	}
+}
+
+// read drains the socket (edge-triggered: until EAGAIN or a short read) and
+// parses what came.
+func (l *loop) read(c *Conn) {
+	for i := 0; ; i++ {
+		off := copy(l.buf, c.rd.pend)
+		n, err := unix.Read(c.io.fd, l.buf[off:])
+		if n > 0 {
+			c.io.lastRecv = l.now
+			c.feed(l.buf[:off+n])
+			if off+n < len(l.buf) {
+				break // short read: the socket is empty, the next data is a new edge
+			}
+			if i == maxReadsPerRun {
+				if !c.io.again {
+					c.io.again = true
+					l.again = append(l.again, c)
+				}
+				break
+			}
+			continue
+		}
+		if err == unix.EINTR {
+			continue
+		}
+		if err == unix.EAGAIN {
+			break
+		}
+		// EOF or a socket error: the peer is gone.
+		code := CloseAbnormal
+		c.mu.Lock()
+		if c.state == stateClosing {
+			code = c.closeCode
+		}
+		c.mu.Unlock()
+		l.closeFD(c, code)
+		return
+	}
+	l.flush(c)
+}
+
+// flush writes queued frames with writev until the queue is empty or the
+// socket is full, then advances a closing connection.
+func (l *loop) flush(c *Conn) {
+	for c.io.fd >= 0 {
+		c.mu.Lock()
+		c.scheduled = false
+		if c.cutPending {
+			c.applyCutLocked()
+		}
+		if len(c.queue) == 0 || c.blocked {
+			closing, empty := c.state == stateClosing, len(c.queue) == 0
+			c.mu.Unlock()
+			if closing {
+				l.closing(c, empty)
+			}
+			return
+		}
+		iov, total := l.iov[:0], 0
+		for i, f := range c.queue {
+			if i == maxIOV {
+				break
+			}
+			if i == 0 {
+				f = f[c.head:]
+			}
+			v := unix.Iovec{Base: &f[0]}
+			v.SetLen(len(f))
+			iov = append(iov, v)
+			total += len(f)
+		}
+		c.mu.Unlock()
+
+		// Frames are immutable and only this goroutine removes them from the
+		// queue, so the write needs no lock; Send keeps appending meanwhile.
+		n, err := writev(c.io.fd, iov)
+		clear(iov)
+		c.mu.Lock()
+		if n > 0 {
+			c.consumeLocked(n)
+		}
+		if err == unix.EAGAIN || (err == nil && n < total) {
+			c.blocked = true // EPOLLOUT (edge-triggered) resumes the flush
+		}
+		c.mu.Unlock()
+		if err != nil && err != unix.EAGAIN && err != unix.EINTR {
+			l.closeFD(c, CloseAbnormal)
+			return
+		}
+	}
+}
+
+func writev(fd int, iov []unix.Iovec) (int, error) {
+	n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
+	if e != 0 {
+		return 0, e
+	}
+	return int(n), nil
+}
+
+// closing advances the closing handshake: arm the deadline; once our close
+// frame is out, half-close (FIN after it, so the peer reads it before any
+// reset) and wait for the peer's close or EOF; close at once if the peer's
+// close frame already came or the input was invalid.
+func (l *loop) closing(c *Conn, flushed bool) {
+	if c.io.closeAt == 0 {
+		c.io.closeAt = l.now + int64(l.srv.cfg.CloseTimeout)
+		l.wheel.schedule(&c.io.timer, c.io.closeAt)
+	}
+	if !flushed {
+		return
+	}
+	if !c.io.shutWR {
+		c.io.shutWR = true
+		_ = unix.Shutdown(c.io.fd, unix.SHUT_WR)
+	}
+	// After invalid input we still wait for the peer's EOF (or the deadline),
+	// so that our close frame is read before the socket goes.
+	if c.rd.peerClosed {
+		l.closeFD(c, c.getCloseCode())
+	}
+}
+
+func (l *loop) closeFD(c *Conn, code int) {
+	fd := c.io.fd
+	if fd < 0 {
+		return
+	}
+	unix.Close(fd)
+	l.conns[fd] = nil
+	c.io.fd = -1
+	l.wheel.remove(&c.io.timer)
+	c.rd = readState{}
+	c.mu.Lock()
+	c.state = stateClosed
+	clear(c.queue)
+	c.queue = nil
+	c.queued = 0
+	dropped := c.dropped
+	c.mu.Unlock()
+	l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: dropped})
+}

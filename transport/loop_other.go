@@ -1,0 +1,232 @@
+//go:build !linux || notify_noepoll
+
+package transport
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// The fallback driver for systems without epoll: a reader and a writer
+// goroutine per connection, behind the same Conn and Server API. The
+// build tag notify_noepoll selects it on Linux too, so its tests run here.
+
+type ioState struct {
+	nc       net.Conn
+	wakeCh   chan struct{} // size 1: a pending flush request
+	done     chan struct{} // closed when the socket is closed
+	lastRecv atomic.Int64  // unix ns
+	peerDone atomic.Bool   // the peer's close frame came in
+	failed   atomic.Bool   // input was invalid: close once our close frame is out
+	once     sync.Once
+}
+
+type loop struct {
+	srv   *Server
+	mu    sync.Mutex
+	conns map[*Conn]struct{}
+	stopd bool
+}
+
+var _ driver = (*loop)(nil)
+
+func newLoop(s *Server) (*loop, error) {
+	return &loop{srv: s, conns: make(map[*Conn]struct{})}, nil
+}
+
+func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) error {
+	l.mu.Lock()
+	if l.stopd {
+		l.mu.Unlock()
+		nc.Close()
+		return ErrServerClosed
+	}
+	l.conns[c] = struct{}{}
+	l.mu.Unlock()
+
+	c.io.nc = nc
+	c.io.wakeCh = make(chan struct{}, 1)
+	c.io.done = make(chan struct{})
+	c.io.lastRecv.Store(time.Now().UnixNano())
+	c.mu.Lock()
+	c.drv = l
+	c.prependLocked(first)
+	if c.state == stateHeld {
+		c.state = stateOpen
+	}
+	c.mu.Unlock()
+	if len(buffered) > 0 {
+		c.feed(append([]byte(nil), buffered...))
+		l.afterFeed(c)
+	}
+	go l.reader(c)
+	go l.writer(c)
+	l.wake(c)
+	return nil
+}
+
+func (l *loop) wake(c *Conn) {
+	select {
+	case c.io.wakeCh <- struct{}{}:
+	default:
+	}
+}
+
+func (l *loop) stop() {
+	l.mu.Lock()
+	l.stopd = true
+	conns := make([]*Conn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		l.finish(c, CloseGoingAway)
+	}
+}
+
+func (l *loop) afterFeed(c *Conn) {
+	if c.rd.peerClosed {
+		c.io.peerDone.Store(true)
+	} else if c.rd.done {
+		c.io.failed.Store(true)
+	}
+	c.mu.Lock()
+	c.scheduled = false
+	c.mu.Unlock()
+	l.wake(c)
+}
+
+func (l *loop) reader(c *Conn) {
+	buf := make([]byte, 4096)
+	for {
+		// An incomplete header or control frame from the last read goes in
+		// front of the new bytes.
+		off := copy(buf, c.rd.pend)
+		n, err := c.io.nc.Read(buf[off:])
+		if n > 0 {
+			c.io.lastRecv.Store(time.Now().UnixNano())
+			c.feed(buf[:off+n])
+			l.afterFeed(c)
+		}
+		if err != nil {
+			code := CloseAbnormal
+			c.mu.Lock()
+			if c.state == stateClosing {
+				code = c.closeCode
+			}
+			c.mu.Unlock()
+			l.finish(c, code)
+			return
+		}
+	}
+}
+
+// writer flushes the queue and runs the connection's timers.
+func (l *loop) writer(c *Conn) {
+	ping := l.srv.cfg.PingInterval
+	tick := time.NewTicker(min(max(ping/8, time.Millisecond), time.Second))
+	defer tick.Stop()
+	nextPing := time.Now().Add(ping)
+	var closeAt time.Time
+	for {
+		select {
+		case <-c.io.done:
+			return
+		case <-c.io.wakeCh:
+		case now := <-tick.C:
+			if !closeAt.IsZero() {
+				if now.After(closeAt) {
+					l.finish(c, c.getCloseCode())
+					return
+				}
+				break
+			}
+			c.mu.Lock()
+			switch {
+			case c.state != stateOpen:
+			case !c.expiry.IsZero() && now.After(c.expiry):
+				c.closeLocked(CloseTokenExpired, "token expired")
+			case now.UnixNano()-c.io.lastRecv.Load() >= 2*int64(ping):
+				c.closeLocked(CloseNormal, "idle timeout")
+			case now.After(nextPing):
+				c.sendControlLocked(pingFrame)
+				nextPing = now.Add(ping)
+			}
+			c.mu.Unlock()
+		}
+		flushed, closing, err := l.flush(c)
+		if err != nil {
+			code := CloseAbnormal
+			if closing {
+				code = c.getCloseCode()
+			}
+			l.finish(c, code)
+			return
+		}
+		if closing && closeAt.IsZero() {
+			closeAt = time.Now().Add(l.srv.cfg.CloseTimeout)
+		}
+		if closing && flushed {
+			if tc, ok := c.io.nc.(interface{ CloseWrite() error }); ok {
+				_ = tc.CloseWrite()
+			}
+			if c.io.peerDone.Load() {
+				l.finish(c, c.getCloseCode())
+				return
+			}
+		}
+	}
+}
+
+// flush writes the whole queue (blocking, bounded by the close timeout).
+func (l *loop) flush(c *Conn) (flushed, closing bool, err error) {
+	for {
+		c.mu.Lock()
+		c.scheduled = false
+		if c.cutPending {
+			c.applyCutLocked()
+		}
+		closing = c.state == stateClosing
+		if len(c.queue) == 0 {
+			c.mu.Unlock()
+			return true, closing, nil
+		}
+		bufs := make(net.Buffers, len(c.queue))
+		copy(bufs, c.queue)
+		bufs[0] = bufs[0][c.head:]
+		c.mu.Unlock()
+
+		_ = c.io.nc.SetWriteDeadline(time.Now().Add(l.srv.cfg.CloseTimeout))
+		n, werr := bufs.WriteTo(c.io.nc)
+		c.mu.Lock()
+		if n > 0 {
+			c.consumeLocked(int(n))
+		}
+		c.mu.Unlock()
+		if werr != nil {
+			// A client that reads nothing for a whole close timeout is as
+			// good as gone.
+			return false, closing, werr
+		}
+	}
+}
+
+func (l *loop) finish(c *Conn, code int) {
+	c.io.once.Do(func() {
+		c.io.nc.Close()
+		close(c.io.done)
+		l.mu.Lock()
+		delete(l.conns, c)
+		l.mu.Unlock()
+		c.mu.Lock()
+		c.state = stateClosed
+		c.queue = nil
+		c.queued = 0
+		dropped := c.dropped
+		c.mu.Unlock()
+		l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: dropped})
+	})
+}

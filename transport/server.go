@@ -1,0 +1,167 @@
+// Package transport serves client connections. A WebSocket connection is
+// upgraded by net/http and then handed to one of a few event loops (epoll on
+// Linux) that read, write and time it without a goroutine per connection.
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"runtime"
+	"sync/atomic"
+	"time"
+)
+
+// Config of a Server. Zero fields take the defaults of DefaultConfig.
+type Config struct {
+	PingInterval   time.Duration // server ping; a connection silent for 2 intervals is closed
+	MaxMessageSize int           // largest client message accepted (close 1009 above it)
+	SendQueueBytes int           // unsent bytes per connection before it is cut as slow (close 4008)
+	CloseTimeout   time.Duration // how long a closing connection may take to finish the handshake
+	Loops          int           // event loops; default one per CPU
+	Handler        Handler
+	Logger         *slog.Logger
+}
+
+// DefaultConfig returns the defaults of the notify contract.
+func DefaultConfig() Config {
+	return Config{
+		PingInterval:   25 * time.Second,
+		MaxMessageSize: 4096,
+		SendQueueBytes: 262144,
+		CloseTimeout:   5 * time.Second,
+		Loops:          runtime.GOMAXPROCS(0),
+	}
+}
+
+func (c *Config) setDefaults() {
+	d := DefaultConfig()
+	if c.PingInterval == 0 {
+		c.PingInterval = d.PingInterval
+	}
+	if c.MaxMessageSize == 0 {
+		c.MaxMessageSize = d.MaxMessageSize
+	}
+	if c.SendQueueBytes == 0 {
+		c.SendQueueBytes = d.SendQueueBytes
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = d.CloseTimeout
+	}
+	if c.Loops == 0 {
+		c.Loops = d.Loops
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first setting out of range.
+func (c Config) Validate() error {
+	switch {
+	case c.PingInterval < time.Millisecond:
+		return fmt.Errorf("ping interval %v: must be at least 1ms", c.PingInterval)
+	case c.MaxMessageSize < 1:
+		return fmt.Errorf("max message size %d: must be positive", c.MaxMessageSize)
+	case c.SendQueueBytes < 1024:
+		return fmt.Errorf("send queue %d bytes: must be at least 1024", c.SendQueueBytes)
+	case c.CloseTimeout < time.Millisecond:
+		return fmt.Errorf("close timeout %v: must be at least 1ms", c.CloseTimeout)
+	case c.Loops < 1 || c.Loops > 256:
+		return fmt.Errorf("loops %d: must be 1..256", c.Loops)
+	case c.Handler == nil:
+		return errors.New("no handler")
+	}
+	return nil
+}
+
+// Server drives connections.
+type Server struct {
+	cfg    Config
+	log    *slog.Logger
+	loops  []*loop
+	next   atomic.Uint32
+	closed atomic.Bool
+}
+
+// ErrServerClosed is returned by Attach after Close.
+var ErrServerClosed = errors.New("transport: server closed")
+
+// NewServer starts the event loops.
+func NewServer(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("transport config: %w", err)
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	for i := 0; i < cfg.Loops; i++ {
+		l, err := newLoop(s)
+		if err != nil {
+			s.Close()
+			return nil, fmt.Errorf("start event loop: %w", err)
+		}
+		s.loops = append(s.loops, l)
+	}
+	return s, nil
+}
+
+// NewConn makes a connection in the held state: frames sent to it queue up
+// (within the send-queue limit) and go out after Attach, behind the frames
+// Attach puts first. This is how "register, then read state" keeps order.
+func (s *Server) NewConn(o ConnOptions) *Conn {
+	return &Conn{srv: s, tag: o.Tag, expiry: o.Expiry, messages: o.Messages}
+}
+
+// Attach takes over nc, an upgraded WebSocket connection (nc is closed or
+// owned by the server afterwards), and starts serving c on it. buffered holds
+// bytes the client sent after its handshake that were already read. first
+// frames are written before anything queued while c was held. On error c is
+// closed and Handler.OnClose is not called.
+func (s *Server) Attach(c *Conn, nc net.Conn, buffered []byte, first ...[]byte) error {
+	if s.closed.Load() {
+		nc.Close()
+		c.markClosed()
+		return ErrServerClosed
+	}
+	l := s.loops[int(s.next.Add(1))%len(s.loops)]
+	if err := l.attach(c, nc, buffered, first); err != nil {
+		c.markClosed()
+		return err
+	}
+	return nil
+}
+
+// Close stops the loops and closes every socket at once, without a closing
+// handshake (drain connections before, with Conn.Close). Handler.OnClose runs
+// for each with CloseGoingAway.
+func (s *Server) Close() {
+	if s.closed.Swap(true) {
+		return
+	}
+	for _, l := range s.loops {
+		l.stop()
+	}
+}
+
+func (c *Conn) markClosed() {
+	c.mu.Lock()
+	c.state = stateClosed
+	c.queue = nil
+	c.queued = 0
+	c.mu.Unlock()
+}
+
+// prependLocked puts frames in front of everything queued while held.
+func (c *Conn) prependLocked(first [][]byte) {
+	if len(first) == 0 {
+		return
+	}
+	q := make([][]byte, 0, len(first)+len(c.queue))
+	q = append(q, first...)
+	q = append(q, c.queue...)
+	c.queue = q
+	for _, f := range first {
+		c.queued += len(f)
+	}
+}

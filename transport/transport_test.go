@@ -1,0 +1,479 @@
+package transport
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/gobwas/ws"
+)
+
+func testConfig() Config {
+	return Config{PingInterval: time.Minute, CloseTimeout: 2 * time.Second, Loops: 2}
+}
+
+func TestDeliverInOrder(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.CloseNow()
+	c := ts.nextConn(t)
+
+	const n = 2000
+	go func() {
+		for i := 0; i < n; i++ {
+			p := fmt.Sprintf("msg-%d", i)
+			if i%10 == 9 {
+				p = string([]byte{0xff, byte(i)}) // not UTF-8: a binary frame
+			}
+			if !c.Send(DataFrame(p)) {
+				t.Errorf("send %d refused", i)
+				return
+			}
+		}
+	}()
+	for i := 0; i < n; i++ {
+		typ, b, err := cl.Read(ctx)
+		if err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+		if i%10 == 9 {
+			if typ != websocket.MessageBinary || string(b) != string([]byte{0xff, byte(i)}) {
+				t.Fatalf("message %d: type %v %q, want binary", i, typ, b)
+			}
+			continue
+		}
+		if want := fmt.Sprintf("msg-%d", i); typ != websocket.MessageText || string(b) != want {
+			t.Fatalf("message %d: type %v %q, want text %q", i, typ, b, want)
+		}
+	}
+	if err := cl.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatalf("close handshake: %v", err)
+	}
+	if ev := ts.rec.waitClose(t); ev.info.Code != CloseNormal {
+		t.Fatalf("OnClose code %d, want %d", ev.info.Code, CloseNormal)
+	}
+}
+
+func TestLargeFrames(t *testing.T) {
+	ts := startServer(t, Config{PingInterval: time.Minute, SendQueueBytes: 8 << 20, Loops: 1}, serverOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.CloseNow()
+	cl.SetReadLimit(-1)
+	c := ts.nextConn(t)
+	sizes := []int{0, 125, 126, 65535, 65536, 1 << 20}
+	for _, n := range sizes {
+		c.Send(DataFrame(strings.Repeat("x", n)))
+	}
+	for _, n := range sizes {
+		_, b, err := cl.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(b) != n {
+			t.Fatalf("got %d bytes, want %d", len(b), n)
+		}
+	}
+}
+
+func TestHeldConnectionKeepsOrder(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{
+		held: func(c *Conn) {
+			c.Send(DataFrame("held-1"))
+			c.Send(DataFrame("held-2"))
+		},
+		first: func(c *Conn) [][]byte {
+			return [][]byte{DataFrame("first-1"), DataFrame("first-2")}
+		},
+	})
+	rc := dialRaw(t, ts.addr, nil)
+	for _, want := range []string{"first-1", "first-2", "held-1", "held-2"} {
+		if f := rc.read(); string(f.Payload) != want {
+			t.Fatalf("got %q, want %q", f.Payload, want)
+		}
+	}
+}
+
+func TestPingPongAndBufferedInput(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	// The ping travels in the same TCP write as the handshake.
+	rc := dialRaw(t, ts.addr, clientFrame(true, 0, byte(ws.OpPing), true, []byte("early")))
+	if f := rc.read(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "early" {
+		t.Fatalf("got %v %q, want pong early", f.Header.OpCode, f.Payload)
+	}
+	// A ping split into single bytes across many reads.
+	for _, b := range clientFrame(true, 0, byte(ws.OpPing), true, []byte("split")) {
+		rc.write([]byte{b})
+		time.Sleep(time.Millisecond)
+	}
+	if f := rc.read(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "split" {
+		t.Fatalf("got %v %q, want pong split", f.Header.OpCode, f.Payload)
+	}
+	// A ping between the fragments of a message is answered at once.
+	rc.write(clientFrame(false, 0, byte(ws.OpText), true, []byte("hel")))
+	rc.write(clientFrame(true, 0, byte(ws.OpPing), true, []byte("mid")))
+	if f := rc.read(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "mid" {
+		t.Fatalf("got %v %q, want pong mid", f.Header.OpCode, f.Payload)
+	}
+	rc.write(clientFrame(true, 0, byte(ws.OpContinuation), true, []byte("lo")))
+	rc.write(clientFrame(true, 0, byte(ws.OpClose), true, closePayload(1000, "done")))
+	rc.expectClose(1000)
+	rc.expectEOF()
+}
+
+func TestServerPingAndIdleTimeout(t *testing.T) {
+	cfg := testConfig()
+	cfg.PingInterval = 100 * time.Millisecond
+	ts := startServer(t, cfg, serverOpts{})
+
+	// A client that answers pings stays (coder/websocket answers them).
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	live, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer live.CloseNow()
+	liveCtx, stopLive := context.WithCancel(ctx)
+	defer stopLive()
+	liveDone := make(chan error, 1)
+	go func() { _, _, err := live.Read(liveCtx); liveDone <- err }()
+	ts.nextConn(t)
+
+	// A silent client receives pings, then the idle close.
+	rc := dialRaw(t, ts.addr, nil)
+	ts.nextConn(t)
+	if f := rc.read(); f.Header.OpCode != ws.OpPing {
+		t.Fatalf("got %v, want ping", f.Header.OpCode)
+	}
+	start := time.Now()
+	if reason := rc.expectClose(CloseNormal); reason != "idle timeout" {
+		t.Fatalf("reason %q", reason)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("idle close took %v", d)
+	}
+	select {
+	case err := <-liveDone:
+		t.Fatalf("the live client was closed too: %v", err)
+	default:
+	}
+}
+
+func TestTokenExpiry(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{conn: func(*http.Request) ConnOptions {
+		return ConnOptions{Expiry: time.Now().Add(200 * time.Millisecond)}
+	}})
+	rc := dialRaw(t, ts.addr, nil)
+	if reason := rc.expectClose(CloseTokenExpired); reason != "token expired" {
+		t.Fatalf("reason %q", reason)
+	}
+	rc.write(clientFrame(true, 0, byte(ws.OpClose), true, closePayload(CloseTokenExpired, "")))
+	rc.expectEOF()
+	if ev := ts.rec.waitClose(t); ev.info.Code != CloseTokenExpired {
+		t.Fatalf("OnClose code %d", ev.info.Code)
+	}
+}
+
+func TestServerCloseHandshake(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.CloseNow()
+	c := ts.nextConn(t)
+	c.Send(DataFrame("last"))
+	c.Close(CloseDisconnected, "disconnected")
+	if c.Send(DataFrame("after close")) {
+		t.Fatal("Send accepted a frame after Close")
+	}
+	if _, b, err := cl.Read(ctx); err != nil || string(b) != "last" {
+		t.Fatalf("read %q %v", b, err)
+	}
+	_, _, err = cl.Read(ctx)
+	if got := websocket.CloseStatus(err); got != CloseDisconnected {
+		t.Fatalf("close status %d (%v), want %d", got, err, CloseDisconnected)
+	}
+	if ev := ts.rec.waitClose(t); ev.info.Code != CloseDisconnected {
+		t.Fatalf("OnClose code %d", ev.info.Code)
+	}
+}
+
+func TestClientCloseWithoutStatus(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	rc := dialRaw(t, ts.addr, nil)
+	rc.write(clientFrame(true, 0, byte(ws.OpClose), true, nil))
+	rc.expectClose(0)
+	rc.expectEOF()
+	if ev := ts.rec.waitClose(t); ev.info.Code != CloseNoStatus {
+		t.Fatalf("OnClose code %d, want %d", ev.info.Code, CloseNoStatus)
+	}
+}
+
+func TestPeerVanishes(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	rc := dialRaw(t, ts.addr, nil)
+	ts.nextConn(t)
+	rc.nc.Close()
+	if ev := ts.rec.waitClose(t); ev.info.Code != CloseAbnormal {
+		t.Fatalf("OnClose code %d, want %d", ev.info.Code, CloseAbnormal)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	long := strings.Repeat("a", 5000)
+	tests := []struct {
+		name   string
+		frames [][]byte
+		code   int
+	}{
+		{"unmasked frame", [][]byte{clientFrame(true, 0, byte(ws.OpText), false, []byte("hi"))}, CloseProtocolError},
+		{"reserved bits", [][]byte{clientFrame(true, 1, byte(ws.OpText), true, []byte("hi"))}, CloseProtocolError},
+		{"unknown opcode", [][]byte{clientFrame(true, 0, 0x3, true, []byte("hi"))}, CloseProtocolError},
+		{"unknown control opcode", [][]byte{clientFrame(true, 0, 0xB, true, nil)}, CloseProtocolError},
+		{"frame over limit", [][]byte{clientFrame(true, 0, byte(ws.OpBinary), true, []byte(long))}, CloseTooBig},
+		{"message over limit in fragments", [][]byte{
+			clientFrame(false, 0, byte(ws.OpBinary), true, []byte(long[:3000])),
+			clientFrame(true, 0, byte(ws.OpContinuation), true, []byte(long[:3000])),
+		}, CloseTooBig},
+		{"invalid UTF-8", [][]byte{clientFrame(true, 0, byte(ws.OpText), true, []byte{'a', 0xff})}, CloseInvalidPayload},
+		{"surrogate in UTF-8", [][]byte{clientFrame(true, 0, byte(ws.OpText), true, []byte{0xed, 0xa0, 0x80})}, CloseInvalidPayload},
+		{"truncated UTF-8 at message end", [][]byte{clientFrame(true, 0, byte(ws.OpText), true, []byte{'a', 0xe2, 0x82})}, CloseInvalidPayload},
+		{"invalid UTF-8 across fragments", [][]byte{
+			clientFrame(false, 0, byte(ws.OpText), true, []byte{0xe2, 0x82}),
+			clientFrame(true, 0, byte(ws.OpContinuation), true, []byte{0x41}),
+		}, CloseInvalidPayload},
+		{"continuation without start", [][]byte{clientFrame(true, 0, byte(ws.OpContinuation), true, []byte("x"))}, CloseProtocolError},
+		{"new message inside fragmented one", [][]byte{
+			clientFrame(false, 0, byte(ws.OpText), true, []byte("a")),
+			clientFrame(true, 0, byte(ws.OpText), true, []byte("b")),
+		}, CloseProtocolError},
+		{"fragmented ping", [][]byte{clientFrame(false, 0, byte(ws.OpPing), true, nil)}, CloseProtocolError},
+		{"oversize ping", [][]byte{clientFrame(true, 0, byte(ws.OpPing), true, []byte(long[:126]))}, CloseProtocolError},
+		{"close with one byte", [][]byte{clientFrame(true, 0, byte(ws.OpClose), true, []byte{3})}, CloseProtocolError},
+		{"close with reserved code", [][]byte{clientFrame(true, 0, byte(ws.OpClose), true, closePayload(1005, ""))}, CloseProtocolError},
+		{"close with code out of range", [][]byte{clientFrame(true, 0, byte(ws.OpClose), true, closePayload(5000, ""))}, CloseProtocolError},
+		{"close reason not UTF-8", [][]byte{clientFrame(true, 0, byte(ws.OpClose), true, closePayload(1000, "\xff"))}, CloseInvalidPayload},
+	}
+	ts := startServer(t, testConfig(), serverOpts{})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := dialRaw(t, ts.addr, nil)
+			for _, f := range tt.frames {
+				rc.write(f)
+			}
+			rc.expectClose(tt.code)
+			rc.expectEOF()
+		})
+	}
+	// Every bad connection ended; none was left open.
+	for range tests {
+		ts.rec.waitClose(t)
+	}
+}
+
+func TestValidInputIsAccepted(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{conn: func(*http.Request) ConnOptions {
+		return ConnOptions{Messages: true}
+	}})
+	rc := dialRaw(t, ts.addr, nil)
+	euro := []byte("€uro")
+	rc.write(clientFrame(false, 0, byte(ws.OpText), true, euro[:1]))
+	rc.write(clientFrame(false, 0, byte(ws.OpContinuation), true, euro[1:2]))
+	rc.write(clientFrame(true, 0, byte(ws.OpContinuation), true, euro[2:]))
+	rc.write(clientFrame(true, 0, byte(ws.OpBinary), true, []byte{0xff, 0}))
+	rc.write(clientFrame(true, 0, byte(ws.OpText), true, nil))
+	rc.write(clientFrame(true, 0, byte(ws.OpText), true, []byte(strings.Repeat("z", 4096))))
+	want := []message{{true, "€uro"}, {false, "\xff\x00"}, {true, ""}, {true, strings.Repeat("z", 4096)}}
+	for _, w := range want {
+		select {
+		case m := <-ts.rec.msgs:
+			if m != w {
+				t.Fatalf("got %v %q, want %v %q", m.text, m.payload, w.text, w.payload)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("message not delivered")
+		}
+	}
+}
+
+func TestSlowConsumerIsCut(t *testing.T) {
+	cfg := testConfig()
+	cfg.SendQueueBytes = 64 << 10
+	cfg.CloseTimeout = 10 * time.Second
+	ts := startServer(t, cfg, serverOpts{})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	slow := dialRaw(t, ts.addr, nil) // reads nothing until the cut
+	slowConn := ts.nextConn(t)
+	fast, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.CloseNow()
+	fastConn := ts.nextConn(t)
+
+	// Both get the same stream; the fast client reads it as it comes. The
+	// slow one fills its kernel buffers, then its queue, and is cut.
+	const total = 40000
+	frame := DataFrame(strings.Repeat("p", 1000))
+	var received atomic.Int64
+	readErr := make(chan error, 1)
+	go func() {
+		for received.Load() < total {
+			if _, _, err := fast.Read(ctx); err != nil {
+				readErr <- err
+				return
+			}
+			received.Add(1)
+		}
+		readErr <- nil
+	}()
+	cutAt := -1
+	for i := 0; i < total; i++ {
+		// Stay well within the fast client's queue: bytes in a write that has
+		// not returned yet still count as queued, so allow for twice the window.
+		for int64(i)-received.Load() > 16 && ctx.Err() == nil {
+			time.Sleep(50 * time.Microsecond)
+		}
+		if !fastConn.Send(frame) {
+			t.Fatalf("the fast client was refused frame %d", i)
+		}
+		if !slowConn.Send(frame) && cutAt < 0 {
+			cutAt = i
+		}
+	}
+	if err := <-readErr; err != nil {
+		t.Fatalf("fast client after %d frames: %v", received.Load(), err)
+	}
+	if cutAt < 0 {
+		t.Fatalf("%d MB queued for a client that reads nothing, and it was not cut", total/1000)
+	}
+	t.Logf("slow client cut after %d frames", cutAt)
+	// The slow client reads again: it finds what was in flight, then 4008.
+	slow.expectClose(CloseSlowConsumer)
+	slow.write(clientFrame(true, 0, byte(ws.OpClose), true, closePayload(CloseSlowConsumer, "")))
+	ev := ts.rec.waitClose(t)
+	if ev.c != slowConn || ev.info.Code != CloseSlowConsumer || ev.info.Dropped == 0 {
+		t.Fatalf("OnClose %+v, want slow consumer with drops", ev.info)
+	}
+}
+
+func TestServerCloseEndsEverything(t *testing.T) {
+	cfg := testConfig()
+	ts := startServer(t, cfg, serverOpts{})
+	for i := 0; i < 10; i++ {
+		dialRaw(t, ts.addr, nil)
+		ts.nextConn(t)
+	}
+	ts.srv.Close()
+	for i := 0; i < 10; i++ {
+		if ev := ts.rec.waitClose(t); ev.info.Code != CloseGoingAway {
+			t.Fatalf("code %d", ev.info.Code)
+		}
+	}
+}
+
+func TestManyConnections(t *testing.T) {
+	const conns, msgs = 500, 50
+	ts := startServer(t, testConfig(), serverOpts{})
+	clients := make([]*rawClient, conns)
+	servers := make([]*Conn, conns)
+	for i := range clients {
+		clients[i] = dialRaw(t, ts.addr, nil)
+		servers[i] = ts.nextConn(t)
+	}
+	frames := make([][]byte, msgs)
+	for i := range frames {
+		frames[i] = DataFrame(fmt.Sprint(i))
+	}
+	for _, f := range frames {
+		for _, c := range servers {
+			c.Send(f)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	for _, rc := range clients {
+		wg.Add(1)
+		go func(rc *rawClient) {
+			defer wg.Done()
+			_ = rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+			for i := 0; i < msgs; i++ {
+				f, err := ws.ReadFrame(rc.br)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if string(f.Payload) != fmt.Sprint(i) {
+					errs <- fmt.Errorf("got %q, want %d", f.Payload, i)
+					return
+				}
+			}
+		}(rc)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+}
+
+func TestCheckUpgrade(t *testing.T) {
+	good := func() *http.Request {
+		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Connection", "keep-alive, Upgrade")
+		r.Header.Set("Upgrade", "websocket")
+		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
+		r.Header.Set("Sec-WebSocket-Version", "13")
+		return r
+	}
+	tests := []struct {
+		name   string
+		mutate func(r *http.Request)
+		status int
+	}{
+		{"valid", func(*http.Request) {}, 0},
+		{"plain GET", func(r *http.Request) { r.Header = http.Header{} }, http.StatusBadRequest},
+		{"POST", func(r *http.Request) { r.Method = http.MethodPost }, http.StatusMethodNotAllowed},
+		{"no upgrade header", func(r *http.Request) { r.Header.Del("Upgrade") }, http.StatusBadRequest},
+		{"bad key", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Key", "short") }, http.StatusBadRequest},
+		{"old version", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Version", "8") }, http.StatusUpgradeRequired},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := good()
+			tt.mutate(r)
+			err := CheckUpgrade(r)
+			if tt.status == 0 {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			ue, ok := IsUpgradeError(err)
+			if !ok || ue.Status != tt.status {
+				t.Fatalf("got %v, want status %d", err, tt.status)
+			}
+		})
+	}
+}
