@@ -37,6 +37,10 @@ func newLoop(s *Server) (*loop, error) {
 }
 
 func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) error {
+	c.io.nc = nc
+	c.io.wakeCh = make(chan struct{}, 1)
+	c.io.done = make(chan struct{})
+	c.io.lastRecv.Store(time.Now().UnixNano())
 	l.mu.Lock()
 	if l.stopd {
 		l.mu.Unlock()
@@ -45,11 +49,6 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 	}
 	l.conns[c] = struct{}{}
 	l.mu.Unlock()
-
-	c.io.nc = nc
-	c.io.wakeCh = make(chan struct{}, 1)
-	c.io.done = make(chan struct{})
-	c.io.lastRecv.Store(time.Now().UnixNano())
 	c.mu.Lock()
 	c.drv = l
 	c.prependLocked(first)
