@@ -1,0 +1,169 @@
+package node
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/internal/flagext"
+	"github.com/notify-dev/notify/transport"
+)
+
+// Config is everything a node is configured with. Every field is a flag and,
+// through the command, the environment variable of the same name.
+type Config struct {
+	Port           string // PORT: HTTP listener
+	PprofPort      string // PPROF_PORT: pprof listener, "off" disables
+	Auth           auth.Config
+	Redis          broker.RedisConfig
+	AllowedOrigins flagext.StringSlice // NOTIFY_ALLOWED_ORIGINS
+	OpenTopics     bool                // NOTIFY_OPEN_TOPICS
+	PingInterval   time.Duration       // NOTIFY_PING_INTERVAL
+	MaxMessageSize int                 // NOTIFY_MAX_MESSAGE_SIZE
+	SendQueueBytes int                 // NOTIFY_SEND_QUEUE_BYTES
+	NodeName       string              // NOTIFY_NODE_NAME
+	DrainTimeout   time.Duration       // NOTIFY_DRAIN_TIMEOUT
+
+	// Not settings: tuning for tests and benchmarks.
+	CloseTimeout  time.Duration // how long a closing handshake may take (transport default)
+	Loops         int           // event loops (default one per CPU)
+	ProbeInterval time.Duration // Redis probe period (broker default)
+}
+
+// DefaultConfig returns the defaults of the contract (DESIGN.md section 2).
+func DefaultConfig() Config {
+	var c Config
+	fs := flag.NewFlagSet("defaults", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	return c
+}
+
+// RegisterFlags registers every setting on fs, with its default.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	host, _ := os.Hostname()
+	fs.StringVar(&c.Port, "port", ":3000", "HTTP listener for WebSocket, API, metrics, health and pages (3000 and :3000 both work)")
+	fs.StringVar(&c.PprofPort, "pprof-port", "127.0.0.1:6060", `net/http/pprof listener; "off" disables it`)
+	c.Auth.RegisterFlags(fs)
+	c.Redis.RegisterFlags(fs)
+	fs.Var(&c.AllowedOrigins, "notify-allowed-origins", "comma-separated Origin allowlist for browsers, e.g. https://app.example.com,https://*.example.com; empty allows any")
+	fs.BoolVar(&c.OpenTopics, "notify-open-topics", false, "let any client join any topic, not only those its token's topics claim lists")
+	fs.DurationVar(&c.PingInterval, "notify-ping-interval", 25*time.Second, "server ping interval; a connection silent for 2 intervals is closed")
+	fs.IntVar(&c.MaxMessageSize, "notify-max-message-size", 4096, "largest client frame accepted in bytes (close 1009 above it)")
+	fs.IntVar(&c.SendQueueBytes, "notify-send-queue-bytes", 262144, "unsent bytes per connection before the client is cut as slow (close 4008)")
+	fs.StringVar(&c.NodeName, "notify-node-name", host, "unique member name of this node")
+	fs.DurationVar(&c.DrainTimeout, "notify-drain-timeout", 20*time.Second, "how long a stopping node spreads its connection closes over")
+}
+
+// Validate reports every setting out of range, naming it by its environment
+// variable.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(name, value, why string) {
+		errs = append(errs, fmt.Errorf("invalid %s %q: %s", name, value, why))
+	}
+	if _, err := normalizeAddr(c.Port); err != nil {
+		bad("PORT", c.Port, err.Error())
+	}
+	if c.PprofPort != "off" {
+		if _, err := normalizeAddr(c.PprofPort); err != nil {
+			bad("PPROF_PORT", c.PprofPort, err.Error()+` (or "off")`)
+		}
+	}
+	if err := c.Auth.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Redis.Enabled() {
+		if _, err := c.Redis.Options(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, err := parseOriginPattern(o); err != nil {
+			bad("NOTIFY_ALLOWED_ORIGINS", o, err.Error())
+		}
+	}
+	if c.PingInterval < 100*time.Millisecond {
+		bad("NOTIFY_PING_INTERVAL", c.PingInterval.String(), "must be at least 100ms")
+	}
+	if c.MaxMessageSize < 125 || c.MaxMessageSize > 64<<20 {
+		bad("NOTIFY_MAX_MESSAGE_SIZE", strconv.Itoa(c.MaxMessageSize), "must be between 125 and 67108864 bytes")
+	}
+	if c.SendQueueBytes < 4096 || c.SendQueueBytes > 1<<30 {
+		bad("NOTIFY_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes), "must be between 4096 and 1073741824 bytes")
+	}
+	if strings.TrimSpace(c.NodeName) == "" {
+		bad("NOTIFY_NODE_NAME", c.NodeName, "must not be empty")
+	}
+	if c.DrainTimeout < 0 {
+		bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")
+	}
+	return errors.Join(errs...)
+}
+
+// transportConfig is the part of the config the transport needs.
+func (c *Config) transportConfig() transport.Config {
+	return transport.Config{
+		PingInterval:   c.PingInterval,
+		MaxMessageSize: c.MaxMessageSize,
+		SendQueueBytes: c.SendQueueBytes,
+		CloseTimeout:   c.CloseTimeout,
+		Loops:          c.Loops,
+	}
+}
+
+// normalizeAddr accepts "3000", ":3000", "host:3000" and returns a listen
+// address.
+func normalizeAddr(s string) (string, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return "", errors.New("empty")
+	}
+	if !strings.Contains(s, ":") {
+		s = ":" + s
+	}
+	_, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", errors.New("want a port or host:port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", errors.New("port must be a number from 0 to 65535")
+	}
+	return s, nil
+}
+
+// originPattern is one entry of the Origin allowlist: scheme and host, where
+// the host may start with "*." to allow every subdomain.
+type originPattern struct {
+	scheme, host string // host lower-cased, with port if given
+	wildcard     bool   // host is a suffix: "*.example.com" -> ".example.com"
+}
+
+func parseOriginPattern(s string) (originPattern, error) {
+	u, err := url.Parse(strings.TrimSpace(s))
+	if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+		return originPattern{}, errors.New("want scheme://host[:port], e.g. https://app.example.com or https://*.example.com")
+	}
+	p := originPattern{scheme: strings.ToLower(u.Scheme), host: strings.ToLower(u.Host)}
+	if rest, ok := strings.CutPrefix(p.host, "*."); ok {
+		p.wildcard, p.host = true, "."+rest
+	}
+	return p, nil
+}
+
+func (p originPattern) match(scheme, host string) bool {
+	if scheme != p.scheme {
+		return false
+	}
+	if p.wildcard {
+		return strings.HasSuffix(host, p.host) && len(host) > len(p.host)
+	}
+	return host == p.host
+}

@@ -1,0 +1,117 @@
+package node
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/notify-dev/notify/transport"
+)
+
+// Rejection reasons (label of notify_connections_rejected_total).
+const (
+	rejectBadRequest   = "bad_request"
+	rejectDraining     = "draining"
+	rejectOrigin       = "origin"
+	rejectUnauthorized = "unauthorized"
+	rejectTopic        = "topic"
+	rejectState        = "state_unavailable"
+	rejectUpgrade      = "upgrade_failed"
+)
+
+// Drop reasons (label of notify_messages_dropped_total).
+const (
+	dropEmptyID      = "empty_id"
+	dropBadChannel   = "bad_channel"
+	dropSlowConsumer = "slow_consumer"
+)
+
+// closeCodes are the disconnect codes given their own label value; anything
+// else a client sends is counted as "other" so the label stays bounded.
+var closeCodes = []int{
+	transport.CloseNormal, transport.CloseGoingAway, transport.CloseProtocolError,
+	transport.CloseNoStatus, transport.CloseAbnormal, transport.CloseInvalidPayload,
+	transport.CloseTooBig, transport.CloseServiceRestart, transport.CloseTokenExpired,
+	transport.CloseDisconnected, transport.CloseSlowConsumer,
+}
+
+type metrics struct {
+	connections *prometheus.GaugeVec
+	accepted    *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
+	disconnects *prometheus.CounterVec
+	received    prometheus.Counter
+	delivered   prometheus.Counter
+	dropped     *prometheus.CounterVec
+
+	codeLabel map[int]string
+
+	// Children used on every connection or message, looked up once.
+	wsConnections prometheus.Gauge
+	wsAccepted    prometheus.Counter
+	droppedEmpty  prometheus.Counter
+	droppedBad    prometheus.Counter
+	droppedSlow   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "notify_connections",
+			Help: "Open client connections on this node.",
+		}, []string{"transport"}),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_connections_accepted_total",
+			Help: "Client connections accepted.",
+		}, []string{"transport"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_connections_rejected_total",
+			Help: "Connection attempts refused, by reason.",
+		}, []string{"reason"}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_disconnects_total",
+			Help: "Connections ended, by close code (sent by the server, or by the client when it closed first; 1006 = no close frame).",
+		}, []string{"code"}),
+		received: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_messages_received_total",
+			Help: "Messages received from the broker.",
+		}),
+		delivered: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_messages_delivered_total",
+			Help: "Messages handed to client connections (one per connection).",
+		}),
+		dropped: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_messages_dropped_total",
+			Help: "Messages not delivered, by reason.",
+		}, []string{"reason"}),
+		codeLabel: make(map[int]string),
+	}
+	reg.MustRegister(m.connections, m.accepted, m.rejected, m.disconnects, m.received, m.delivered, m.dropped,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	// Every series exists from the start, so rate() and alerts see zeros
+	// rather than nothing.
+	m.wsConnections = m.connections.WithLabelValues("websocket")
+	m.wsAccepted = m.accepted.WithLabelValues("websocket")
+	for _, r := range []string{rejectBadRequest, rejectDraining, rejectOrigin, rejectUnauthorized, rejectTopic, rejectState, rejectUpgrade} {
+		m.rejected.WithLabelValues(r)
+	}
+	m.droppedEmpty = m.dropped.WithLabelValues(dropEmptyID)
+	m.droppedBad = m.dropped.WithLabelValues(dropBadChannel)
+	m.droppedSlow = m.dropped.WithLabelValues(dropSlowConsumer)
+	for _, c := range closeCodes {
+		m.codeLabel[c] = strconv.Itoa(c)
+		m.disconnects.WithLabelValues(m.codeLabel[c])
+	}
+	m.disconnects.WithLabelValues("other")
+	return m
+}
+
+func (m *metrics) disconnect(code int) {
+	l, ok := m.codeLabel[code]
+	if !ok {
+		l = "other"
+	}
+	m.disconnects.WithLabelValues(l).Inc()
+}

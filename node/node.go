@@ -1,0 +1,255 @@
+// Package node wires a notify node together: broker and state store, the
+// client transports, the delivery hub, HTTP routes, and the lifecycle from
+// start to drain.
+package node
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/transport"
+)
+
+// Node is one notify server.
+type Node struct {
+	cfg      Config
+	log      *slog.Logger
+	reg      *prometheus.Registry
+	metrics  *metrics
+	verifier *auth.Verifier
+	origins  []originPattern
+	broker   broker.Broker
+	state    broker.StateStore
+	closer   func() error // closes the broker's connections
+	ws       *transport.Server
+	hub      *hub
+
+	httpSrv  *http.Server
+	httpLn   net.Listener
+	pprofSrv *http.Server
+	pprofLn  net.Listener
+
+	draining   atomic.Bool
+	stopBroker context.CancelFunc
+	brokerDone chan struct{}
+	conns      atomic.Int64  // open client connections
+	connsZero  chan struct{} // signalled when conns drops to zero while draining
+	stopOnce   sync.Once
+}
+
+// New builds a node from a validated config. It starts nothing.
+func New(cfg Config, log *slog.Logger) (*Node, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	n := &Node{
+		cfg:       cfg,
+		log:       log,
+		reg:       prometheus.NewRegistry(),
+		hub:       newHub(),
+		connsZero: make(chan struct{}, 1),
+	}
+	n.metrics = newMetrics(n.reg)
+
+	if cfg.Auth.Secret == "" && len(cfg.Auth.PublicKeyFiles) == 0 {
+		n.cfg.Auth.Secret = randomSecret()
+		log.Warn("no NOTIFY_JWT_SECRET or NOTIFY_JWT_PUBLIC_KEYS set: using a random secret for this process; tokens signed elsewhere will be refused")
+	}
+	v, err := auth.NewVerifier(n.cfg.Auth)
+	if err != nil {
+		return nil, err
+	}
+	n.verifier = v
+	for _, o := range cfg.AllowedOrigins {
+		p, _ := parseOriginPattern(o) // checked by Validate
+		n.origins = append(n.origins, p)
+	}
+
+	if cfg.Redis.Enabled() {
+		opts, err := cfg.Redis.Options()
+		if err != nil {
+			return nil, err
+		}
+		r, err := broker.NewRedis(opts, broker.RedisOptions{
+			Logger:        log,
+			Registerer:    n.reg,
+			NodeID:        cfg.NodeName,
+			ProbeInterval: cfg.ProbeInterval,
+		})
+		if err != nil {
+			return nil, fmt.Errorf("redis broker: %w", err)
+		}
+		n.broker, n.state, n.closer = r, r, r.Close
+	} else {
+		m := broker.NewMemory(n.reg)
+		n.broker, n.state, n.closer = m, m, func() error { return nil }
+	}
+
+	tc := cfg.transportConfig()
+	tc.Handler = wsEvents{n}
+	tc.Logger = log
+	ws, err := transport.NewServer(tc)
+	if err != nil {
+		return nil, err
+	}
+	n.ws = ws
+	return n, nil
+}
+
+func randomSecret() string {
+	b := make([]byte, 32)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}
+
+// Registry is the node's metrics registry (for tests and embedding).
+func (n *Node) Registry() *prometheus.Registry { return n.reg }
+
+// Addr is the address the HTTP listener is bound to (after Start).
+func (n *Node) Addr() string { return n.httpLn.Addr().String() }
+
+// Start listens and starts the broker. The node serves until Shutdown.
+func (n *Node) Start() error {
+	addr, _ := normalizeAddr(n.cfg.Port)
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen PORT %s: %w", n.cfg.Port, err)
+	}
+	n.httpLn = ln
+	n.httpSrv = &http.Server{
+		Handler:           n.routes(),
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
+	}
+	if n.cfg.PprofPort != "off" {
+		paddr, _ := normalizeAddr(n.cfg.PprofPort)
+		pln, err := net.Listen("tcp", paddr)
+		if err != nil {
+			ln.Close()
+			return fmt.Errorf("listen PPROF_PORT %s: %w", n.cfg.PprofPort, err)
+		}
+		n.pprofLn = pln
+		n.pprofSrv = &http.Server{Handler: pprofRoutes(), ReadHeaderTimeout: 10 * time.Second}
+		go n.serve(n.pprofSrv, pln, "pprof")
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	n.stopBroker = cancel
+	n.brokerDone = make(chan struct{})
+	go func() {
+		defer close(n.brokerDone)
+		if err := n.broker.Run(ctx, n.deliver); err != nil {
+			n.log.Error("broker stopped", "err", err)
+		}
+	}()
+	go n.serve(n.httpSrv, ln, "http")
+	n.log.Info("notify node started", "addr", ln.Addr().String(), "node", n.cfg.NodeName,
+		"broker", n.brokerName(), "pprof", n.cfg.PprofPort)
+	return nil
+}
+
+func (n *Node) brokerName() string {
+	if n.cfg.Redis.Enabled() {
+		return "redis"
+	}
+	return "memory"
+}
+
+func (n *Node) serve(srv *http.Server, ln net.Listener, name string) {
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		n.log.Error("listener stopped", "listener", name, "err", err)
+	}
+}
+
+// Run starts the node, serves until ctx ends, then drains and stops.
+func (n *Node) Run(ctx context.Context) error {
+	if err := n.Start(); err != nil {
+		return err
+	}
+	<-ctx.Done()
+	n.log.Info("stopping: draining connections", "drain_timeout", n.cfg.DrainTimeout.String(), "connections", n.conns.Load())
+	return n.Shutdown(context.Background())
+}
+
+func (n *Node) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/notify/ws", n.serveWS)
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.HandleFunc("GET /healthz", n.serveHealth)
+	mux.HandleFunc("GET /readyz", n.serveReady)
+	return mux
+}
+
+func pprofRoutes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// deliver is the broker's handler: every published message passes here.
+func (n *Node) deliver(channel, payload string) {
+	n.metrics.received.Inc()
+	t, ok := broker.ParseChannel(channel)
+	switch {
+	case !ok:
+		n.metrics.droppedBad.Inc()
+		return
+	case t.Name == "":
+		n.metrics.droppedEmpty.Inc()
+		return
+	}
+	if d := n.hub.deliver(t.Topic, t.Name, payload); d > 0 {
+		n.metrics.delivered.Add(float64(d))
+	}
+}
+
+// Shutdown drains the node: readiness goes false, new connections are
+// refused, open ones are closed with 1012 "shutdown" spread over the drain
+// timeout; then everything stops. ctx bounds the wait.
+func (n *Node) Shutdown(ctx context.Context) error {
+	var err error
+	n.stopOnce.Do(func() { err = n.shutdown(ctx) })
+	return err
+}
+
+func (n *Node) shutdown(ctx context.Context) error {
+	n.draining.Store(true)
+	n.drain(ctx)
+
+	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	errs := []error{n.httpSrv.Shutdown(hctx)}
+	if n.pprofSrv != nil {
+		errs = append(errs, n.pprofSrv.Shutdown(hctx))
+	}
+	n.ws.Close()
+	n.stopBroker()
+	<-n.brokerDone
+	errs = append(errs, n.closer())
+	n.log.Info("notify node stopped")
+	return errors.Join(errs...)
+}

@@ -1,0 +1,226 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/internal/flagext"
+	"github.com/notify-dev/notify/transport"
+)
+
+// Limits on what one connection may ask for.
+const (
+	maxTopicsPerConn = 64
+	maxTopicLen      = 256
+	stateReadTimeout = 5 * time.Second
+)
+
+// serveWS is GET /notify/ws, the Notify protocol (DESIGN.md section 2):
+// refuse before upgrading, register, read state, upgrade, then hand the
+// socket to the event loop with the connect and state frames first.
+func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
+	if err := transport.CheckUpgrade(r); err != nil {
+		ue, _ := transport.IsUpgradeError(err)
+		if ue.Status == http.StatusUpgradeRequired {
+			w.Header().Set("Sec-WebSocket-Version", "13")
+		}
+		n.refuse(w, ue.Status, rejectBadRequest, ue.Msg)
+		return
+	}
+	if n.draining.Load() {
+		n.refuse(w, http.StatusServiceUnavailable, rejectDraining, "node is draining, reconnect to another node")
+		return
+	}
+	if !n.originAllowed(r) {
+		n.refuse(w, http.StatusForbidden, rejectOrigin, "origin not allowed")
+		return
+	}
+	token, _ := auth.TokenFromRequest(r, n.cfg.Auth.SessionCookie)
+	claims, err := n.verifier.Verify(token)
+	if err != nil {
+		n.refuse(w, http.StatusUnauthorized, rejectUnauthorized, err.Error())
+		return
+	}
+	topics, err := n.topicsFor(r, claims)
+	if err != nil {
+		var fe forbiddenError
+		if errors.As(err, &fe) {
+			n.refuse(w, http.StatusForbidden, rejectTopic, err.Error())
+		} else {
+			n.refuse(w, http.StatusBadRequest, rejectBadRequest, err.Error())
+		}
+		return
+	}
+
+	cl := &client{user: claims.UserID, topics: topics}
+	cl.conn = n.ws.NewConn(transport.ConnOptions{Expiry: claims.ExpiresAt, Tag: cl})
+	// Registered before the state is read: a message published from here on
+	// queues behind the state frame and is not lost.
+	n.hub.add(cl)
+	ctx, cancel := context.WithTimeout(r.Context(), stateReadTimeout)
+	state, err := n.state.GetState(ctx, cl.user)
+	cancel()
+	if err != nil {
+		n.hub.remove(cl)
+		n.log.Warn("state read failed; connection refused", "user", cl.user, "err", err)
+		n.refuse(w, http.StatusServiceUnavailable, rejectState, "state store unavailable, retry later")
+		return
+	}
+
+	hdr := http.Header{"X-Notify-Node": {n.cfg.NodeName}}
+	nc, buffered, err := transport.Upgrade(w, r, hdr)
+	if err != nil {
+		n.hub.remove(cl)
+		n.metrics.rejected.WithLabelValues(rejectUpgrade).Inc()
+		n.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	n.conns.Add(1)
+	n.metrics.wsConnections.Inc()
+	if err := n.ws.Attach(cl.conn, nc, buffered, connectFrame(cl.user), stateFrame(state)); err != nil {
+		n.hub.remove(cl)
+		n.connClosed()
+		n.metrics.wsConnections.Dec()
+		n.metrics.rejected.WithLabelValues(rejectUpgrade).Inc()
+		n.log.Warn("attach failed", "remote", r.RemoteAddr, "err", err)
+		return
+	}
+	n.metrics.wsAccepted.Inc()
+	n.log.Debug("connected", "user", cl.user, "topics", topics, "remote", r.RemoteAddr)
+}
+
+// refuse answers a handshake with the contract's JSON error.
+func (n *Node) refuse(w http.ResponseWriter, status int, reason, msg string) {
+	n.metrics.rejected.WithLabelValues(reason).Inc()
+	writeError(w, status, msg)
+}
+
+// writeError writes {"error":{"message":msg}}.
+func writeError(w http.ResponseWriter, status int, msg string) {
+	var body struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	body.Error.Message = msg
+	writeJSON(w, status, body)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		status, b = http.StatusInternalServerError, []byte(`{"error":{"message":"internal error"}}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// originAllowed: browsers send Origin; with an allowlist set it must match.
+// Clients that send none (servers, mobile apps) are not browsers and pass.
+func (n *Node) originAllowed(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if len(n.origins) == 0 || origin == "" {
+		return true
+	}
+	p, err := parseOriginPattern(origin)
+	if err != nil || p.wildcard {
+		return false
+	}
+	for _, o := range n.origins {
+		if o.match(p.scheme, p.host) {
+			return true
+		}
+	}
+	return false
+}
+
+type forbiddenError string
+
+func (e forbiddenError) Error() string { return string(e) }
+
+// topicsFor parses the topic query parameters (names separated by commas or
+// spaces, the parameter may repeat) and checks each against the token.
+func (n *Node) topicsFor(r *http.Request, claims auth.Claims) ([]string, error) {
+	var topics []string
+	for _, v := range r.URL.Query()["topic"] {
+		for _, t := range flagext.SplitList(v) {
+			if indexOf(topics, t) >= 0 {
+				continue
+			}
+			if len(t) > maxTopicLen {
+				return nil, errors.New("topic name longer than 256 bytes")
+			}
+			if !n.cfg.OpenTopics && !claims.Allows(t) {
+				return nil, forbiddenError("topic " + quote(t) + " not allowed by the token")
+			}
+			topics = append(topics, t)
+		}
+	}
+	if len(topics) > maxTopicsPerConn {
+		return nil, errors.New("more than 64 topics")
+	}
+	return topics, nil
+}
+
+func quote(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// connectFrame is frame 1: {"kind":"connect","userID":"<id>"}.
+func connectFrame(user string) []byte {
+	b, _ := json.Marshal(struct {
+		Kind   string `json:"kind"`
+		UserID string `json:"userID"`
+	}{"connect", user})
+	return transport.TextFrame(b)
+}
+
+// stateFrame is frame 2: {"kind":"state","state":{...}}.
+func stateFrame(state map[string]string) []byte {
+	if state == nil {
+		state = map[string]string{}
+	}
+	b, _ := json.Marshal(struct {
+		Kind  string            `json:"kind"`
+		State map[string]string `json:"state"`
+	}{"state", state})
+	return transport.TextFrame(b)
+}
+
+// wsEvents receives the transport's connection events for the node.
+type wsEvents struct{ n *Node }
+
+var _ transport.Handler = wsEvents{}
+
+// OnMessage: client data frames on /notify/ws are read and ignored.
+func (e wsEvents) OnMessage(*transport.Conn, bool, []byte) {}
+
+// OnClose runs on the event loop when a connection is gone.
+func (e wsEvents) OnClose(c *transport.Conn, info transport.CloseInfo) {
+	n := e.n
+	cl := c.Tag().(*client)
+	n.hub.remove(cl)
+	n.metrics.wsConnections.Dec()
+	n.metrics.disconnect(info.Code)
+	if info.Dropped > 0 {
+		n.metrics.droppedSlow.Add(float64(info.Dropped))
+		n.log.Info("slow consumer cut", "user", cl.user, "dropped", info.Dropped)
+	}
+	n.connClosed()
+}
+
+func (n *Node) connClosed() {
+	if n.conns.Add(-1) == 0 && n.draining.Load() {
+		select {
+		case n.connsZero <- struct{}{}:
+		default:
+		}
+	}
+}
