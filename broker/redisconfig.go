@@ -20,8 +20,8 @@ type RedisConfig struct {
 
 // RegisterFlags registers --pubsub-redis-addr and --redis-url on fs.
 func (c *RedisConfig) RegisterFlags(fs *flag.FlagSet) {
-	fs.StringVar(&c.Addr, "pubsub-redis-addr", "", "Redis host:port (env PUBSUB_REDIS_ADDR); empty with no --redis-url = in-memory broker")
-	fs.StringVar(&c.URL, "redis-url", "", "Redis URL redis://[user:password@]host:port[/db] or rediss:// for TLS (env REDIS_URL); wins over --pubsub-redis-addr")
+	fs.StringVar(&c.Addr, "pubsub-redis-addr", "", "Redis host:port; with neither this nor a Redis URL the node runs on the embedded in-memory broker")
+	fs.StringVar(&c.URL, "redis-url", "", "Redis URL redis://[user:password@]host:port[/db], rediss:// for TLS; wins over PUBSUB_REDIS_ADDR")
 }
 
 // Enabled tells whether a Redis server is configured.

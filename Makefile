@@ -1,0 +1,59 @@
+# notify: `make run` starts a node on the embedded broker, `make test` runs
+# everything CI runs.
+
+GO         ?= go
+BIN        := bin/notify
+DEV_SECRET ?= notify-dev-secret-change-me
+PORT       ?= 3000
+# Debian packages the tests use (command -> package), installed when missing.
+TEST_TOOLS := redis-server:redis-server
+SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: build run test deps lint bench fuzz clean
+
+build:
+	$(GO) build -trimpath -o $(BIN) ./cmd/notify
+
+# A working node with no Redis, on the embedded in-memory broker.
+run: build
+	@echo "token for user demo (valid 24h):"
+	@NOTIFY_JWT_SECRET=$(DEV_SECRET) ./$(BIN) token --user demo --ttl 24h
+	@echo "connect: ws://localhost:$(PORT)/notify/ws?authorization=<token>"
+	@echo
+	PORT=$(PORT) NOTIFY_JWT_SECRET=$(DEV_SECRET) LOG_FORMAT=text ./$(BIN)
+
+# Everything CI runs: format and vet, every test with the race detector, and
+# the transport tests again on the goroutine-per-connection fallback.
+test: deps lint
+	$(GO) test -race -count=1 -timeout 15m ./...
+	$(GO) test -race -count=1 -tags notify_noepoll ./transport/
+
+# Installs the servers the integration tests start (apt, where it exists).
+deps:
+	@missing=""; for t in $(TEST_TOOLS); do \
+		command -v $${t%%:*} >/dev/null 2>&1 || missing="$$missing $${t#*:}"; done; \
+	if [ -n "$$missing" ]; then \
+		if command -v apt-get >/dev/null 2>&1; then \
+			echo "installing$$missing"; \
+			$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+		else \
+			echo "missing:$$missing (no apt-get here; tests needing them are skipped)"; \
+		fi; \
+	fi
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; find . -name '*.go' -newer go.mod 2>/dev/null) | sort -u); \
+	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags notify_noepoll ./transport/
+	GOOS=darwin $(GO) vet ./transport/ ./node/ ./cmd/...
+
+# Short runs of every fuzz target (their seed corpora also run in make test).
+fuzz:
+	$(GO) test -run='^$$' -fuzz='^FuzzParser$$' -fuzztime=30s ./transport/
+	$(GO) test -run='^$$' -fuzz='^FuzzUTF8$$' -fuzztime=30s ./transport/
+	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=30s ./auth/
+	$(GO) test -run='^$$' -fuzz='^FuzzTokenFromRequest$$' -fuzztime=30s ./auth/
+
+clean:
+	rm -rf bin

@@ -1,0 +1,215 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/notify-dev/notify/auth"
+)
+
+// binary is the notify command built once for the process tests.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "notify-bin")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "notify")
+	out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "go build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func TestHelpListsEverySetting(t *testing.T) {
+	var out bytes.Buffer
+	cmd := exec.Command(binary, "--help")
+	cmd.Stderr = &out
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("--help: %v", err)
+	}
+	for _, env := range []string{
+		"PORT", "PPROF_PORT", "PUBSUB_REDIS_ADDR", "REDIS_URL", "NOTIFY_JWT_SECRET", "NOTIFY_JWT_PUBLIC_KEYS",
+		"NOTIFY_JWT_AUDIENCE", "NOTIFY_JWT_ISSUER", "NOTIFY_USER_CLAIM", "NOTIFY_SESSION_COOKIE",
+		"NOTIFY_ALLOWED_ORIGINS", "NOTIFY_OPEN_TOPICS", "NOTIFY_PING_INTERVAL", "NOTIFY_MAX_MESSAGE_SIZE",
+		"NOTIFY_SEND_QUEUE_BYTES", "NOTIFY_NODE_NAME", "NOTIFY_DRAIN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT",
+	} {
+		if !strings.Contains(out.String(), " "+env+" ") {
+			t.Errorf("--help does not list %s", env)
+		}
+	}
+	if !strings.Contains(out.String(), "(default :3000)") || !strings.Contains(out.String(), "(default 25s)") {
+		t.Error("--help does not show defaults")
+	}
+}
+
+func TestBadSettingsNameTheSetting(t *testing.T) {
+	tests := []struct {
+		env  []string
+		args []string
+		want string
+	}{
+		{[]string{"PORT=http"}, nil, "PORT"},
+		{[]string{"NOTIFY_PING_INTERVAL=soon"}, nil, "NOTIFY_PING_INTERVAL"},
+		{[]string{"NOTIFY_MAX_MESSAGE_SIZE=-1"}, nil, "NOTIFY_MAX_MESSAGE_SIZE"},
+		{[]string{"NOTIFY_OPEN_TOPICS=maybe"}, nil, "NOTIFY_OPEN_TOPICS"},
+		{[]string{"REDIS_URL=ftp://x"}, nil, "REDIS_URL"},
+		{[]string{"LOG_LEVEL=loud"}, nil, "LOG_LEVEL"},
+		{nil, []string{"--notify-allowed-origins", "example.com"}, "NOTIFY_ALLOWED_ORIGINS"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.want, func(t *testing.T) {
+			var out bytes.Buffer
+			cmd := exec.Command(binary, tt.args...)
+			cmd.Env = append(os.Environ(), tt.env...)
+			cmd.Stderr = &out
+			err := cmd.Run()
+			ee, ok := err.(*exec.ExitError)
+			if !ok || ee.ExitCode() != 2 {
+				t.Fatalf("exit %v, want 2; output %s", err, out.String())
+			}
+			if !strings.Contains(out.String(), tt.want) || strings.Contains(out.String(), "goroutine ") {
+				t.Fatalf("output %q does not name %s cleanly", out.String(), tt.want)
+			}
+		})
+	}
+}
+
+func newTestFlagSet(port *string) *flag.FlagSet {
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	fs.StringVar(port, "port", ":3000", "")
+	return fs
+}
+
+func TestFlagsWinOverEnvironment(t *testing.T) {
+	var got string
+	env := map[string]string{"PORT": ":1111"}
+	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
+	if err := parseSettings(newTestFlagSet(&got), []string{"--port", ":2222"}, lookup); err != nil {
+		t.Fatal(err)
+	}
+	if got != ":2222" {
+		t.Fatalf("port %q, want the flag's", got)
+	}
+	if err := parseSettings(newTestFlagSet(&got), nil, lookup); err != nil {
+		t.Fatal(err)
+	}
+	if got != ":1111" {
+		t.Fatalf("port %q, want the environment's", got)
+	}
+}
+
+func TestTokenCommand(t *testing.T) {
+	cmd := exec.Command(binary, "token", "--user", "demo", "--topics", "news,sport", "--ttl", "1h")
+	cmd.Env = append(os.Environ(), "NOTIFY_JWT_SECRET=cmd-test-secret")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := auth.NewVerifier(auth.Config{Secret: "cmd-test-secret"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := v.Verify(strings.TrimSpace(string(out)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.UserID != "demo" || !c.Allows("sport") || time.Until(c.ExpiresAt) > time.Hour {
+		t.Fatalf("claims %+v", c)
+	}
+	// Without a secret it says which setting is missing.
+	cmd = exec.Command(binary, "token", "--user", "demo")
+	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "NOTIFY_JWT_SECRET") {
+		t.Fatalf("token without a secret: %v %s", err, out)
+	}
+}
+
+func TestVersion(t *testing.T) {
+	out, err := exec.Command(binary, "version").Output()
+	if err != nil || !strings.HasPrefix(string(out), "notify ") {
+		t.Fatalf("%v %q", err, out)
+	}
+}
+
+// TestServeAndSIGTERM runs a node process with no Redis, checks it serves,
+// then stops it with SIGTERM: exit 0, after the drain.
+func TestServeAndSIGTERM(t *testing.T) {
+	port := freePort(t)
+	cmd := exec.Command(binary)
+	cmd.Env = append(os.Environ(), "PORT="+port, "PPROF_PORT=off", "NOTIFY_JWT_SECRET=s", "NOTIFY_DRAIN_TIMEOUT=100ms", "LOG_FORMAT=json")
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	base := "http://127.0.0.1" + port
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(base + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("node never became ready")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit within 15s of SIGTERM")
+	}
+	var all []string
+	for l := range lines {
+		all = append(all, l)
+	}
+	if log := strings.Join(all, "\n"); !strings.Contains(log, `"msg":"notify node stopped"`) {
+		t.Fatalf("log has no stop line:\n%s", log)
+	}
+}
+
+func freePort(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return fmt.Sprintf(":%d", ln.Addr().(*net.TCPAddr).Port)
+}
