@@ -48,6 +48,17 @@ lint:
 	$(GO) vet -tags notify_noepoll ./transport/
 	GOOS=darwin $(GO) vet ./transport/ ./node/ ./cmd/...
 
+# Figures, one per line as "name value unit": micro-benchmarks of the hot
+# paths, then the load run (real redis-server, a notify process, client
+# processes on several 127.0.0.x addresses). Takes about two minutes.
+bench: build deps
+	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/ ./broker/ ./auth/ | awk ' \
+		/^Benchmark/ { n = $$1; sub(/^Benchmark/, "", n); sub(/-[0-9]+$$/, "", n); \
+			for (i = 3; i < NF; i += 2) { u = $$(i+1); s = (u == "ns/op") ? "" : (u == "B/op") ? "_bytes" : (u == "allocs/op") ? "_allocs" : "_rate"; \
+				print n s, $$i, u } } \
+		/^(FAIL|panic)/ { print; bad = 1 } END { exit bad }'
+	@$(GO) run ./test/bench -notify $(BIN)
+
 # Short runs of every fuzz target (their seed corpora also run in make test).
 fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzParser$$' -fuzztime=30s ./transport/

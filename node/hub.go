@@ -11,15 +11,21 @@ import (
 type client struct {
 	conn   *transport.Conn
 	user   string
-	topics []string
-
-	// Positions in the hub's sets, so leaving is O(1) even for a topic with
-	// many members. Guarded by the shard locks of the respective sets.
-	userPos  int
-	topicPos []int
+	topics []topicRef
+	// Position in the user's set, so leaving is O(1). Guarded by the shard
+	// lock of the user.
+	userPos int32
 }
 
-// connSet is the local connections of one user or one topic.
+// topicRef is a joined topic and the client's position in its set (guarded
+// by the topic's shard lock).
+type topicRef struct {
+	name string
+	pos  int32
+}
+
+// connSet is the local connections of one user or one topic. Maps hold it by
+// value: a user with one connection costs the map entry and a one-pointer array.
 type connSet struct {
 	clients []*client
 }
@@ -35,16 +41,16 @@ type hub struct {
 
 type hubShard struct {
 	mu     sync.RWMutex
-	users  map[string]*connSet
-	topics map[string]*connSet
+	users  map[string]connSet
+	topics map[string]connSet
 	_      [40]byte // keep neighbouring shard locks off one cache line
 }
 
 func newHub() *hub {
 	h := &hub{seed: maphash.MakeSeed()}
 	for i := range h.shards {
-		h.shards[i].users = make(map[string]*connSet)
-		h.shards[i].topics = make(map[string]*connSet)
+		h.shards[i].users = make(map[string]connSet)
+		h.shards[i].topics = make(map[string]connSet)
 	}
 	return h
 }
@@ -60,23 +66,20 @@ func (h *hub) add(c *client) {
 	s.mu.Lock()
 	c.userPos = addTo(s.users, c.user, c)
 	s.mu.Unlock()
-	c.topicPos = make([]int, len(c.topics))
-	for i, t := range c.topics {
-		s := h.shard(t)
+	for i := range c.topics {
+		t := &c.topics[i]
+		s := h.shard(t.name)
 		s.mu.Lock()
-		c.topicPos[i] = addTo(s.topics, t, c)
+		t.pos = addTo(s.topics, t.name, c)
 		s.mu.Unlock()
 	}
 }
 
-func addTo(m map[string]*connSet, name string, c *client) int {
+func addTo(m map[string]connSet, name string, c *client) int32 {
 	set := m[name]
-	if set == nil {
-		set = &connSet{}
-		m[name] = set
-	}
 	set.clients = append(set.clients, c)
-	return len(set.clients) - 1
+	m[name] = set
+	return int32(len(set.clients) - 1)
 }
 
 // remove unregisters c. It must have been added.
@@ -87,11 +90,15 @@ func (h *hub) remove(c *client) {
 		moved.userPos = c.userPos
 	}
 	s.mu.Unlock()
-	for i, t := range c.topics {
-		s := h.shard(t)
+	for _, t := range c.topics {
+		s := h.shard(t.name)
 		s.mu.Lock()
-		if moved := removeFrom(s.topics, t, c.topicPos[i]); moved != nil {
-			moved.topicPos[indexOf(moved.topics, t)] = c.topicPos[i]
+		if moved := removeFrom(s.topics, t.name, t.pos); moved != nil {
+			for i := range moved.topics {
+				if moved.topics[i].name == t.name {
+					moved.topics[i].pos = t.pos
+				}
+			}
 		}
 		s.mu.Unlock()
 	}
@@ -99,9 +106,9 @@ func (h *hub) remove(c *client) {
 
 // removeFrom deletes position pos of the set by moving the last client
 // there, and returns the moved client (nil if none moved).
-func removeFrom(m map[string]*connSet, name string, pos int) *client {
+func removeFrom(m map[string]connSet, name string, pos int32) *client {
 	set := m[name]
-	last := len(set.clients) - 1
+	last := int32(len(set.clients) - 1)
 	var moved *client
 	if pos != last {
 		moved = set.clients[last]
@@ -109,22 +116,16 @@ func removeFrom(m map[string]*connSet, name string, pos int) *client {
 	}
 	set.clients[last] = nil
 	set.clients = set.clients[:last]
-	if last == 0 {
+	switch {
+	case last == 0:
 		delete(m, name)
-	} else if cap(set.clients) > 64 && len(set.clients) < cap(set.clients)/4 {
+		return moved
+	case cap(set.clients) > 64 && len(set.clients) < cap(set.clients)/4:
 		// A topic that shrank a lot gives its memory back.
 		set.clients = append([]*client(nil), set.clients...)
 	}
+	m[name] = set
 	return moved
-}
-
-func indexOf(s []string, v string) int {
-	for i, x := range s {
-		if x == v {
-			return i
-		}
-	}
-	return -1
 }
 
 // deliver builds the frame for payload once, only if there is a local
@@ -138,28 +139,41 @@ func (h *hub) deliver(topic bool, name, payload string) int {
 	if topic {
 		set = s.topics[name]
 	}
-	if set == nil {
+	if len(set.clients) == 0 {
 		return 0
 	}
 	frame := transport.DataFrame(payload)
 	n := 0
+	if len(set.clients) <= directFanout {
+		// A user's few connections: write at once from here, the cheapest
+		// and quickest path.
+		for _, c := range set.clients {
+			if c.conn.Send(frame) {
+				n++
+			}
+		}
+		return n
+	}
+	// A big fan-out: the event loops write, in parallel, coalescing frames
+	// that queue up while they are busy.
 	for _, c := range set.clients {
-		if c.conn.Send(frame) {
+		if c.conn.Enqueue(frame) {
 			n++
 		}
 	}
 	return n
 }
 
+// directFanout is the largest set written to directly by the broker's
+// goroutine; larger ones are handed to the event loops.
+const directFanout = 8
+
 // userConns returns the local connections of user.
 func (h *hub) userConns(user string) []*client {
 	s := h.shard(user)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if set := s.users[user]; set != nil {
-		return append([]*client(nil), set.clients...)
-	}
-	return nil
+	return append([]*client(nil), s.users[user].clients...)
 }
 
 // all returns every local client.

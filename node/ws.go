@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/notify-dev/notify/auth"
@@ -90,7 +92,7 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	n.metrics.wsAccepted.Inc()
-	n.log.Debug("connected", "user", cl.user, "topics", topics, "remote", r.RemoteAddr)
+	n.log.Debug("connected", "user", cl.user, "topics", len(topics), "remote", r.RemoteAddr)
 }
 
 // refuse answers a handshake with the contract's JSON error.
@@ -146,11 +148,11 @@ func (e forbiddenError) Error() string { return string(e) }
 
 // topicsFor parses the topic query parameters (names separated by commas or
 // spaces, the parameter may repeat) and checks each against the token.
-func (n *Node) topicsFor(r *http.Request, claims auth.Claims) ([]string, error) {
-	var topics []string
+func (n *Node) topicsFor(r *http.Request, claims auth.Claims) ([]topicRef, error) {
+	var topics []topicRef
 	for _, v := range r.URL.Query()["topic"] {
 		for _, t := range flagext.SplitList(v) {
-			if indexOf(topics, t) >= 0 {
+			if slices.ContainsFunc(topics, func(r topicRef) bool { return r.name == t }) {
 				continue
 			}
 			if len(t) > maxTopicLen {
@@ -159,7 +161,9 @@ func (n *Node) topicsFor(r *http.Request, claims auth.Claims) ([]string, error) 
 			if !n.cfg.OpenTopics && !claims.Allows(t) {
 				return nil, forbiddenError("topic " + quote(t) + " not allowed by the token")
 			}
-			topics = append(topics, t)
+			// A copy: t is part of the request line, which would otherwise
+			// stay alive as long as the connection.
+			topics = append(topics, topicRef{name: strings.Clone(t)})
 		}
 	}
 	if len(topics) > maxTopicsPerConn {

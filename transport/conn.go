@@ -48,27 +48,26 @@ type ConnOptions struct {
 	Tag any
 }
 
-// Conn is one server-side WebSocket connection. Send and Close may be called
-// from any goroutine; everything else belongs to the driver.
+// Conn is one server-side WebSocket connection. Send, Enqueue and Close may
+// be called from any goroutine; everything else belongs to the driver. The
+// layout is kept small: an idle connection is this struct and nothing else.
 type Conn struct {
-	srv *Server
-	tag any
-
-	// Set at creation or attach, read-only afterwards.
-	expiry   time.Time
-	messages bool
-	drv      driver
+	srv    *Server
+	drv    *loop
+	tag    any
+	expiry int64 // unix ns, 0 = never; read-only after creation
 
 	mu         sync.Mutex
-	state      connState
 	queue      [][]byte // frames not yet fully written; queue[0][head:] goes first
-	head       int
-	queued     int  // bytes in queue not yet written
+	head       int32
+	queued     int32 // bytes in queue not yet written
+	dropped    int32
+	closeCode  int16 // code of the close frame queued or received
+	state      connState
 	scheduled  bool // the driver has been asked to flush
 	blocked    bool // the socket is full: the driver flushes when it drains
 	cutPending bool // cut as a slow consumer: the driver drops the queue on its next flush
-	closeCode  int  // code of the close frame queued or received
-	dropped    int
+	messages   bool // read-only after creation
 
 	// Owned by the driver.
 	io ioState
@@ -78,18 +77,27 @@ type Conn struct {
 // Tag returns ConnOptions.Tag.
 func (c *Conn) Tag() any { return c.tag }
 
-// Send queues a complete frame (from DataFrame or TextFrame) for the client.
-// frame must not be modified afterwards; the same slice may go to many
-// connections. It never blocks: when the queue would exceed the configured
-// limit the connection is cut with CloseSlowConsumer. It reports whether the
-// frame was queued.
-func (c *Conn) Send(frame []byte) bool {
+// Send queues a complete frame (from DataFrame or TextFrame) for the client,
+// writing it at once when nothing is queued ahead of it: one system call on
+// the caller's goroutine, no hand-off to the event loop. frame must not be
+// modified afterwards; the same slice may go to many connections. It never
+// blocks: when the queue would exceed the configured limit the connection is
+// cut with CloseSlowConsumer. It reports whether the frame was taken.
+func (c *Conn) Send(frame []byte) bool { return c.send(frame, true) }
+
+// Enqueue is Send without the immediate write: the event loop writes the
+// frame, coalescing it with others queued meanwhile. A caller fanning one
+// message out to many connections uses it to spread the writes over the
+// loops instead of making them all itself.
+func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, false) }
+
+func (c *Conn) send(frame []byte, direct bool) bool {
 	c.mu.Lock()
 	if c.state >= stateClosing {
 		c.mu.Unlock()
 		return false
 	}
-	if c.queued+len(frame) > c.srv.cfg.SendQueueBytes {
+	if int(c.queued)+len(frame) > c.srv.cfg.SendQueueBytes {
 		// The queue itself is rearranged by the driver only (it may be writing
 		// from it right now); here we mark the cut and ask for a flush.
 		c.state = stateClosing
@@ -103,8 +111,22 @@ func (c *Conn) Send(frame []byte) bool {
 		}
 		return false
 	}
+	if direct && c.state == stateOpen && len(c.queue) == 0 && !c.blocked {
+		if n, tried := c.writeNowLocked(frame); tried {
+			if n < len(frame) {
+				// The socket took part or nothing: the rest waits for the
+				// loop, which resumes on EPOLLOUT.
+				c.queue = append(c.queue, frame)
+				c.head = int32(n)
+				c.queued = int32(len(frame) - n)
+				c.blocked = true
+			}
+			c.mu.Unlock()
+			return true
+		}
+	}
 	c.queue = append(c.queue, frame)
-	c.queued += len(frame)
+	c.queued += int32(len(frame))
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	if wake {
@@ -140,21 +162,21 @@ func (c *Conn) Closed() bool {
 func (c *Conn) getCloseCode() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closeCode
+	return int(c.closeCode)
 }
 
 func (c *Conn) closeLocked(code int, reason string) {
 	f := closeFrame(code, reason)
 	c.queue = append(c.queue, f)
-	c.queued += len(f)
+	c.queued += int32(len(f))
 	c.state = stateClosing
-	c.closeCode = code
+	c.closeCode = int16(code)
 }
 
 // wakeLocked marks the connection scheduled and reports whether the driver
 // must be woken. Held connections are flushed when attached.
 func (c *Conn) wakeLocked() bool {
-	if c.state == stateHeld || c.scheduled || c.blocked || c.drv == nil {
+	if c.state == stateHeld || c.scheduled || c.blocked {
 		return false
 	}
 	c.scheduled = true
@@ -165,7 +187,7 @@ func (c *Conn) wakeLocked() bool {
 // close echo); unlike Send it is allowed while closing and is not limited.
 func (c *Conn) sendControlLocked(f []byte) {
 	c.queue = append(c.queue, f)
-	c.queued += len(f)
+	c.queued += int32(len(f))
 }
 
 // applyCutLocked drops every queued frame except one already partly written
@@ -175,27 +197,27 @@ func (c *Conn) applyCutLocked() {
 	if c.head > 0 {
 		keep = 1
 	}
-	c.dropped += len(c.queue) - keep
+	c.dropped += int32(len(c.queue) - keep)
 	clear(c.queue[keep:])
 	c.queue = c.queue[:keep]
 	c.queued = 0
 	if keep == 1 {
-		c.queued = len(c.queue[0]) - c.head
+		c.queued = int32(len(c.queue[0])) - c.head
 	}
 	c.cutPending = false
 	f := closeFrame(CloseSlowConsumer, "slow consumer")
 	c.queue = append(c.queue, f)
-	c.queued += len(f)
+	c.queued += int32(len(f))
 }
 
 // consumeLocked removes n written bytes from the front of the queue.
 func (c *Conn) consumeLocked(n int) {
-	c.queued -= n
+	c.queued -= int32(n)
 	i := 0
 	for n > 0 {
-		rest := len(c.queue[i]) - c.head
+		rest := len(c.queue[i]) - int(c.head)
 		if n < rest {
-			c.head += n
+			c.head += int32(n)
 			break
 		}
 		n -= rest
@@ -204,21 +226,9 @@ func (c *Conn) consumeLocked(n int) {
 		i++
 	}
 	if i == len(c.queue) {
-		// Keep a small backing array for the next burst; an idle connection
-		// of a busy user should not pin a large one.
-		if cap(c.queue) > 16 {
-			c.queue = nil
-		} else {
-			c.queue = c.queue[:0]
-		}
+		// An idle connection keeps no queue array.
+		c.queue = nil
 		return
 	}
 	c.queue = c.queue[i:]
-}
-
-// driver moves a connection's bytes: the epoll loop on Linux, goroutines
-// elsewhere.
-type driver interface {
-	// wake asks the driver to flush c soon. Called without c.mu held.
-	wake(c *Conn)
 }

@@ -21,16 +21,18 @@ const (
 	maxEvents      = 512
 )
 
-// ioState is the part of a connection only its loop touches.
+// ioState is the part of a connection its loop owns. fd is also read under
+// Conn.mu by a sender writing directly, so the loop changes it under Conn.mu.
 type ioState struct {
-	fd       int
-	lastRecv int64 // loop clock, ns
-	nextPing int64
-	expiry   int64 // 0 = none
-	closeAt  int64 // deadline of the closing handshake; 0 until closing starts
-	shutWR   bool  // our close frame is written and FIN sent
-	again    bool  // on the loop's list of connections with unread input
-	timer    timerEntry
+	tnext, tprev *Conn // timing wheel links
+	tdue         int64 // wheel tick; 0 = not scheduled
+	lastRecv     int64 // loop clock, ns
+	nextPing     int64
+	expiry       int64 // loop clock; 0 = none
+	closeAt      int64 // deadline of the closing handshake; 0 until closing starts
+	fd           int32
+	shutWR       bool // our close frame is written and FIN sent
+	again        bool // on the loop's list of connections with unread input
 }
 
 // loop is one epoll event loop. Its goroutine owns every ioState and readState
@@ -55,8 +57,6 @@ type loop struct {
 	stopping bool
 	done     chan struct{}
 }
-
-var _ driver = (*loop)(nil)
 
 func newLoop(s *Server) (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
@@ -101,8 +101,7 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 	if err != nil {
 		return err
 	}
-	c.io.fd = fd
-	c.io.timer.owner = c
+	c.io.fd = int32(fd)
 	if len(buffered) > 0 {
 		c.rd.pend = append([]byte(nil), buffered...)
 	}
@@ -158,12 +157,9 @@ func detach(nc net.Conn) (int, error) {
 		unix.Close(fd)
 		return -1, fmt.Errorf("detach: set non-blocking: %w", err)
 	}
-	// Go's poller set keepalive on accept; state it again since this socket
-	// is ours now (and a dead peer must not pin a descriptor forever).
-	_ = unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_KEEPALIVE, 1)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPIDLE, 15)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPINTVL, 15)
-	_ = unix.SetsockoptInt(fd, unix.IPPROTO_TCP, unix.TCP_KEEPCNT, 4)
+	// TCP keepalive and TCP_NODELAY, set by Go when it accepted the
+	// connection, are options of the socket, which the duplicate shares: no
+	// need to set them again (TestDetachedSocketKeepsOptions checks).
 	return fd, nil
 }
 
@@ -247,7 +243,7 @@ func (l *loop) run() {
 		l.mu.Unlock()
 		if stopping {
 			for _, c := range adds {
-				unix.Close(c.io.fd)
+				unix.Close(int(c.io.fd))
 				c.io.fd = -1
 				c.markClosed()
 				l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: CloseGoingAway})
@@ -289,7 +285,7 @@ func (l *loop) shutdown() {
 }
 
 func (l *loop) register(c *Conn) {
-	fd := c.io.fd
+	fd := int(c.io.fd)
 	if fd >= len(l.conns) {
 		grown := make([]*Conn, max(fd+1, 2*len(l.conns), 1024))
 		copy(grown, l.conns)
@@ -298,20 +294,15 @@ func (l *loop) register(c *Conn) {
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		l.srv.log.Error("epoll_ctl add failed", "err", err)
-		unix.Close(fd)
-		c.io.fd = -1
-		c.markClosed()
-		l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: CloseAbnormal})
+		l.conns[fd] = c
+		l.closeFD(c, CloseAbnormal)
 		return
 	}
 	l.conns[fd] = c
 	c.io.lastRecv = l.now
 	c.io.nextPing = l.now + l.ping
-	if !c.expiry.IsZero() {
-		c.io.expiry = l.now + int64(time.Until(c.expiry))
-		if c.io.expiry <= 0 {
-			c.io.expiry = 1 // already expired: the first tick closes it
-		}
+	if c.expiry != 0 {
+		c.io.expiry = max(l.now+(c.expiry-time.Now().UnixNano()), 1)
 	}
 	l.schedule(c)
 	if len(c.rd.pend) > 0 {
@@ -328,11 +319,10 @@ func (l *loop) schedule(c *Conn) {
 	if c.io.expiry != 0 {
 		next = min(next, c.io.expiry)
 	}
-	l.wheel.schedule(&c.io.timer, next)
+	l.wheel.schedule(c, next)
 }
 
-func (l *loop) fire(e *timerEntry) {
-	c := e.owner
+func (l *loop) fire(c *Conn) {
 	if c.io.fd < 0 {
 		return
 	}
@@ -341,7 +331,7 @@ func (l *loop) fire(e *timerEntry) {
 		if now >= c.io.closeAt {
 			l.closeFD(c, c.getCloseCode())
 		} else {
-			l.wheel.schedule(e, c.io.closeAt)
+			l.wheel.schedule(c, c.io.closeAt)
 		}
 		return
 	}
@@ -369,7 +359,7 @@ func (l *loop) fire(e *timerEntry) {
 func (l *loop) read(c *Conn) {
 	for i := 0; ; i++ {
 		off := copy(l.buf, c.rd.pend)
-		n, err := unix.Read(c.io.fd, l.buf[off:])
+		n, err := unix.Read(int(c.io.fd), l.buf[off:])
 		if n > 0 {
 			c.io.lastRecv = l.now
 			c.feed(l.buf[:off+n])
@@ -395,7 +385,7 @@ func (l *loop) read(c *Conn) {
 		code := CloseAbnormal
 		c.mu.Lock()
 		if c.state == stateClosing {
-			code = c.closeCode
+			code = int(c.closeCode)
 		}
 		c.mu.Unlock()
 		l.closeFD(c, code)
@@ -438,7 +428,7 @@ func (l *loop) flush(c *Conn) {
 
 		// Frames are immutable and only this goroutine removes them from the
 		// queue, so the write needs no lock; Send keeps appending meanwhile.
-		n, err := writev(c.io.fd, iov)
+		n, err := writev(int(c.io.fd), iov)
 		clear(iov)
 		c.mu.Lock()
 		if n > 0 {
@@ -470,14 +460,14 @@ func writev(fd int, iov []unix.Iovec) (int, error) {
 func (l *loop) closing(c *Conn, flushed bool) {
 	if c.io.closeAt == 0 {
 		c.io.closeAt = l.now + int64(l.srv.cfg.CloseTimeout)
-		l.wheel.schedule(&c.io.timer, c.io.closeAt)
+		l.wheel.schedule(c, c.io.closeAt)
 	}
 	if !flushed {
 		return
 	}
 	if !c.io.shutWR {
 		c.io.shutWR = true
-		_ = unix.Shutdown(c.io.fd, unix.SHUT_WR)
+		_ = unix.Shutdown(int(c.io.fd), unix.SHUT_WR)
 	}
 	// After invalid input we still wait for the peer's EOF (or the deadline),
 	// so that our close frame is read before the socket goes.
@@ -487,21 +477,42 @@ func (l *loop) closing(c *Conn, flushed bool) {
 }
 
 func (l *loop) closeFD(c *Conn, code int) {
-	fd := c.io.fd
+	fd := int(c.io.fd)
 	if fd < 0 {
 		return
 	}
-	unix.Close(fd)
 	l.conns[fd] = nil
-	c.io.fd = -1
-	l.wheel.remove(&c.io.timer)
+	l.wheel.remove(c)
 	c.rd = readState{}
 	c.mu.Lock()
+	// Under the lock: a sender writing directly checks fd under it, and must
+	// never see a number the kernel may already have given to a new socket.
+	c.io.fd = -1
 	c.state = stateClosed
 	clear(c.queue)
 	c.queue = nil
 	c.queued = 0
 	dropped := c.dropped
 	c.mu.Unlock()
-	l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: dropped})
+	unix.Close(fd)
+	l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
+}
+
+// writeNowLocked writes frame to the socket at once (Send's fast path) and
+// returns how many bytes the kernel took. The caller holds c.mu, so the loop
+// can neither close the descriptor nor write concurrently.
+func (c *Conn) writeNowLocked(frame []byte) (n int, tried bool) {
+	fd := int(c.io.fd)
+	if fd < 0 {
+		return 0, false
+	}
+	for {
+		n, err := unix.Write(fd, frame)
+		if err == unix.EINTR {
+			continue
+		}
+		// EAGAIN and errors: the loop retries on EPOLLOUT, and sees a dead
+		// socket through its own events.
+		return max(n, 0), true
+	}
 }

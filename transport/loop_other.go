@@ -30,8 +30,6 @@ type loop struct {
 	stopd bool
 }
 
-var _ driver = (*loop)(nil)
-
 func newLoop(s *Server) (*loop, error) {
 	return &loop{srv: s, conns: make(map[*Conn]struct{})}, nil
 }
@@ -114,7 +112,7 @@ func (l *loop) reader(c *Conn) {
 			code := CloseAbnormal
 			c.mu.Lock()
 			if c.state == stateClosing {
-				code = c.closeCode
+				code = int(c.closeCode)
 			}
 			c.mu.Unlock()
 			l.finish(c, code)
@@ -146,7 +144,7 @@ func (l *loop) writer(c *Conn) {
 			c.mu.Lock()
 			switch {
 			case c.state != stateOpen:
-			case !c.expiry.IsZero() && now.After(c.expiry):
+			case c.expiry != 0 && now.UnixNano() >= c.expiry:
 				c.closeLocked(CloseTokenExpired, "token expired")
 			case now.UnixNano()-c.io.lastRecv.Load() >= 2*int64(ping):
 				c.closeLocked(CloseNormal, "idle timeout")
@@ -226,6 +224,10 @@ func (l *loop) finish(c *Conn, code int) {
 		c.queued = 0
 		dropped := c.dropped
 		c.mu.Unlock()
-		l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: dropped})
+		l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
 	})
 }
+
+// writeNowLocked: the fallback has no non-blocking socket to try; Send
+// queues for the writer goroutine.
+func (c *Conn) writeNowLocked([]byte) (int, bool) { return 0, false }

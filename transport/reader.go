@@ -13,23 +13,22 @@ import (
 // control frame (at most 139 bytes) is kept between reads.
 type readState struct {
 	pend []byte // incomplete header or control frame from the previous read
+	msg  []byte // collected message (ConnOptions.Messages only)
 
-	remain   uint64 // payload bytes of the current data frame still to come
-	mask     [4]byte
-	maskPos  int
+	remain  uint64 // payload bytes of the current data frame still to come
+	msgLen  uint64
+	mask    [4]byte
+	maskPos uint8 // only the position modulo 4 matters
+	msgOp   byte  // opText or opBinary while a message is in progress, else 0
+
 	frameFin bool
-
-	msgOp  byte // opText or opBinary while a message is in progress, else 0
-	msgLen uint64
-	utf8   utf8Validator
-	msg    []byte // collected message (ConnOptions.Messages only)
-
 	// done: a close frame came in, or the input was invalid; further input is
 	// ignored.
 	done bool
 	// peerClosed: the peer's close frame came in, so the socket closes as soon
 	// as our close frame is written.
 	peerClosed bool
+	utf8       utf8Validator
 }
 
 // frameHeader is a parsed client frame header.
@@ -165,8 +164,8 @@ func (c *Conn) dataHeader(h frameHeader) {
 
 func (c *Conn) dataPayload(p []byte) {
 	rs := &c.rd
-	ws.Cipher(p, rs.mask, rs.maskPos)
-	rs.maskPos += len(p)
+	ws.Cipher(p, rs.mask, int(rs.maskPos))
+	rs.maskPos = uint8((int(rs.maskPos) + len(p)) & 3)
 	rs.remain -= uint64(len(p))
 	if rs.msgOp == opText && !rs.utf8.write(p) {
 		c.fail(CloseInvalidPayload, "invalid UTF-8")
@@ -239,7 +238,7 @@ func (c *Conn) control(op byte, payload []byte) {
 				echo = 0
 			}
 			c.closeLocked(echo, "")
-			c.closeCode = code
+			c.closeCode = int16(code)
 		}
 		c.mu.Unlock()
 	}

@@ -110,7 +110,11 @@ func NewServer(cfg Config) (*Server, error) {
 // (within the send-queue limit) and go out after Attach, behind the frames
 // Attach puts first. This is how "register, then read state" keeps order.
 func (s *Server) NewConn(o ConnOptions) *Conn {
-	return &Conn{srv: s, tag: o.Tag, expiry: o.Expiry, messages: o.Messages}
+	c := &Conn{srv: s, tag: o.Tag, messages: o.Messages}
+	if !o.Expiry.IsZero() {
+		c.expiry = o.Expiry.UnixNano()
+	}
+	return c
 }
 
 // Attach takes over nc, an upgraded WebSocket connection (nc is closed or
@@ -162,6 +166,6 @@ func (c *Conn) prependLocked(first [][]byte) {
 	q = append(q, c.queue...)
 	c.queue = q
 	for _, f := range first {
-		c.queued += len(f)
+		c.queued += int32(len(f))
 	}
 }

@@ -185,19 +185,23 @@ func TestServeAndSIGTERM(t *testing.T) {
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v", err)
-		}
-	case <-time.After(15 * time.Second):
-		t.Fatal("no exit within 15s of SIGTERM")
-	}
+	// Read the log to its end (the process closing stderr) before Wait,
+	// which closes the pipe.
 	var all []string
-	for l := range lines {
-		all = append(all, l)
+	timeout := time.After(15 * time.Second)
+	for open := true; open; {
+		select {
+		case l, ok := <-lines:
+			if ok {
+				all = append(all, l)
+			}
+			open = ok
+		case <-timeout:
+			t.Fatal("no exit within 15s of SIGTERM")
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("exit after SIGTERM: %v", err)
 	}
 	if log := strings.Join(all, "\n"); !strings.Contains(log, `"msg":"notify node stopped"`) {
 		t.Fatalf("log has no stop line:\n%s", log)

@@ -1,0 +1,228 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/gobwas/ws"
+
+	"github.com/notify-dev/notify/auth"
+)
+
+// Client mode: this process holds many WebSocket connections and answers
+// commands (JSON lines) from the driver on stdin.
+
+type command struct {
+	Cmd         string   `json:"cmd"`
+	URL         string   `json:"url,omitempty"`
+	Src         string   `json:"src,omitempty"`
+	First       int      `json:"first,omitempty"`
+	Count       int      `json:"count,omitempty"`
+	Topics      []string `json:"topics,omitempty"`
+	Secret      string   `json:"secret,omitempty"`
+	Concurrency int      `json:"concurrency,omitempty"`
+}
+
+type reply struct {
+	OK        bool     `json:"ok"`
+	Err       string   `json:"err,omitempty"`
+	Connected int      `json:"connected,omitempty"`
+	Failed    int      `json:"failed,omitempty"`
+	Seconds   float64  `json:"seconds,omitempty"`
+	Received  int64    `json:"received,omitempty"`
+	Hist      []uint64 `json:"hist,omitempty"`
+	Closed    int64    `json:"closed,omitempty"`
+}
+
+// Latency histogram: 10 µs buckets up to 1 s, then one overflow bucket.
+const (
+	histBucket = 10 * time.Microsecond
+	histSize   = 100001
+)
+
+type clientProc struct {
+	mu       sync.Mutex
+	conns    []net.Conn
+	received atomic.Int64
+	closed   atomic.Int64
+	hist     []atomic.Uint64
+}
+
+func runClient() {
+	cp := &clientProc{hist: make([]atomic.Uint64, histSize)}
+	in := bufio.NewScanner(os.Stdin)
+	in.Buffer(make([]byte, 1<<20), 1<<20)
+	out := json.NewEncoder(os.Stdout)
+	for in.Scan() {
+		var c command
+		if err := json.Unmarshal(in.Bytes(), &c); err != nil {
+			_ = out.Encode(reply{Err: err.Error()})
+			continue
+		}
+		switch c.Cmd {
+		case "connect":
+			_ = out.Encode(cp.connect(c))
+		case "reset":
+			cp.received.Store(0)
+			for i := range cp.hist {
+				cp.hist[i].Store(0)
+			}
+			_ = out.Encode(reply{OK: true})
+		case "report":
+			r := reply{OK: true, Received: cp.received.Load(), Closed: cp.closed.Load(), Hist: make([]uint64, histSize)}
+			for i := range cp.hist {
+				r.Hist[i] = cp.hist[i].Load()
+			}
+			_ = out.Encode(r)
+		case "close":
+			cp.mu.Lock()
+			for _, nc := range cp.conns {
+				nc.Close()
+			}
+			cp.conns = nil
+			cp.mu.Unlock()
+			_ = out.Encode(reply{OK: true})
+		case "quit":
+			return
+		}
+	}
+}
+
+func (cp *clientProc) connect(c command) reply {
+	acfg := auth.Config{Secret: c.Secret}
+	tokens := make([]string, c.Count)
+	for i := range tokens {
+		tok, err := auth.Sign(acfg, "user-"+strconv.Itoa(c.First+i), c.Topics, 24*time.Hour, time.Now())
+		if err != nil {
+			return reply{Err: err.Error()}
+		}
+		tokens[i] = tok
+	}
+	query := ""
+	for i, t := range c.Topics {
+		if i == 0 {
+			query = "?topic="
+		} else {
+			query += ","
+		}
+		query += t
+	}
+	dialer := ws.Dialer{
+		Timeout: 10 * time.Second,
+		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}}
+			return d.DialContext(ctx, network, addr)
+		},
+	}
+	var connected, failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, max(c.Concurrency, 1))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, tok := range tokens {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d := dialer
+			d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})
+			nc, br, _, err := d.Dial(context.Background(), c.URL+query)
+			var r *bufio.Reader
+			if err == nil {
+				// Frames may already sit in the dialer's buffer.
+				var src io.Reader = nc
+				if br != nil {
+					src = io.MultiReader(br, nc)
+				}
+				r = bufio.NewReaderSize(src, 4096)
+				err = expectHandshake(nc, r)
+			}
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				if nc != nil {
+					nc.Close()
+				}
+				return
+			}
+			cp.mu.Lock()
+			cp.conns = append(cp.conns, nc)
+			cp.mu.Unlock()
+			connected.Add(1)
+			go cp.read(nc, r)
+		}()
+	}
+	wg.Wait()
+	r := reply{OK: true, Connected: int(connected.Load()), Failed: int(failed.Load()), Seconds: time.Since(start).Seconds()}
+	if e, ok := firstErr.Load().(string); ok {
+		r.Err = e
+	}
+	return r
+}
+
+// expectHandshake reads the connect and state frames.
+func expectHandshake(nc net.Conn, r *bufio.Reader) error {
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	for i := 0; i < 2; i++ {
+		h, err := ws.ReadHeader(r)
+		if err != nil {
+			return fmt.Errorf("frame %d: %w", i+1, err)
+		}
+		if _, err := io.CopyN(io.Discard, r, h.Length); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// read counts data frames, records the latency of those carrying a send
+// timestamp, and answers pings.
+func (cp *clientProc) read(nc net.Conn, r *bufio.Reader) {
+	defer cp.closed.Add(1)
+	buf := make([]byte, 512)
+	for {
+		h, err := ws.ReadHeader(r)
+		if err != nil {
+			return
+		}
+		if h.Length > int64(len(buf)) {
+			buf = make([]byte, h.Length)
+		}
+		p := buf[:h.Length]
+		if _, err := io.ReadFull(r, p); err != nil {
+			return
+		}
+		switch h.OpCode {
+		case ws.OpPing:
+			f := ws.MaskFrameInPlace(ws.NewPongFrame(append([]byte(nil), p...)))
+			if err := ws.WriteFrame(nc, f); err != nil {
+				return
+			}
+		case ws.OpClose:
+			return
+		case ws.OpText, ws.OpBinary:
+			cp.received.Add(1)
+			if len(p) >= 19 {
+				if ts, err := strconv.ParseInt(string(p[:19]), 10, 64); err == nil {
+					d := time.Since(time.Unix(0, ts))
+					i := min(int(d/histBucket), histSize-1)
+					if i < 0 {
+						i = 0
+					}
+					cp.hist[i].Add(1)
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,538 @@
+// Command bench is the load benchmark behind `make bench`: it starts a real
+// redis-server and a notify node as separate processes, drives them with
+// client processes (several 127.0.0.x source addresses, since a process may
+// hold at most 20,000 descriptors), and prints each figure on its own line as
+// "name value unit".
+//
+//	go run ./test/bench -notify bin/notify
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+const secret = "bench-secret"
+
+type options struct {
+	notify       string
+	idleConns    int
+	clients      int
+	latencyConns int
+	rate         int
+	duration     time.Duration
+	fanoutRate   int
+	concurrency  int
+	profile      string
+}
+
+func main() {
+	if len(os.Args) > 1 && os.Args[1] == "client" {
+		runClient()
+		return
+	}
+	var o options
+	flag.StringVar(&o.notify, "notify", "bin/notify", "notify binary")
+	flag.IntVar(&o.idleConns, "conns", 15000, "idle connections")
+	flag.IntVar(&o.clients, "clients", 3, "client processes")
+	flag.IntVar(&o.latencyConns, "latency-conns", 10000, "connections addressed in the latency run")
+	flag.IntVar(&o.rate, "rate", 20000, "messages per second in the latency run")
+	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each timed run")
+	flag.IntVar(&o.fanoutRate, "fanout-rate", 40, "topic messages per second in the fan-out run (each goes to every connection)")
+	flag.IntVar(&o.concurrency, "concurrency", 64, "handshakes in flight per client process")
+	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(o options) error {
+	if o.latencyConns > o.idleConns {
+		return errors.New("-latency-conns exceeds -conns")
+	}
+	tmp, err := os.MkdirTemp("", "notify-bench")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+
+	redisAddr, stopRedis, err := startRedis(tmp)
+	if err != nil {
+		return err
+	}
+	defer stopRedis()
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, PoolSize: 4})
+	defer rdb.Close()
+
+	srv, err := startNotify(o.notify, redisAddr, true)
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
+
+	clients := make([]*clientProc2, o.clients)
+	for i := range clients {
+		if clients[i], err = spawnClient(i); err != nil {
+			return err
+		}
+		defer clients[i].quit()
+	}
+
+	// Idle baseline: the node up and ready, no client. RSS is read after a
+	// collection (forced through the pprof listener) and a pause for the
+	// scavenger: the state an idle Go server reaches by itself within two
+	// minutes (the runtime's periodic GC), without waiting for it.
+	time.Sleep(3 * time.Second)
+	rss0 := srv.steadyRSS()
+	g0 := srv.metric("go_goroutines")
+	info("baseline: rss %s, goroutines %.0f", mib(rss0), g0)
+
+	url := "ws://" + srv.addr + "/notify/ws"
+	topics := []string{"bench"}
+	// 100 connections.
+	if r, err := clients[0].call(command{Cmd: "connect", URL: url, Src: clients[0].src, First: 0, Count: 100, Topics: topics, Secret: secret, Concurrency: 16}); err != nil || r.Failed > 0 {
+		return fmt.Errorf("connect 100: %v %+v", err, r)
+	}
+	time.Sleep(time.Second)
+	g100 := srv.metric("go_goroutines")
+
+	// The rest, as fast as the clients can: the handshake rate.
+	rest := o.idleConns - 100
+	per := rest / len(clients)
+	var wg sync.WaitGroup
+	replies := make([]reply, len(clients))
+	errs := make([]error, len(clients))
+	cpu0 := srv.cpu()
+	start := time.Now()
+	for i, c := range clients {
+		n := per
+		if i == len(clients)-1 {
+			n = rest - per*(len(clients)-1)
+		}
+		first := 100 + i*per
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			replies[i], errs[i] = c.call(command{Cmd: "connect", URL: url, Src: c.src, First: first, Count: n, Topics: topics, Secret: secret, Concurrency: o.concurrency})
+		}()
+	}
+	stopProf := srv.profileCPU(o.profile, "handshakes", 2*time.Second)
+	wg.Wait()
+	elapsed := time.Since(start)
+	hsCPU := srv.cpu() - cpu0
+	stopProf()
+	for i, r := range replies {
+		if errs[i] != nil || r.Failed > 0 {
+			return fmt.Errorf("client %d: %v failed=%d first error: %s", i, errs[i], r.Failed, r.Err)
+		}
+	}
+	if got := srv.metric("notify_connections"); int(got) != o.idleConns {
+		return fmt.Errorf("server has %v connections, want %d", got, o.idleConns)
+	}
+	info("%d handshakes in %v, server cpu %.2fs", rest, elapsed.Round(time.Millisecond), hsCPU)
+
+	time.Sleep(10 * time.Second)
+	rssNow := srv.rss()
+	rssN := srv.steadyRSS()
+	gN := srv.metric("go_goroutines")
+	info("at %d connections: rss %s 10s after the ramp, %s after a collection; goroutines %.0f", o.idleConns, mib(rssNow), mib(rssN), gN)
+	if o.profile != "" {
+		for _, m := range []string{"go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
+			"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "go_memstats_sys_bytes"} {
+			info("  %s %s", m, mib(int64(srv.metric(m))))
+		}
+		srv.saveHeap(o.profile)
+	}
+
+	// Latency: o.rate messages/s, each to one user, round robin over
+	// latencyConns users (one connection each).
+	for _, c := range clients {
+		if _, err := c.call(command{Cmd: "reset"}); err != nil {
+			return err
+		}
+	}
+	del0, cpuL0 := srv.metric("notify_messages_delivered_total"), srv.cpu()
+	wait := srv.profileCPU(o.profile, "latency", o.duration-time.Second)
+	sent := publish(rdb, o.rate, o.duration, func(i int) string { return "notify:user-" + strconv.Itoa(i%o.latencyConns) })
+	wait()
+	time.Sleep(time.Second) // the tail
+	delL, cpuL := srv.metric("notify_messages_delivered_total")-del0, srv.cpu()-cpuL0
+	hist, received, closed, err := collect(clients)
+	if err != nil {
+		return err
+	}
+	if closed > 0 {
+		return fmt.Errorf("%d connections closed during the latency run", closed)
+	}
+	info("latency run: published %d, delivered %.0f, received %d, server cpu %.2fs", sent, delL, received, cpuL)
+
+	// Fan-out: every message to a topic all connections joined.
+	for _, c := range clients {
+		if _, err := c.call(command{Cmd: "reset"}); err != nil {
+			return err
+		}
+	}
+	del0, cpuF0 := srv.metric("notify_messages_delivered_total"), srv.cpu()
+	wait = srv.profileCPU(o.profile, "fanout", o.duration-time.Second)
+	fsent := publish(rdb, o.fanoutRate, o.duration, func(int) string { return "notify_topic:bench" })
+	wait()
+	time.Sleep(2 * time.Second)
+	delF, cpuF := srv.metric("notify_messages_delivered_total")-del0, srv.cpu()-cpuF0
+	fhist, freceived, fclosed, err := collect(clients)
+	if err != nil {
+		return err
+	}
+	info("fan-out run: published %d to %d connections, delivered %.0f, received %d, closed %d, server cpu %.2fs",
+		fsent, o.idleConns, delF, freceived, fclosed, cpuF)
+
+	figure("idle_rss_per_connection", float64(rssN-rss0)/float64(o.idleConns), "bytes")
+	figure("idle_rss_per_connection_before_gc", float64(rssNow-rss0)/float64(o.idleConns), "bytes")
+	figure("idle_rss_baseline", float64(rss0)/(1<<20), "MiB")
+	figure("goroutines_at_100_connections", g100, "goroutines")
+	figure(fmt.Sprintf("goroutines_at_%d_connections", o.idleConns), gN, "goroutines")
+	figure("handshakes_per_second", float64(rest)/elapsed.Seconds(), "handshakes/s")
+	figure("handshake_server_cpu", hsCPU/float64(rest)*1e6, "us/handshake")
+	figure("latency_publish_rate", float64(sent)/o.duration.Seconds(), "messages/s")
+	figure("latency_p50", percentile(hist, 0.50), "ms")
+	figure("latency_p99", percentile(hist, 0.99), "ms")
+	figure("latency_p999", percentile(hist, 0.999), "ms")
+	figure("latency_lost", float64(int64(sent)-received), "messages")
+	figure("latency_run_deliveries_per_cpu_second", delL/cpuL, "deliveries/cpu-s")
+	figure("fanout_deliveries_per_second", delF/o.duration.Seconds(), "deliveries/s")
+	figure("fanout_deliveries_per_cpu_second", delF/cpuF, "deliveries/cpu-s")
+	figure("fanout_p99", percentile(fhist, 0.99), "ms")
+	figure("fanout_lost", float64(int64(fsent)*int64(o.idleConns)-freceived), "deliveries")
+	return nil
+}
+
+func info(format string, a ...any) {
+	fmt.Fprintf(os.Stderr, "# "+format+"\n", a...)
+}
+
+func figure(name string, v float64, unit string) {
+	fmt.Printf("%s %.2f %s\n", name, v, unit)
+}
+
+func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
+
+// publish sends rate messages/s for d, each carrying its send time, through
+// Redis pipelines of a millisecond's worth. It returns how many were sent.
+func publish(rdb *redis.Client, rate int, d time.Duration, channel func(i int) string) int {
+	ctx := context.Background()
+	pad := strings.Repeat("x", 100-19)
+	start := time.Now()
+	sent := 0
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for now := range tick.C {
+		elapsed := now.Sub(start)
+		if elapsed >= d {
+			break
+		}
+		due := int(float64(rate) * elapsed.Seconds())
+		if due <= sent {
+			continue
+		}
+		pipe := rdb.Pipeline()
+		for ; sent < due; sent++ {
+			payload := strconv.FormatInt(time.Now().UnixNano(), 10) + pad
+			pipe.Publish(ctx, channel(sent), payload)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			info("publish: %v", err)
+		}
+	}
+	return sent
+}
+
+func collect(clients []*clientProc2) (hist []uint64, received, closed int64, err error) {
+	hist = make([]uint64, histSize)
+	for _, c := range clients {
+		r, err := c.call(command{Cmd: "report"})
+		if err != nil {
+			return nil, 0, 0, err
+		}
+		for i, v := range r.Hist {
+			hist[i] += v
+		}
+		received += r.Received
+		closed += r.Closed
+	}
+	return hist, received, closed, nil
+}
+
+// percentile returns the q-quantile of the histogram in milliseconds.
+func percentile(hist []uint64, q float64) float64 {
+	var total uint64
+	for _, v := range hist {
+		total += v
+	}
+	if total == 0 {
+		return 0
+	}
+	want := uint64(q * float64(total))
+	var acc uint64
+	for i, v := range hist {
+		acc += v
+		if acc > want {
+			return float64(time.Duration(i+1)*histBucket) / float64(time.Millisecond)
+		}
+	}
+	return float64(time.Second) / float64(time.Millisecond)
+}
+
+// ---- processes ----
+
+func startRedis(dir string) (string, func(), error) {
+	port, err := freePort()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("redis-server: %w", err)
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }
+	for i := 0; ; i++ {
+		c := redis.NewClient(&redis.Options{Addr: addr})
+		err := c.Ping(context.Background()).Err()
+		c.Close()
+		if err == nil {
+			return addr, stop, nil
+		}
+		if i > 100 {
+			stop()
+			return "", nil, fmt.Errorf("redis-server not answering: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+type notifyProc struct {
+	cmd   *exec.Cmd
+	addr  string
+	pprof string
+}
+
+// steadyRSS forces a collection, gives the scavenger a moment to return
+// freed pages, and reads RSS.
+func (p *notifyProc) steadyRSS() int64 {
+	if resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1"); err == nil {
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	time.Sleep(3 * time.Second)
+	return p.rss()
+}
+
+// saveHeap writes a heap profile taken after a forced collection.
+func (p *notifyProc) saveHeap(dir string) {
+	resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		info("heap profile: %v", err)
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(dir, "heap.pprof"))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_, _ = io.Copy(f, resp.Body)
+}
+
+// profileCPU starts a CPU profile of d seconds in the background.
+func (p *notifyProc) profileCPU(dir, name string, d time.Duration) func() {
+	if dir == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())))
+		if err != nil {
+			info("profile: %v", err)
+			return
+		}
+		defer resp.Body.Close()
+		f, err := os.Create(filepath.Join(dir, name+".pprof"))
+		if err != nil {
+			return
+		}
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
+
+func startNotify(bin, redisAddr string, pprof bool) (*notifyProc, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	pprofAddr := "off"
+	if pprof {
+		pp, err := freePort()
+		if err != nil {
+			return nil, err
+		}
+		pprofAddr = "127.0.0.1:" + strconv.Itoa(pp)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "PORT="+addr, "PPROF_PORT="+pprofAddr, "PUBSUB_REDIS_ADDR="+redisAddr,
+		"NOTIFY_JWT_SECRET="+secret, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s", "NOTIFY_NODE_NAME=bench")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w (run make build first)", bin, err)
+	}
+	p := &notifyProc{cmd: cmd, addr: addr, pprof: pprofAddr}
+	for i := 0; ; i++ {
+		resp, err := http.Get("http://" + addr + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p, nil
+			}
+		}
+		if i > 200 {
+			p.stop()
+			return nil, errors.New("notify never became ready")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *notifyProc) stop() {
+	_ = p.cmd.Process.Signal(os.Interrupt)
+	done := make(chan struct{})
+	go func() { _ = p.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(15 * time.Second):
+		_ = p.cmd.Process.Kill()
+	}
+}
+
+// rss is the resident set size in bytes (VmRSS).
+func (p *notifyProc) rss() int64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// cpu is user+system CPU seconds used so far (/proc/<pid>/stat).
+func (p *notifyProc) cpu() float64 {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return (ut + st) / 100 // USER_HZ
+}
+
+// metric reads one unlabelled (or summed) series from /metrics.
+func (p *notifyProc) metric(name string) float64 {
+	resp, err := http.Get("http://" + p.addr + "/metrics")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	sum, found := 0.0, false
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(l, name+" ") || strings.HasPrefix(l, name+"{") {
+			v, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+			sum, found = sum+v, true
+		}
+	}
+	if !found {
+		return -1
+	}
+	return sum
+}
+
+type clientProc2 struct {
+	cmd *exec.Cmd
+	in  *json.Encoder
+	out *json.Decoder
+	src string
+	mu  sync.Mutex
+}
+
+func spawnClient(i int) (*clientProc2, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(self, "client")
+	cmd.Stderr = os.Stderr
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	return &clientProc2{cmd: cmd, in: json.NewEncoder(stdin), out: json.NewDecoder(bufio.NewReaderSize(stdout, 1<<20)),
+		src: fmt.Sprintf("127.0.0.%d", 2+i)}, nil
+}
+
+func (c *clientProc2) call(cmd command) (reply, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err := c.in.Encode(cmd); err != nil {
+		return reply{}, err
+	}
+	var r reply
+	if err := c.out.Decode(&r); err != nil {
+		return reply{}, fmt.Errorf("client %s: %w", c.src, err)
+	}
+	if !r.OK && r.Err != "" {
+		return r, errors.New(r.Err)
+	}
+	return r, nil
+}
+
+func (c *clientProc2) quit() {
+	_ = c.in.Encode(command{Cmd: "quit"})
+	done := make(chan struct{})
+	go func() { _ = c.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = c.cmd.Process.Kill()
+	}
+}
+
+func freePort() (int, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port, nil
+}
