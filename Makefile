@@ -4,23 +4,27 @@
 GO         ?= go
 BIN        := bin/notify
 DEV_SECRET ?= notify-dev-secret-change-me
+DEV_API_KEY ?= notify-dev-api-key
 PORT       ?= 3000
 # Debian packages the tests use (command -> package), installed when missing.
 TEST_TOOLS := redis-server:redis-server
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test deps lint bench fuzz clean
+.PHONY: build run test deps lint bench fuzz clean generate
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/notify
 
 # A working node with no Redis, on the embedded in-memory broker.
 run: build
-	@echo "token for user demo (valid 24h):"
-	@NOTIFY_JWT_SECRET=$(DEV_SECRET) ./$(BIN) token --user demo --ttl 24h
-	@echo "connect: ws://localhost:$(PORT)/notify/ws?authorization=<token>"
-	@echo
-	PORT=$(PORT) NOTIFY_JWT_SECRET=$(DEV_SECRET) LOG_FORMAT=text ./$(BIN)
+	@tok=$$(NOTIFY_JWT_SECRET=$(DEV_SECRET) ./$(BIN) token --user demo --ttl 24h); \
+	echo; \
+	echo "  demo page:   http://localhost:$(PORT)/?token=$$tok"; \
+	echo "  token:       $$tok   (user demo, 24h)"; \
+	echo "  API key:     $(DEV_API_KEY)"; \
+	echo "  publish:     NOTIFY_API_KEY=$(DEV_API_KEY) ./$(BIN) publish --addr localhost:$(PORT) --user demo --payload hello"; \
+	echo
+	PORT=$(PORT) NOTIFY_JWT_SECRET=$(DEV_SECRET) NOTIFY_API_KEY=$(DEV_API_KEY) LOG_FORMAT=text ./$(BIN)
 
 # Everything CI runs: format and vet, every test with the race detector, and
 # the transport tests again on the goroutine-per-connection fallback.
@@ -68,3 +72,25 @@ fuzz:
 
 clean:
 	rm -rf bin
+
+# Code generated from api/proto (committed). Plugins at pinned versions go to bin/tools;
+# protoc comes from Debian's protobuf-compiler.
+PROTOC_GEN_GO_VERSION      := v1.36.10
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+PROTOC_GEN_TWIRP_VERSION   := v8.1.3+incompatible
+TOOLS := $(CURDIR)/bin/tools
+
+generate:
+	@command -v protoc >/dev/null || { $(SUDO) apt-get install -y -qq protobuf-compiler >/dev/null; }
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	GOBIN=$(TOOLS) $(GO) install github.com/twitchtv/twirp/protoc-gen-twirp@$(PROTOC_GEN_TWIRP_VERSION)
+	PATH=$(TOOLS):$$PATH protoc -I api/proto \
+		--go_out=. --go_opt=module=github.com/notify-dev/notify \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/notify-dev/notify \
+		--twirp_out=. --twirp_opt=module=github.com/notify-dev/notify \
+		api/proto/notify.proto
+	PATH=$(TOOLS):$$PATH protoc -I api/proto \
+		--go_out=. --go_opt=module=github.com/notify-dev/notify \
+		--go-grpc_out=. --go-grpc_opt=module=github.com/notify-dev/notify \
+		api/proto/notifications.proto

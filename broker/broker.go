@@ -19,6 +19,10 @@ const (
 	// UserPattern and TopicPattern are what every node pattern-subscribes to.
 	UserPattern  = UserPrefix + "*"
 	TopicPattern = TopicPrefix + "*"
+
+	// ControlChannel carries commands for every node (a Disconnect, say).
+	// Every node subscribes to it besides the patterns, which it does not match.
+	ControlChannel = "notify_control"
 )
 
 // ErrUnavailable is wrapped by errors that mean the backing service cannot be
@@ -33,12 +37,14 @@ type Handler func(channel, payload string)
 
 // Broker carries published messages to every node.
 type Broker interface {
-	// Run subscribes to UserPattern and TopicPattern and calls h for each
-	// message until ctx ends, reconnecting and resubscribing on errors. It
-	// returns nil when ctx ends.
+	// Run subscribes to UserPattern, TopicPattern and ControlChannel and
+	// calls h for each message until ctx ends, reconnecting and resubscribing
+	// on errors. It returns nil when ctx ends.
 	Run(ctx context.Context, h Handler) error
 	// Publish sends payload on channel to every node.
 	Publish(ctx context.Context, channel string, payload []byte) error
+	// PublishMany sends payload on every channel, pipelined.
+	PublishMany(ctx context.Context, channels []string, payload []byte) error
 	// Ready returns nil while messages demonstrably make the round trip
 	// (a probe published recently came back), else an error saying why.
 	Ready() error

@@ -179,6 +179,8 @@ func TestPublishDelivery(t *testing.T) {
 			{UserChannel("u1"), []byte{0xff, 0x00, 0x01}, true}, // binary survives
 			{UserChannel("u1"), []byte{}, true},
 			{TopicChannel("a:b"), []byte("colon in the name"), true},
+			{ControlChannel, []byte(`{"op":"disconnect"}`), true},
+			{ControlChannel + "x", []byte("not the control channel"), false},
 			{UserChannel("u2"), []byte("last"), true},
 		}
 		var want []msg

@@ -132,9 +132,9 @@ func (m *Memory) deliver(channel string, payload []byte) {
 }
 
 // matchesPatterns tells whether Redis would deliver channel to a subscriber of
-// UserPattern and TopicPattern (both are "prefix*" globs).
+// UserPattern, TopicPattern (both "prefix*" globs) and ControlChannel.
 func matchesPatterns(channel string) bool {
-	return strings.HasPrefix(channel, UserPrefix) || strings.HasPrefix(channel, TopicPrefix)
+	return strings.HasPrefix(channel, UserPrefix) || strings.HasPrefix(channel, TopicPrefix) || channel == ControlChannel
 }
 
 // GetState returns a copy of the user's fields; an empty map when none.

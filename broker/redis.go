@@ -316,7 +316,7 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 		wg.Wait()
 	}()
 
-	st := &readerState{confirmed: make(map[string]bool, 3)}
+	st := &readerState{confirmed: make(map[string]bool, 4)}
 	bo := &backoff{}
 	for {
 		err := r.session(ctx, h, st, bo)
@@ -363,7 +363,7 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 	subCtx, cancelSub := context.WithTimeout(ctx, r.timeout)
 	err := ps.PSubscribe(subCtx, UserPattern, TopicPattern)
 	if err == nil {
-		err = ps.Subscribe(subCtx, r.probeChannel)
+		err = ps.Subscribe(subCtx, ControlChannel, r.probeChannel)
 	}
 	cancelSub()
 	if err != nil {
@@ -412,6 +412,8 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 			switch {
 			case m.Pattern == UserPattern || m.Pattern == TopicPattern:
 				h(m.Channel, m.Payload)
+			case m.Pattern == "" && m.Channel == ControlChannel:
+				h(m.Channel, m.Payload)
 			case m.Pattern == "" && m.Channel == r.probeChannel && st.subscribed:
 				r.lastProbe.Store(lastMsg.UnixNano())
 				r.probed.Store(true)
@@ -424,14 +426,14 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 	}
 }
 
-// confirm records a subscription confirmation; when all three are in, the
+// confirm records a subscription confirmation; when all four are in, the
 // connection is subscribed.
 func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 	if s.Kind != "subscribe" && s.Kind != "psubscribe" {
 		return
 	}
 	st.confirmed[s.Channel] = true
-	if st.subscribed || !st.confirmed[UserPattern] || !st.confirmed[TopicPattern] || !st.confirmed[r.probeChannel] {
+	if st.subscribed || !st.confirmed[UserPattern] || !st.confirmed[TopicPattern] || !st.confirmed[ControlChannel] || !st.confirmed[r.probeChannel] {
 		return
 	}
 	st.subscribed = true

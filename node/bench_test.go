@@ -45,6 +45,7 @@ func benchConfig() Config {
 	cfg := DefaultConfig()
 	cfg.Port = "127.0.0.1:0"
 	cfg.PprofPort = "off"
+	cfg.GRPCPort = "off"
 	cfg.Auth.Secret = "bench"
 	return cfg
 }

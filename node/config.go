@@ -22,6 +22,9 @@ import (
 type Config struct {
 	Port           string // PORT: HTTP listener
 	PprofPort      string // PPROF_PORT: pprof listener, "off" disables
+	GRPCPort       string // GRPC_PORT: gRPC listener, "off" disables
+	APIKey         string // NOTIFY_API_KEY: bearer key of the server API
+	MaxPublishSize int    // NOTIFY_MAX_PUBLISH_SIZE
 	Auth           auth.Config
 	Redis          broker.RedisConfig
 	AllowedOrigins flagext.StringSlice // NOTIFY_ALLOWED_ORIGINS
@@ -51,6 +54,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.Port, "port", ":3000", "HTTP listener for WebSocket, API, metrics, health and pages (3000 and :3000 both work)")
 	fs.StringVar(&c.PprofPort, "pprof-port", "127.0.0.1:6060", `net/http/pprof listener; "off" disables it`)
+	fs.StringVar(&c.GRPCPort, "grpc-port", ":8080", `gRPC listener (NotifyService, NotificationsService, health, reflection); "off" disables it`)
+	fs.StringVar(&c.APIKey, "notify-api-key", "", "bearer key for the server API; every method but Auth is refused while it is unset")
+	fs.IntVar(&c.MaxPublishSize, "notify-max-publish-size", 65536, "largest payload the API publishes, in bytes")
 	c.Auth.RegisterFlags(fs)
 	c.Redis.RegisterFlags(fs)
 	fs.Var(&c.AllowedOrigins, "notify-allowed-origins", "comma-separated Origin allowlist for browsers, e.g. https://app.example.com,https://*.example.com; empty allows any")
@@ -76,6 +82,14 @@ func (c *Config) Validate() error {
 		if _, err := normalizeAddr(c.PprofPort); err != nil {
 			bad("PPROF_PORT", c.PprofPort, err.Error()+` (or "off")`)
 		}
+	}
+	if c.GRPCPort != "off" {
+		if _, err := normalizeAddr(c.GRPCPort); err != nil {
+			bad("GRPC_PORT", c.GRPCPort, err.Error()+` (or "off")`)
+		}
+	}
+	if c.MaxPublishSize < 1 || c.MaxPublishSize > c.SendQueueBytes {
+		bad("NOTIFY_MAX_PUBLISH_SIZE", strconv.Itoa(c.MaxPublishSize), "must be positive and at most NOTIFY_SEND_QUEUE_BYTES (a bigger message could never be delivered)")
 	}
 	if err := c.Auth.Validate(); err != nil {
 		errs = append(errs, err)

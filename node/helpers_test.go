@@ -32,6 +32,7 @@ func startNode(t *testing.T, rs *redistest.Server, mutate func(*Config)) *testNo
 	cfg := DefaultConfig()
 	cfg.Port = "127.0.0.1:0"
 	cfg.PprofPort = "off"
+	cfg.GRPCPort = "off"
 	cfg.Auth.Secret = testSecret
 	cfg.NodeName = "test-node"
 	cfg.DrainTimeout = 200 * time.Millisecond

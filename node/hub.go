@@ -176,6 +176,14 @@ func (h *hub) userConns(user string) []*client {
 	return append([]*client(nil), s.users[user].clients...)
 }
 
+// userCount returns how many local connections user has.
+func (h *hub) userCount(user string) int {
+	s := h.shard(user)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.users[user].clients)
+}
+
 // all returns every local client.
 func (h *hub) all() []*client {
 	var out []*client

@@ -19,7 +19,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"google.golang.org/grpc"
 
+	"github.com/notify-dev/notify/api"
+	"github.com/notify-dev/notify/api/notifypb"
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/transport"
@@ -38,11 +41,14 @@ type Node struct {
 	closer   func() error // closes the broker's connections
 	ws       *transport.Server
 	hub      *hub
+	api      *api.Server
 
 	httpSrv  *http.Server
 	httpLn   net.Listener
 	pprofSrv *http.Server
 	pprofLn  net.Listener
+	grpcSrv  *grpc.Server
+	grpcLn   net.Listener
 
 	draining   atomic.Bool
 	stopBroker context.CancelFunc
@@ -103,6 +109,16 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		n.broker, n.state, n.closer = m, m, func() error { return nil }
 	}
 
+	n.api = api.NewServer(apiBackend{StateStore: n.state, n: n}, api.Config{
+		APIKey:         cfg.APIKey,
+		MaxPublishSize: cfg.MaxPublishSize,
+		Logger:         log,
+		Registerer:     n.reg,
+	})
+	if cfg.APIKey == "" {
+		log.Warn("NOTIFY_API_KEY is not set: the server API refuses every call but Auth")
+	}
+
 	tc := cfg.transportConfig()
 	tc.Handler = wsEvents{n}
 	tc.Logger = log
@@ -125,6 +141,15 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 // Addr is the address the HTTP listener is bound to (after Start).
 func (n *Node) Addr() string { return n.httpLn.Addr().String() }
+
+// GRPCAddr is the address the gRPC listener is bound to (after Start), or ""
+// when GRPC_PORT is off.
+func (n *Node) GRPCAddr() string {
+	if n.grpcLn == nil {
+		return ""
+	}
+	return n.grpcLn.Addr().String()
+}
 
 // Start listens and starts the broker. The node serves until Shutdown.
 func (n *Node) Start() error {
@@ -153,6 +178,25 @@ func (n *Node) Start() error {
 		go n.serve(n.pprofSrv, pln, "pprof")
 	}
 
+	if n.cfg.GRPCPort != "off" {
+		gaddr, _ := normalizeAddr(n.cfg.GRPCPort)
+		gln, err := net.Listen("tcp", gaddr)
+		if err != nil {
+			ln.Close()
+			if n.pprofSrv != nil {
+				n.pprofSrv.Close()
+			}
+			return fmt.Errorf("listen GRPC_PORT %s: %w", n.cfg.GRPCPort, err)
+		}
+		n.grpcLn = gln
+		n.grpcSrv = n.api.GRPCServer()
+		go func() {
+			if err := n.grpcSrv.Serve(gln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+				n.log.Error("gRPC listener stopped", "err", err)
+			}
+		}()
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopBroker = cancel
 	n.brokerDone = make(chan struct{})
@@ -163,7 +207,7 @@ func (n *Node) Start() error {
 		}
 	}()
 	go n.serve(n.httpSrv, ln, "http")
-	n.log.Info("notify node started", "addr", ln.Addr().String(), "node", n.cfg.NodeName,
+	n.log.Info("notify node started", "addr", ln.Addr().String(), "grpc", n.GRPCAddr(), "node", n.cfg.NodeName,
 		"broker", n.brokerName(), "pprof", n.cfg.PprofPort)
 	return nil
 }
@@ -197,6 +241,7 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.Handle(notifypb.NotifyServicePathPrefix, n.api.TwirpHandler())
 	return mux
 }
 
@@ -212,6 +257,10 @@ func pprofRoutes() http.Handler {
 
 // deliver is the broker's handler: every published message passes here.
 func (n *Node) deliver(channel, payload string) {
+	if channel == broker.ControlChannel {
+		n.onControl(payload)
+		return
+	}
 	n.metrics.received.Inc()
 	t, ok := broker.ParseChannel(channel)
 	switch {
@@ -238,6 +287,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	n.draining.Store(true)
+	n.api.SetServing(false)
 	n.drain(ctx)
 
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -245,6 +295,15 @@ func (n *Node) shutdown(ctx context.Context) error {
 	errs := []error{n.httpSrv.Shutdown(hctx)}
 	if n.pprofSrv != nil {
 		errs = append(errs, n.pprofSrv.Shutdown(hctx))
+	}
+	if n.grpcSrv != nil {
+		stopped := make(chan struct{})
+		go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-hctx.Done():
+			n.grpcSrv.Stop()
+		}
 	}
 	n.ws.Close()
 	n.stopBroker()

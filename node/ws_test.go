@@ -464,6 +464,7 @@ func TestEmptyUserChannelIsDropped(t *testing.T) {
 func TestSlowConsumerMetrics(t *testing.T) {
 	tn := startNode(t, nil, func(c *Config) {
 		c.SendQueueBytes = 4096
+		c.MaxPublishSize = 2048
 		c.CloseTimeout = 20 * time.Second
 	})
 	slow := tn.dial(token(t, "slow", nil, time.Hour), "")

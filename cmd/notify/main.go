@@ -2,6 +2,8 @@
 //
 //	notify [serve] [flags]    run a node (every flag is also an environment variable)
 //	notify token --user ID    print a signed HS256 token for a user
+//	notify publish --user ID --payload TEXT
+//	                          publish through a node's API
 //	notify version            print the version
 package main
 
@@ -44,13 +46,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return serve(args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
+	case "publish":
+		return publish(args, stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "notify", versionString())
 		return 0
 	case "help":
 		return serve([]string{"--help"}, stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "notify: unknown command %q (commands: serve, token, version)\n", cmd)
+		fmt.Fprintf(stderr, "notify: unknown command %q (commands: serve, token, publish, version)\n", cmd)
 		return 2
 	}
 }
@@ -106,7 +110,8 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfg.RegisterFlags(fs)
 	lc.RegisterFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: notify [serve] [flags]\n       notify token --user ID [--ttl 24h] [--topics a,b]\n       notify version\n\n"+
+		fmt.Fprintf(stderr, "Usage: notify [serve] [flags]\n       notify token --user ID [--ttl 24h] [--topics a,b]\n"+
+			"       notify publish --user ID|--topic NAME --payload TEXT [--addr URL] [--api-key K]\n       notify version\n\n"+
 			"Settings (flag, environment variable, default); flags win over the environment:\n")
 		printSettings(stderr, fs)
 	}
