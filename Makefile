@@ -7,7 +7,7 @@ DEV_SECRET ?= notify-dev-secret-change-me
 DEV_API_KEY ?= notify-dev-api-key
 PORT       ?= 3000
 # Debian packages the tests use (command -> package), installed when missing.
-TEST_TOOLS := redis-server:redis-server
+TEST_TOOLS := redis-server:redis-server chromium:chromium
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: build run test deps lint bench fuzz clean generate
@@ -43,6 +43,10 @@ deps:
 		else \
 			echo "missing:$$missing (no apt-get here; tests needing them are skipped)"; \
 		fi; \
+	fi
+	@if [ ! -d test/browser/node_modules/playwright-core ]; then \
+		if command -v npm >/dev/null 2>&1; then (cd test/browser && npm ci --no-audit --no-fund --loglevel=error); \
+		else echo "missing: node/npm (the browser tests are skipped)"; fi; \
 	fi
 
 lint:

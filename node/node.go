@@ -242,6 +242,8 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.Handle(notifypb.NotifyServicePathPrefix, n.api.TwirpHandler())
+	mux.HandleFunc("GET /{$}", n.servePage)
+	mux.HandleFunc("GET /static/{file}", n.serveStatic)
 	return mux
 }
 
