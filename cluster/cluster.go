@@ -1,0 +1,488 @@
+// Package cluster is the membership of notify nodes: gossip through
+// hashicorp/memberlist, compact versioned metadata, periodic rejoin from the
+// seed addresses (so a split cluster heals), and one goroutine that applies
+// changes and tells the node.
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/memberlist"
+)
+
+// Config of the membership.
+type Config struct {
+	NodeName       string   // NOTIFY_NODE_NAME, unique in the cluster
+	BindAddr       string   // NOTIFY_GOSSIP_ADDR, host:port (port 0 picks one)
+	AdvertiseAddr  string   // NOTIFY_ADVERTISE_ADDR, host or host:port; empty: derived
+	Join           []string // NOTIFY_JOIN: host:port or dns+name:port
+	GossipKey      string   // NOTIFY_GOSSIP_KEY, base64 AES key of 16, 24 or 32 bytes
+	Label          string   // NOTIFY_CLUSTER_LABEL
+	RelayPort      int      // the HTTP port peers relay clients to
+	RingHash       string   // of this node's ring settings
+	RejoinInterval time.Duration
+	// Local uses memberlist's loopback timings (quick failure detection),
+	// for tests and benchmarks on one machine.
+	Local  bool
+	Logger *slog.Logger
+}
+
+// DecodeKey checks and decodes a gossip key.
+func DecodeKey(s string) ([]byte, error) {
+	if s == "" {
+		return nil, nil
+	}
+	k, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		return nil, errors.New("not base64")
+	}
+	if n := len(k); n != 16 && n != 24 && n != 32 {
+		return nil, fmt.Errorf("decodes to %d bytes, want 16, 24 or 32", n)
+	}
+	return k, nil
+}
+
+// Member is one node as this node sees it.
+type Member struct {
+	Name       string `json:"name"`
+	GossipAddr string `json:"gossip_addr"`
+	RelayAddr  string `json:"relay_addr"`
+	RingHash   string `json:"ring_hash"`
+	State      string `json:"state"` // alive or suspect
+	Local      bool   `json:"local,omitempty"`
+	MetaError  string `json:"meta_error,omitempty"` // its metadata could not be read
+}
+
+// ErrDuplicateName is returned by Start when another member has this name.
+var ErrDuplicateName = errors.New("node name already in use")
+
+// Cluster is this node's view of the membership.
+type Cluster struct {
+	cfg      Config
+	log      *slog.Logger
+	list     *memberlist.Memberlist
+	onChange func([]Member)
+
+	// Filled by memberlist's callbacks (under its lock): copies only.
+	evMu     sync.Mutex
+	events   []event
+	conflict string
+	signal   chan struct{} // size 1: events are pending
+
+	mu      sync.Mutex
+	members map[string]Member
+	joined  bool
+	joinErr error
+
+	stop chan struct{}
+	done sync.WaitGroup
+}
+
+type event struct {
+	kind memberlist.NodeEventType
+	m    Member
+}
+
+// New creates the member and binds its gossip port. Start joins. onChange
+// receives every new view, from one goroutine, in order.
+func New(cfg Config, onChange func([]Member)) (*Cluster, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.RejoinInterval == 0 {
+		cfg.RejoinInterval = 30 * time.Second
+	}
+	c := &Cluster{
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "cluster"),
+		onChange: onChange,
+		signal:   make(chan struct{}, 1),
+		members:  make(map[string]Member),
+		stop:     make(chan struct{}),
+	}
+	mc := memberlist.DefaultLANConfig()
+	if cfg.Local {
+		mc = memberlist.DefaultLocalConfig()
+	}
+	mc.Name = cfg.NodeName
+	host, port, err := splitHostPort(cfg.BindAddr, 7946)
+	if err != nil {
+		return nil, fmt.Errorf("NOTIFY_GOSSIP_ADDR %q: %w", cfg.BindAddr, err)
+	}
+	mc.BindAddr, mc.BindPort = host, port
+	if mc.BindAddr == "" {
+		mc.BindAddr = "0.0.0.0"
+	}
+	if cfg.AdvertiseAddr != "" {
+		ah, ap, err := splitHostPort(cfg.AdvertiseAddr, port)
+		if err != nil {
+			return nil, fmt.Errorf("NOTIFY_ADVERTISE_ADDR %q: %w", cfg.AdvertiseAddr, err)
+		}
+		mc.AdvertiseAddr, mc.AdvertisePort = ah, ap
+	}
+	key, err := DecodeKey(cfg.GossipKey)
+	if err != nil {
+		return nil, fmt.Errorf("NOTIFY_GOSSIP_KEY: %w", err)
+	}
+	mc.SecretKey = key
+	mc.Label = cfg.Label
+	// A restarted StatefulSet pod comes back under the same name at once.
+	mc.DeadNodeReclaimTime = 5 * time.Second
+	mc.Logger = newMemberlistLogger(c.log)
+	mc.Delegate = metaDelegate{c}
+	mc.Events = eventDelegate{c}
+	mc.Conflict = conflictDelegate{c}
+
+	list, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	c.list = list
+	return c, nil
+}
+
+// meta is this node's metadata; the relay host is the address memberlist
+// advertises, so peers reach both on the same interface.
+func (c *Cluster) meta() Meta {
+	host := ""
+	if c.list != nil {
+		host = c.list.LocalNode().Addr.String()
+	}
+	return Meta{RelayAddr: net.JoinHostPort(host, strconv.Itoa(c.cfg.RelayPort)), RingHash: c.cfg.RingHash}
+}
+
+// LocalMeta is what this node advertises.
+func (c *Cluster) LocalMeta() Meta { return c.meta() }
+
+// Start joins the cluster (retrying until it works) and keeps rejoining from
+// the seeds every RejoinInterval, until Shutdown. With no seed the node is a
+// cluster of one at once. It fails only on a duplicate node name.
+func (c *Cluster) Start(ctx context.Context) error {
+	// Our own metadata needs our advertised address: refresh it now.
+	if err := c.list.UpdateNode(time.Second); err != nil {
+		c.log.Debug("update node metadata", "err", err)
+	}
+	c.done.Add(1)
+	go c.applyLoop()
+	if len(c.cfg.Join) == 0 {
+		c.setJoined(nil)
+	} else if err := c.join(ctx); errors.Is(err, ErrDuplicateName) {
+		close(c.stop)
+		c.done.Wait()
+		_ = c.list.Shutdown()
+		return err
+	}
+	c.done.Add(1)
+	go c.rejoinLoop()
+	return nil
+}
+
+// Joined returns nil once the node has joined its cluster, else why not.
+func (c *Cluster) Joined() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.joined {
+		return nil
+	}
+	if c.joinErr != nil {
+		return c.joinErr
+	}
+	return errors.New("joining")
+}
+
+func (c *Cluster) setJoined(err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.joined = true
+	}
+	c.joinErr = err
+}
+
+// join contacts the seeds that are not members yet. A seed that is this very
+// node counts as joined (the first pod of a StatefulSet finds only itself).
+func (c *Cluster) join(ctx context.Context) error {
+	addrs, err := c.resolveSeeds(ctx)
+	if err != nil && len(addrs) == 0 {
+		c.setJoined(fmt.Errorf("resolve NOTIFY_JOIN: %w", err))
+		return err
+	}
+	self := c.list.LocalNode().Address()
+	known := map[string]bool{}
+	c.mu.Lock()
+	for _, m := range c.members {
+		known[m.GossipAddr] = true
+	}
+	c.mu.Unlock()
+	var targets []string
+	selfSeed := false
+	for _, a := range addrs {
+		switch {
+		case a == self:
+			selfSeed = true
+		case !known[a]:
+			targets = append(targets, a)
+		}
+	}
+	if len(targets) == 0 {
+		if selfSeed || len(known) > 1 {
+			c.setJoined(nil)
+			return nil
+		}
+		err := fmt.Errorf("NOTIFY_JOIN resolves to no address (%v)", c.cfg.Join)
+		c.setJoined(err)
+		return err
+	}
+	rand.Shuffle(len(targets), func(i, j int) { targets[i], targets[j] = targets[j], targets[i] })
+	if len(targets) > 5 {
+		targets = targets[:5] // one live seed is enough; a few cover a dead one
+	}
+	n, err := c.list.Join(targets)
+	if dup := c.duplicate(); dup != "" {
+		return fmt.Errorf("%w: %s", ErrDuplicateName, dup)
+	}
+	if n > 0 || selfSeed {
+		c.setJoined(nil)
+		return nil
+	}
+	if err == nil {
+		err = errors.New("no seed answered")
+	}
+	err = fmt.Errorf("join %v: %w", targets, err)
+	c.setJoined(err)
+	return err
+}
+
+func (c *Cluster) duplicate() string {
+	c.evMu.Lock()
+	defer c.evMu.Unlock()
+	return c.conflict
+}
+
+// resolveSeeds turns NOTIFY_JOIN into gossip addresses: "host:port" as is
+// (memberlist resolves names), "dns+name:port" to every address of name.
+func (c *Cluster) resolveSeeds(ctx context.Context) ([]string, error) {
+	var out []string
+	var errs []error
+	for _, s := range c.cfg.Join {
+		name, ok := strings.CutPrefix(s, "dns+")
+		if !ok {
+			out = append(out, s)
+			continue
+		}
+		host, port, err := net.SplitHostPort(name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+			continue
+		}
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ips, err := net.DefaultResolver.LookupHost(rctx, host)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", s, err))
+			continue
+		}
+		for _, ip := range ips {
+			out = append(out, net.JoinHostPort(ip, port))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), errors.Join(errs...)
+}
+
+// rejoinLoop retries a failed join quickly and, once joined, rejoins
+// periodically: halves of a split cluster never merge by themselves.
+func (c *Cluster) rejoinLoop() {
+	defer c.done.Done()
+	if len(c.cfg.Join) == 0 {
+		return
+	}
+	retry := time.Second
+	for {
+		wait := c.cfg.RejoinInterval
+		if c.Joined() != nil {
+			wait = retry
+			retry = min(2*retry, c.cfg.RejoinInterval)
+		}
+		select {
+		case <-c.stop:
+			return
+		case <-time.After(wait):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		err := c.join(ctx)
+		cancel()
+		if err != nil {
+			c.log.Warn("cluster join failed, retrying", "err", err)
+		}
+	}
+}
+
+// applyLoop turns memberlist's events into views for the node.
+func (c *Cluster) applyLoop() {
+	defer c.done.Done()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case <-c.signal:
+		}
+		c.evMu.Lock()
+		evs := c.events
+		c.events = nil
+		c.evMu.Unlock()
+		c.mu.Lock()
+		for _, e := range evs {
+			switch e.kind {
+			case memberlist.NodeJoin, memberlist.NodeUpdate:
+				if old, ok := c.members[e.m.Name]; !ok || old != e.m {
+					c.logChange(e, ok)
+				}
+				c.members[e.m.Name] = e.m
+			case memberlist.NodeLeave:
+				if _, ok := c.members[e.m.Name]; ok {
+					c.log.Info("member left or failed", "member", e.m.Name, "addr", e.m.GossipAddr)
+				}
+				delete(c.members, e.m.Name)
+			}
+		}
+		view := c.viewLocked()
+		c.mu.Unlock()
+		if c.onChange != nil {
+			c.onChange(view)
+		}
+	}
+}
+
+func (c *Cluster) logChange(e event, known bool) {
+	switch {
+	case e.m.MetaError != "":
+		c.log.Warn("member metadata unreadable; kept off the ring", "member", e.m.Name, "err", e.m.MetaError)
+	case e.m.RingHash != c.cfg.RingHash:
+		c.log.Warn("member has other ring settings; kept off the ring", "member", e.m.Name, "its_ring_hash", e.m.RingHash, "ours", c.cfg.RingHash)
+	case !known:
+		c.log.Info("member joined", "member", e.m.Name, "addr", e.m.GossipAddr, "relay", e.m.RelayAddr)
+	}
+}
+
+func (c *Cluster) viewLocked() []Member {
+	out := make([]Member, 0, len(c.members))
+	for _, m := range c.members {
+		out = append(out, m)
+	}
+	slices.SortFunc(out, func(a, b Member) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// Members returns the current view, sorted by name.
+func (c *Cluster) Members() []Member {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.viewLocked()
+}
+
+// Leave tells the others this node is going, so they drop it at once.
+func (c *Cluster) Leave(timeout time.Duration) error {
+	return c.list.Leave(timeout)
+}
+
+// Shutdown stops gossip and the goroutines.
+func (c *Cluster) Shutdown() error {
+	select {
+	case <-c.stop:
+	default:
+		close(c.stop)
+	}
+	c.done.Wait()
+	return c.list.Shutdown()
+}
+
+// ---- memberlist delegates: they run under memberlist's locks, so they only
+// copy and enqueue (calling back into memberlist would deadlock, #237). ----
+
+type metaDelegate struct{ c *Cluster }
+
+func (d metaDelegate) NodeMeta(limit int) []byte {
+	b, err := d.c.meta().encode()
+	if err != nil || len(b) > limit {
+		d.c.log.Error("node metadata does not fit", "err", err)
+		return []byte{metaVersion, 0, 0}
+	}
+	return b
+}
+func (metaDelegate) NotifyMsg([]byte)                           {}
+func (metaDelegate) GetBroadcasts(overhead, limit int) [][]byte { return nil }
+func (metaDelegate) LocalState(join bool) []byte                { return nil }
+func (metaDelegate) MergeRemoteState(buf []byte, join bool)     {}
+
+type eventDelegate struct{ c *Cluster }
+
+func (d eventDelegate) NotifyJoin(n *memberlist.Node)   { d.c.enqueue(memberlist.NodeJoin, n) }
+func (d eventDelegate) NotifyLeave(n *memberlist.Node)  { d.c.enqueue(memberlist.NodeLeave, n) }
+func (d eventDelegate) NotifyUpdate(n *memberlist.Node) { d.c.enqueue(memberlist.NodeUpdate, n) }
+
+func (c *Cluster) enqueue(kind memberlist.NodeEventType, n *memberlist.Node) {
+	m := Member{
+		Name:       n.Name,
+		GossipAddr: n.Address(),
+		State:      "alive",
+		Local:      n.Name == c.cfg.NodeName,
+	}
+	if n.State == memberlist.StateSuspect {
+		m.State = "suspect"
+	}
+	if meta, err := decodeMeta(n.Meta); err != nil {
+		m.MetaError = err.Error()
+	} else {
+		m.RelayAddr, m.RingHash = meta.RelayAddr, meta.RingHash
+	}
+	c.evMu.Lock()
+	c.events = append(c.events, event{kind, m})
+	c.evMu.Unlock()
+	select {
+	case c.signal <- struct{}{}:
+	default:
+	}
+}
+
+type conflictDelegate struct{ c *Cluster }
+
+// NotifyConflict: another node announces our name from another address.
+func (d conflictDelegate) NotifyConflict(existing, other *memberlist.Node) {
+	if existing.Name != d.c.cfg.NodeName {
+		d.c.log.Error("two members claim one name", "member", existing.Name, "addr", existing.Address(), "other_addr", other.Address())
+		return
+	}
+	d.c.evMu.Lock()
+	d.c.conflict = fmt.Sprintf("member %q already runs at %s", other.Name, other.Address())
+	d.c.evMu.Unlock()
+}
+
+func splitHostPort(s string, defPort int) (string, int, error) {
+	if s == "" {
+		return "", defPort, nil
+	}
+	if !strings.Contains(s, ":") || strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		return strings.Trim(s, "[]"), defPort, nil
+	}
+	h, p, err := net.SplitHostPort(s)
+	if err != nil {
+		return "", 0, errors.New("want host:port")
+	}
+	port, err := strconv.Atoi(p)
+	if err != nil || port < 0 || port > 65535 {
+		return "", 0, errors.New("bad port")
+	}
+	return h, port, nil
+}

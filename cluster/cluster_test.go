@@ -1,0 +1,225 @@
+package cluster
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// testMember is a cluster member on loopback with its latest view.
+type testMember struct {
+	*Cluster
+	mu   sync.Mutex
+	view []Member
+}
+
+func (m *testMember) names() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []string
+	for _, x := range m.view {
+		out = append(out, x.Name)
+	}
+	return out
+}
+
+func logger(t *testing.T) *slog.Logger {
+	if os.Getenv("NOTIFY_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+	}
+	return nil
+}
+
+func newMember(t *testing.T, name string, mutate func(*Config)) (*testMember, error) {
+	t.Helper()
+	cfg := Config{
+		NodeName:       name,
+		BindAddr:       "127.0.0.1:0",
+		Label:          "notify",
+		RelayPort:      3000,
+		RingHash:       "r1",
+		RejoinInterval: 200 * time.Millisecond,
+		Local:          true,
+		Logger:         logger(t),
+	}
+	if mutate != nil {
+		mutate(&cfg)
+	}
+	tm := &testMember{}
+	c, err := New(cfg, func(v []Member) {
+		tm.mu.Lock()
+		tm.view = v
+		tm.mu.Unlock()
+	})
+	if err != nil {
+		return nil, err
+	}
+	tm.Cluster = c
+	if err := c.Start(context.Background()); err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { _ = c.Shutdown() })
+	return tm, nil
+}
+
+func mustMember(t *testing.T, name string, mutate func(*Config)) *testMember {
+	t.Helper()
+	m, err := newMember(t, name, mutate)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+func (m *testMember) addr() string { return m.list.LocalNode().Address() }
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func joinTo(ms ...*testMember) func(*Config) {
+	return func(c *Config) {
+		for _, m := range ms {
+			c.Join = append(c.Join, m.addr())
+		}
+	}
+}
+
+func TestMetaRoundTrip(t *testing.T) {
+	m := Meta{RelayAddr: "10.0.0.7:3000", RingHash: "abcdef"}
+	b, err := m.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := decodeMeta(b); err != nil || got != m {
+		t.Fatalf("%v %v", got, err)
+	}
+	for _, bad := range [][]byte{nil, {2, 0, 0}, {metaVersion, 9, 'a'}} {
+		if _, err := decodeMeta(bad); err == nil {
+			t.Errorf("%v decoded", bad)
+		}
+	}
+	if _, err := (Meta{RelayAddr: strings.Repeat("x", 600)}).encode(); err == nil {
+		t.Error("oversize metadata encoded")
+	}
+}
+
+func TestThreeMembersAndLeave(t *testing.T) {
+	a := mustMember(t, "a", nil)
+	b := mustMember(t, "b", joinTo(a))
+	c := mustMember(t, "c", joinTo(b))
+	want := []string{"a", "b", "c"}
+	for _, m := range []*testMember{a, b, c} {
+		eventually(t, "three members in "+m.cfg.NodeName+"'s view", func() bool { return slices.Equal(m.names(), want) })
+		if err := m.Joined(); err != nil {
+			t.Fatalf("%s: %v", m.cfg.NodeName, err)
+		}
+	}
+	for _, x := range a.Members() {
+		if x.RingHash != "r1" || !strings.HasSuffix(x.RelayAddr, ":3000") || strings.HasPrefix(x.RelayAddr, ":") {
+			t.Fatalf("member %+v: metadata not carried", x)
+		}
+		if x.Local != (x.Name == "a") {
+			t.Fatalf("member %+v: Local wrong", x)
+		}
+	}
+	if err := c.Leave(time.Second); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "c gone from a's view", func() bool { return slices.Equal(a.names(), []string{"a", "b"}) })
+}
+
+func TestNotAdmitted(t *testing.T) {
+	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
+	other := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210"))
+	a := mustMember(t, "a", func(c *Config) { c.GossipKey = key })
+	tests := []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"wrong key", func(c *Config) { c.GossipKey = other }},
+		{"no key", func(c *Config) { c.GossipKey = "" }},
+		{"other label", func(c *Config) { c.GossipKey = key; c.Label = "other" }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := mustMember(t, "intruder-"+strings.ReplaceAll(tt.name, " ", "-"), func(c *Config) {
+				tt.mutate(c)
+				joinTo(a)(c)
+			})
+			time.Sleep(500 * time.Millisecond)
+			if slices.Contains(a.names(), m.cfg.NodeName) {
+				t.Fatalf("%s was admitted", m.cfg.NodeName)
+			}
+			if m.Joined() == nil {
+				t.Fatalf("%s believes it joined", m.cfg.NodeName)
+			}
+		})
+	}
+}
+
+func TestDuplicateNameRefused(t *testing.T) {
+	a := mustMember(t, "a", nil)
+	_, err := newMember(t, "a", joinTo(a))
+	if !errors.Is(err, ErrDuplicateName) || !strings.Contains(err.Error(), a.addr()) {
+		t.Fatalf("got %v, want a duplicate-name error naming %s", err, a.addr())
+	}
+}
+
+func TestJoinRetriesUntilSeedAppears(t *testing.T) {
+	// Reserve an address for the seed, start the joiner first.
+	probe := mustMember(t, "probe", nil)
+	seedAddr := probe.addr()
+	_ = probe.Shutdown()
+	b := mustMember(t, "b", func(c *Config) { c.Join = []string{seedAddr} })
+	if b.Joined() == nil {
+		t.Fatal("joined a seed that is not there")
+	}
+	a := mustMember(t, "a", func(c *Config) { c.BindAddr = seedAddr })
+	eventually(t, "b joined a", func() bool { return b.Joined() == nil && slices.Equal(a.names(), []string{"a", "b"}) })
+}
+
+func TestDNSSeeds(t *testing.T) {
+	a := mustMember(t, "a", nil)
+	_, port, _ := strings.Cut(a.addr(), ":")
+	b := mustMember(t, "b", func(c *Config) { c.Join = []string{"dns+localhost:" + port} })
+	eventually(t, "b joined through dns+", func() bool { return slices.Equal(b.names(), []string{"a", "b"}) })
+}
+
+func TestSelfSeedIsJoined(t *testing.T) {
+	// The first pod of a StatefulSet resolves the headless service to itself.
+	probe := mustMember(t, "probe", nil)
+	addr := probe.addr()
+	_ = probe.Shutdown()
+	a := mustMember(t, "a", func(c *Config) { c.BindAddr = addr; c.Join = []string{addr} })
+	if err := a.Joined(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestBadConfig(t *testing.T) {
+	for _, tt := range []struct{ key, bind, want string }{
+		{"not base64!", "127.0.0.1:0", "NOTIFY_GOSSIP_KEY"},
+		{base64.StdEncoding.EncodeToString([]byte("short")), "127.0.0.1:0", "NOTIFY_GOSSIP_KEY"},
+		{"", "127.0.0.1:99999", "NOTIFY_GOSSIP_ADDR"},
+	} {
+		_, err := New(Config{NodeName: "x", BindAddr: tt.bind, GossipKey: tt.key}, nil)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("%+v: %v", tt, err)
+		}
+	}
+}
