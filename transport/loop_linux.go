@@ -50,9 +50,13 @@ type loop struct {
 	again []*Conn
 	ping  int64
 
-	mu       sync.Mutex
-	pending  []*Conn // to flush
-	adds     []*Conn // to register
+	relays     []*relayEnd // by fd
+	relayAgain []*relayEnd
+
+	mu        sync.Mutex
+	pending   []*Conn // to flush
+	adds      []*Conn // to register
+	relayAdds []*relayPair
 	signaled bool
 	stopping bool
 	done     chan struct{}
@@ -198,9 +202,10 @@ func (l *loop) run() {
 	defer close(l.done)
 	events := make([]unix.EpollEvent, maxEvents)
 	var adds, pending []*Conn
+	var relayAdds []*relayPair
 	for {
 		timeout := -1
-		if len(l.again) > 0 {
+		if len(l.again) > 0 || len(l.relayAgain) > 0 {
 			timeout = 0
 		} else {
 			timeout = int((l.wheel.untilNext(l.clock()) + int64(time.Millisecond) - 1) / int64(time.Millisecond))
@@ -218,6 +223,10 @@ func (l *loop) run() {
 			if fd == l.efd {
 				var b [8]byte
 				_, _ = unix.Read(l.efd, b[:])
+				continue
+			}
+			if fd < len(l.relays) && l.relays[fd] != nil {
+				l.relayEvent(l.relays[fd], ev.Events)
 				continue
 			}
 			if fd >= len(l.conns) || l.conns[fd] == nil {
@@ -238,10 +247,14 @@ func (l *loop) run() {
 		l.mu.Lock()
 		adds, l.adds = l.adds, adds[:0]
 		pending, l.pending = l.pending, pending[:0]
+		relayAdds, l.relayAdds = l.relayAdds, relayAdds[:0]
 		l.signaled = false
 		stopping := l.stopping
 		l.mu.Unlock()
 		if stopping {
+			for _, p := range relayAdds {
+				l.closeRelay(p)
+			}
 			for _, c := range adds {
 				unix.Close(int(c.io.fd))
 				c.io.fd = -1
@@ -258,6 +271,18 @@ func (l *loop) run() {
 		for i, c := range pending {
 			l.flush(c)
 			pending[i] = nil
+		}
+		for i, p := range relayAdds {
+			l.registerRelay(p)
+			relayAdds[i] = nil
+		}
+		if len(l.relayAgain) > 0 {
+			again := l.relayAgain
+			l.relayAgain = nil
+			for _, e := range again {
+				e.again = false
+				l.relayRead(e)
+			}
 		}
 		if len(l.again) > 0 {
 			again := l.again
@@ -278,6 +303,11 @@ func (l *loop) shutdown() {
 	for _, c := range l.conns {
 		if c != nil {
 			l.closeFD(c, CloseGoingAway)
+		}
+	}
+	for _, e := range l.relays {
+		if e != nil {
+			l.closeRelay(e.pair)
 		}
 	}
 	unix.Close(l.efd)

@@ -136,6 +136,22 @@ func (s *Server) Attach(c *Conn, nc net.Conn, buffered []byte, first ...[]byte) 
 	return nil
 }
 
+// Relay joins two connections: bytes from a go to b and back, moved by an
+// event loop (no goroutine per pair), until both directions end or either
+// fails. aBuffered holds bytes already read from a (they go to b first), and
+// bBuffered bytes already read from b. onClose runs once, on the loop, when
+// both sockets are closed. Both connections are owned by the server
+// afterwards, also on error.
+func (s *Server) Relay(a net.Conn, aBuffered []byte, b net.Conn, bBuffered []byte, onClose func()) error {
+	if s.closed.Load() {
+		a.Close()
+		b.Close()
+		return ErrServerClosed
+	}
+	l := s.loops[int(s.next.Add(1))%len(s.loops)]
+	return l.attachRelay(a, aBuffered, b, bBuffered, onClose)
+}
+
 // Close stops the loops and closes every socket at once, without a closing
 // handshake (drain connections before, with Conn.Close). Handler.OnClose runs
 // for each with CloseGoingAway.

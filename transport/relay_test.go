@@ -1,0 +1,117 @@
+package transport
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// tcpPair returns both ends of a real TCP connection.
+func tcpPair(t *testing.T) (client, server net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	client, err = net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server = <-accepted
+	t.Cleanup(func() { client.Close(); server.Close() })
+	return client, server
+}
+
+func TestRelayMovesBytesBothWays(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	client, a := tcpPair(t) // client <-> a (this node)
+	b, owner := tcpPair(t)  // b (this node) <-> owner
+	var closed atomic.Int32
+	done := make(chan struct{})
+	if err := ts.srv.Relay(a, []byte("ahead-from-client;"), b, []byte("ahead-from-owner;"), func() {
+		if closed.Add(1) == 1 {
+			close(done)
+		}
+	}); err != nil {
+		t.Fatal(err)
+	}
+
+	// Bytes read ahead go first, in each direction.
+	expect := func(c net.Conn, want string) {
+		t.Helper()
+		_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(c, got); err != nil || string(got) != want {
+			t.Fatalf("got %q %v, want %q", got, err, want)
+		}
+	}
+	expect(client, "ahead-from-owner;")
+	expect(owner, "ahead-from-client;")
+
+	// 20 MB from the owner to a client that reads slowly at first: the
+	// relay must hold back, not buffer it all, and lose nothing.
+	big := make([]byte, 20<<20)
+	_, _ = rand.Read(big)
+	go func() {
+		_, _ = owner.Write(big)
+	}()
+	time.Sleep(200 * time.Millisecond)
+	got := make([]byte, len(big))
+	_ = client.SetReadDeadline(time.Now().Add(30 * time.Second))
+	if _, err := io.ReadFull(client, got); err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("20 MB arrived damaged or short: %v", err)
+	}
+	// And the other way.
+	if _, err := client.Write([]byte("ping from client")); err != nil {
+		t.Fatal(err)
+	}
+	expect(owner, "ping from client")
+
+	// The owner ends: the client reads EOF; the client ends: the pair closes.
+	owner.(*net.TCPConn).CloseWrite()
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := client.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+		t.Fatalf("client read %d %v, want EOF", n, err)
+	}
+	client.(*net.TCPConn).CloseWrite()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pair not closed after both directions ended")
+	}
+	if closed.Load() != 1 {
+		t.Fatalf("onClose ran %d times", closed.Load())
+	}
+}
+
+func TestRelayPeerReset(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	client, a := tcpPair(t)
+	b, owner := tcpPair(t)
+	done := make(chan struct{})
+	if err := ts.srv.Relay(a, nil, b, nil, func() { close(done) }); err != nil {
+		t.Fatal(err)
+	}
+	owner.(*net.TCPConn).SetLinger(0)
+	owner.Close() // RST
+	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := client.Read(make([]byte, 1)); err == nil {
+		t.Fatal("client still connected after the owner vanished")
+	}
+	client.Close()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("pair not closed")
+	}
+}
