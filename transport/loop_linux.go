@@ -57,9 +57,9 @@ type loop struct {
 	pending   []*Conn // to flush
 	adds      []*Conn // to register
 	relayAdds []*relayPair
-	signaled bool
-	stopping bool
-	done     chan struct{}
+	signaled  bool
+	stopping  bool
+	done      chan struct{}
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -234,7 +234,7 @@ func (l *loop) run() {
 			}
 			c := l.conns[fd]
 			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				l.read(c)
+				l.read(c, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
 			}
 			if ev.Events&unix.EPOLLOUT != 0 && c.io.fd >= 0 {
 				c.mu.Lock()
@@ -290,7 +290,7 @@ func (l *loop) run() {
 			for _, c := range again {
 				c.io.again = false
 				if c.io.fd >= 0 {
-					l.read(c)
+					l.read(c, true)
 				}
 			}
 		}
@@ -384,16 +384,17 @@ func (l *loop) fire(c *Conn) {
 	}
 }
 
-// read drains the socket (edge-triggered: until EAGAIN or a short read) and
-// parses what came.
-func (l *loop) read(c *Conn) {
+// read drains the socket (edge-triggered: until EAGAIN, or a short read) and
+// parses what came. hup: the event reported the peer's FIN, which came with
+// this edge and brings no new one, so read on to EOF even after a short read.
+func (l *loop) read(c *Conn, hup bool) {
 	for i := 0; ; i++ {
 		off := copy(l.buf, c.rd.pend)
 		n, err := unix.Read(int(c.io.fd), l.buf[off:])
 		if n > 0 {
 			c.io.lastRecv = l.now
 			c.feed(l.buf[:off+n])
-			if off+n < len(l.buf) {
+			if off+n < len(l.buf) && !hup {
 				break // short read: the socket is empty, the next data is a new edge
 			}
 			if i == maxReadsPerRun {

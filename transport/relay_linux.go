@@ -21,6 +21,7 @@ type relayEnd struct {
 	eof     bool   // this end's input ended
 	shut    bool   // this end's output was shut down (after peer's EOF)
 	again   bool   // on the loop's list of ends with unread input
+	hup     bool   // the peer's FIN was reported: read on to EOF after short reads
 }
 
 type relayPair struct {
@@ -89,6 +90,7 @@ func (l *loop) registerRelay(p *relayPair) {
 // relayEvent handles epoll events of one end.
 func (l *loop) relayEvent(e *relayEnd, events uint32) {
 	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		e.hup = e.hup || events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0
 		l.relayRead(e)
 	}
 	if events&unix.EPOLLOUT != 0 && !e.pair.closed {
@@ -121,8 +123,8 @@ func (l *loop) relayRead(src *relayEnd) {
 				src.paused = true // resumed by dst's EPOLLOUT
 				return
 			}
-			if n < len(l.buf) {
-				return // short read: drained
+			if n < len(l.buf) && !src.hup {
+				return // short read: drained, the next data is a new edge
 			}
 		case n == 0 && err == nil:
 			src.eof = true

@@ -115,3 +115,30 @@ func TestRelayPeerReset(t *testing.T) {
 		t.Fatal("pair not closed")
 	}
 }
+
+// TestRelayDataWithFIN: bytes and the FIN in one go; the EOF is seen although
+// it brings no edge of its own.
+func TestRelayDataWithFIN(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	for i := 0; i < 20; i++ {
+		client, a := tcpPair(t)
+		b, owner := tcpPair(t)
+		done := make(chan struct{})
+		if err := ts.srv.Relay(a, nil, b, nil, func() { close(done) }); err != nil {
+			t.Fatal(err)
+		}
+		client.Write([]byte("last words"))
+		client.(*net.TCPConn).CloseWrite()
+		_ = owner.SetReadDeadline(time.Now().Add(5 * time.Second))
+		got, err := io.ReadAll(owner)
+		if err != nil || string(got) != "last words" {
+			t.Fatalf("round %d: owner read %q %v, want the words then EOF", i, got, err)
+		}
+		owner.(*net.TCPConn).CloseWrite()
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+			t.Fatalf("round %d: pair not closed", i)
+		}
+	}
+}

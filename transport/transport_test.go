@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
@@ -475,5 +476,21 @@ func TestCheckUpgrade(t *testing.T) {
 				t.Fatalf("got %v, want status %d", err, tt.status)
 			}
 		})
+	}
+}
+
+// TestFrameWithFIN: a frame and the FIN in one go; the connection ends at
+// once, not at the idle timeout.
+func TestFrameWithFIN(t *testing.T) {
+	ts := startServer(t, testConfig(), serverOpts{})
+	for i := 0; i < 20; i++ {
+		rc := dialRaw(t, ts.addr, nil)
+		ts.nextConn(t)
+		rc.write(clientFrame(true, 0, byte(ws.OpText), true, []byte("bye")))
+		rc.nc.(*net.TCPConn).CloseWrite()
+		ev := ts.rec.waitClose(t)
+		if ev.info.Code != CloseAbnormal {
+			t.Fatalf("round %d: code %d", i, ev.info.Code)
+		}
 	}
 }
