@@ -64,6 +64,10 @@ func NewServer(b Backend, cfg Config) *Server {
 	return s
 }
 
+// Authorize checks an Authorization header value against the API key, for
+// the node's internal endpoints.
+func (s *Server) Authorize(authorization string) error { return s.checkKey(authorization) }
+
 // checkKey verifies "Bearer <key>" in constant time (over digests, so not
 // even the key's length leaks).
 func (s *Server) checkKey(authorization string) error {

@@ -162,6 +162,9 @@ func (c *Cluster) meta() Meta {
 	return Meta{RelayAddr: net.JoinHostPort(host, strconv.Itoa(c.cfg.RelayPort)), RingHash: c.cfg.RingHash}
 }
 
+// GossipAddr is the address other members reach this one at.
+func (c *Cluster) GossipAddr() string { return c.list.LocalNode().Address() }
+
 // LocalMeta is what this node advertises.
 func (c *Cluster) LocalMeta() Meta { return c.meta() }
 

@@ -1,13 +1,19 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"time"
 
 	"github.com/notify-dev/notify/api"
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/cluster"
 	"github.com/notify-dev/notify/transport"
 )
 
@@ -25,13 +31,71 @@ func (b apiBackend) Publish(ctx context.Context, channels []string, payload []by
 	return b.n.broker.PublishMany(ctx, channels, payload)
 }
 
-// Presence counts the connections on this node.
-func (b apiBackend) Presence(_ context.Context, users []string) (map[string]uint32, error) {
-	out := make(map[string]uint32, len(users))
-	for _, u := range users {
-		out[u] = uint32(b.n.hub.userCount(u))
+// Presence sums the connection counts of every member: a user's
+// connections are normally on its owner, but during a membership change or
+// after an owner was unreachable some live elsewhere.
+func (b apiBackend) Presence(ctx context.Context, users []string) (map[string]uint32, error) {
+	out := b.n.localPresence(users)
+	var peers []cluster.Member
+	for _, m := range b.n.view().members {
+		if !m.Local && m.RelayAddr != "" {
+			peers = append(peers, m)
+		}
+	}
+	if len(peers) == 0 {
+		return out, nil
+	}
+	body, _ := json.Marshal(presenceRequest{UserIDs: users})
+	type result struct {
+		counts map[string]uint32
+		err    error
+	}
+	results := make(chan result, len(peers))
+	for _, m := range peers {
+		go func() {
+			c, err := b.peerPresence(ctx, m, body)
+			results <- result{c, err}
+		}()
+	}
+	var errs []error
+	for range peers {
+		r := <-results
+		if r.err != nil {
+			errs = append(errs, r.err)
+			continue
+		}
+		for u, c := range r.counts {
+			if _, asked := out[u]; asked {
+				out[u] += c
+			}
+		}
+	}
+	if len(errs) > 0 {
+		// A partial count would pass for a true one: refuse instead.
+		return nil, fmt.Errorf("presence: %w: %w", broker.ErrUnavailable, errors.Join(errs...))
 	}
 	return out, nil
+}
+
+func (b apiBackend) peerPresence(ctx context.Context, m cluster.Member, body []byte) (map[string]uint32, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.RelayAddr+"/cluster/presence", bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+b.n.cfg.APIKey)
+	resp, err := b.n.peerClient.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Name, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("%s answered %d", m.Name, resp.StatusCode)
+	}
+	var pr presenceResponse
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&pr); err != nil {
+		return nil, fmt.Errorf("%s: %w", m.Name, err)
+	}
+	return pr.Connections, nil
 }
 
 // Disconnect goes to every node as a control message; each closes its own
@@ -49,9 +113,13 @@ func (b apiBackend) Disconnect(ctx context.Context, user string) error {
 type control struct {
 	Op   string `json:"op"`
 	User string `json:"user,omitempty"`
+	Node string `json:"node,omitempty"`
 }
 
-const opDisconnect = "disconnect"
+const (
+	opDisconnect = "disconnect"
+	opDrainVia   = "drain-via" // a draining node asks owners to close what it relays
+)
 
 // onControl runs a control message from the broker.
 func (n *Node) onControl(payload string) {
@@ -69,6 +137,10 @@ func (n *Node) onControl(payload string) {
 		}
 		if closed > 0 {
 			n.log.Info("user disconnected by the API", "user", c.User, "connections", closed)
+		}
+	case opDrainVia:
+		if c.Node != n.cfg.NodeName {
+			n.closeRelayedVia(c.Node)
 		}
 	default:
 		// A newer node's command: ignore it rather than fail.

@@ -46,6 +46,7 @@ func benchConfig() Config {
 	cfg.Port = "127.0.0.1:0"
 	cfg.PprofPort = "off"
 	cfg.GRPCPort = "off"
+	cfg.GossipAddr = "127.0.0.1:0"
 	cfg.Auth.Secret = "bench"
 	return cfg
 }

@@ -13,7 +13,9 @@ import (
 
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/cluster"
 	"github.com/notify-dev/notify/internal/flagext"
+	"github.com/notify-dev/notify/ring"
 	"github.com/notify-dev/notify/transport"
 )
 
@@ -34,11 +36,20 @@ type Config struct {
 	SendQueueBytes int                 // NOTIFY_SEND_QUEUE_BYTES
 	NodeName       string              // NOTIFY_NODE_NAME
 	DrainTimeout   time.Duration       // NOTIFY_DRAIN_TIMEOUT
+	GossipAddr     string              // NOTIFY_GOSSIP_ADDR
+	AdvertiseAddr  string              // NOTIFY_ADVERTISE_ADDR
+	Join           flagext.StringSlice // NOTIFY_JOIN
+	GossipKey      string              // NOTIFY_GOSSIP_KEY
+	ClusterLabel   string              // NOTIFY_CLUSTER_LABEL
+	RebalanceRate  float64             // NOTIFY_REBALANCE_RATE
 
 	// Not settings: tuning for tests and benchmarks.
 	CloseTimeout  time.Duration // how long a closing handshake may take (transport default)
 	Loops         int           // event loops (default one per CPU)
 	ProbeInterval time.Duration // Redis probe period (broker default)
+	GossipLocal   bool          // memberlist's loopback timings
+	RejoinEvery   time.Duration // rejoin period (cluster default)
+	Ring          ring.Config   // zero: ring.DefaultConfig()
 }
 
 // DefaultConfig returns the defaults of the contract (DESIGN.md section 2).
@@ -66,6 +77,12 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.SendQueueBytes, "notify-send-queue-bytes", 262144, "unsent bytes per connection before the client is cut as slow (close 4008)")
 	fs.StringVar(&c.NodeName, "notify-node-name", host, "unique member name of this node")
 	fs.DurationVar(&c.DrainTimeout, "notify-drain-timeout", 20*time.Second, "how long a stopping node spreads its connection closes over")
+	fs.StringVar(&c.GossipAddr, "notify-gossip-addr", ":7946", "memberlist bind address (TCP and UDP)")
+	fs.StringVar(&c.AdvertiseAddr, "notify-advertise-addr", "", "address peers use to reach this node, host or host:port (gossip; relays use the same host and PORT); empty = derived")
+	fs.Var(&c.Join, "notify-join", "comma-separated seeds: host:port or dns+name:port (every address of name), re-resolved periodically")
+	fs.StringVar(&c.GossipKey, "notify-gossip-key", "", "base64 AES key (16, 24 or 32 bytes) encrypting gossip")
+	fs.StringVar(&c.ClusterLabel, "notify-cluster-label", "notify", "memberlist label; nodes of other clusters are refused")
+	fs.Float64Var(&c.RebalanceRate, "notify-rebalance-rate", 100, "connections closed per second with 1012 \"moved\" after a membership change")
 }
 
 // Validate reports every setting out of range, naming it by its environment
@@ -118,6 +135,23 @@ func (c *Config) Validate() error {
 	}
 	if c.DrainTimeout < 0 {
 		bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")
+	}
+	if _, err := normalizeAddr(c.GossipAddr); err != nil {
+		bad("NOTIFY_GOSSIP_ADDR", c.GossipAddr, err.Error())
+	}
+	if _, err := cluster.DecodeKey(c.GossipKey); err != nil {
+		errs = append(errs, fmt.Errorf("invalid NOTIFY_GOSSIP_KEY: %w", err))
+	}
+	for _, j := range c.Join {
+		if _, _, err := net.SplitHostPort(strings.TrimPrefix(j, "dns+")); err != nil {
+			bad("NOTIFY_JOIN", j, "want host:port or dns+name:port")
+		}
+	}
+	if c.ClusterLabel == "" || len(c.ClusterLabel) > 255 {
+		bad("NOTIFY_CLUSTER_LABEL", c.ClusterLabel, "must be 1 to 255 bytes")
+	}
+	if c.RebalanceRate <= 0 {
+		bad("NOTIFY_REBALANCE_RATE", strconv.FormatFloat(c.RebalanceRate, 'f', -1, 64), "must be positive")
 	}
 	return errors.Join(errs...)
 }

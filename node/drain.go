@@ -20,11 +20,31 @@ func (n *Node) drain(ctx context.Context) {
 	}
 	deadline := time.Now().Add(n.cfg.DrainTimeout + closeTimeout)
 
-	clients := n.hub.all()
+	closePaced(ctx, n.hub.all(), n.cfg.DrainTimeout*9/10)
+	// Connections that were mid-handshake when the drain began.
+	for _, c := range n.hub.all() {
+		c.conn.Close(transport.CloseServiceRestart, "shutdown")
+	}
+
+	wait := time.NewTimer(time.Until(deadline))
+	defer wait.Stop()
+	for n.conns.Load() > 0 || n.relayed.Load() > 0 {
+		select {
+		case <-n.connsZero:
+		case <-wait.C:
+			n.log.Warn("drain timeout: closing remaining connections", "connections", n.conns.Load(), "relayed", n.relayed.Load())
+			return
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// closePaced closes clients with 1012 "shutdown" in random order, the i-th
+// at spread*i/N, so that they do not all reconnect at once. ctx ending closes
+// the rest at once.
+func closePaced(ctx context.Context, clients []*client, spread time.Duration) {
 	rand.Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
-	// The i-th close is due at spread*i/N; the last lands a little before
-	// the timeout, leaving time for the closing handshakes.
-	spread := n.cfg.DrainTimeout * 9 / 10
 	tick := time.NewTicker(drainTick)
 	defer tick.Stop()
 	start := time.Now()
@@ -37,29 +57,12 @@ func (n *Node) drain(ctx context.Context) {
 			clients[i].conn.Close(transport.CloseServiceRestart, "shutdown")
 		}
 		if i == len(clients) {
-			break
+			return
 		}
 		select {
 		case <-ctx.Done():
-			spread = 0 // out of time: close the rest at once
+			spread = 0
 		case <-tick.C:
-		}
-	}
-	// Connections that were mid-handshake when the drain began.
-	for _, c := range n.hub.all() {
-		c.conn.Close(transport.CloseServiceRestart, "shutdown")
-	}
-
-	wait := time.NewTimer(time.Until(deadline))
-	defer wait.Stop()
-	for n.conns.Load() > 0 {
-		select {
-		case <-n.connsZero:
-		case <-wait.C:
-			n.log.Warn("drain timeout: closing remaining connections", "connections", n.conns.Load())
-			return
-		case <-ctx.Done():
-			return
 		}
 	}
 }

@@ -33,5 +33,10 @@ func (n *Node) notReady() []string {
 	if err := n.broker.Ready(); err != nil {
 		reasons = append(reasons, "broker: "+err.Error())
 	}
+	if n.cluster == nil {
+		reasons = append(reasons, "cluster: not started")
+	} else if err := n.cluster.Joined(); err != nil {
+		reasons = append(reasons, "cluster: not joined: "+err.Error())
+	}
 	return reasons
 }

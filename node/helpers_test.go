@@ -33,6 +33,8 @@ func startNode(t *testing.T, rs *redistest.Server, mutate func(*Config)) *testNo
 	cfg.Port = "127.0.0.1:0"
 	cfg.PprofPort = "off"
 	cfg.GRPCPort = "off"
+	cfg.GossipAddr = "127.0.0.1:0"
+	cfg.GossipLocal = true
 	cfg.Auth.Secret = testSecret
 	cfg.NodeName = "test-node"
 	cfg.DrainTimeout = 200 * time.Millisecond
@@ -212,7 +214,8 @@ func (c *wsClient) expectClose(code int) string {
 	}
 }
 
-// expectSilence checks that nothing arrives for d.
+// expectSilence checks that nothing arrives for d. coder/websocket closes the
+// connection when a read's context ends, so this is the last use of c.
 func (c *wsClient) expectSilence(d time.Duration) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)

@@ -12,6 +12,7 @@ type client struct {
 	conn   *transport.Conn
 	user   string
 	topics []topicRef
+	via    string // the node that relays this client to us, if any
 	// Position in the user's set, so leaving is O(1). Guarded by the shard
 	// lock of the user.
 	userPos int32

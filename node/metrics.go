@@ -47,6 +47,12 @@ type metrics struct {
 
 	codeLabel map[int]string
 
+	members         prometheus.Gauge
+	partitions      prometheus.Gauge
+	forwarded       prometheus.Gauge
+	forwardErrors   prometheus.Counter
+	rebalanceCloses prometheus.Counter
+
 	// Children used on every connection or message, looked up once.
 	wsConnections prometheus.Gauge
 	wsAccepted    prometheus.Counter
@@ -87,6 +93,27 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"reason"}),
 		codeLabel: make(map[int]string),
 	}
+	m.members = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "notify_cluster_members",
+		Help: "Cluster members this node sees (itself included).",
+	})
+	m.partitions = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "notify_ring_partitions_owned",
+		Help: "Ring partitions this node owns.",
+	})
+	m.forwarded = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "notify_forwarded_connections",
+		Help: "Client connections this node relays to their owner.",
+	})
+	m.forwardErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "notify_forward_errors_total",
+		Help: "Handshakes that could not be relayed to the owner and were served locally.",
+	})
+	m.rebalanceCloses = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "notify_rebalance_closes_total",
+		Help: "Connections closed with 1012 \"moved\" because their user is now owned by another node.",
+	})
+	reg.MustRegister(m.members, m.partitions, m.forwarded, m.forwardErrors, m.rebalanceCloses)
 	reg.MustRegister(m.connections, m.accepted, m.rejected, m.disconnects, m.received, m.delivered, m.dropped,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 

@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -25,6 +26,8 @@ import (
 	"github.com/notify-dev/notify/api/notifypb"
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/cluster"
+	"github.com/notify-dev/notify/ring"
 	"github.com/notify-dev/notify/transport"
 )
 
@@ -54,8 +57,17 @@ type Node struct {
 	stopBroker context.CancelFunc
 	brokerDone chan struct{}
 	conns      atomic.Int64  // open client connections
-	connsZero  chan struct{} // signalled when conns drops to zero while draining
+	relayed    atomic.Int64  // connections relayed to their owner through this node
+	connsZero  chan struct{} // signalled when the last connection or relay ends while draining
 	stopOnce   sync.Once
+
+	ringCfg        ring.Config
+	cluster        *cluster.Cluster
+	cview          atomic.Pointer[clusterView]
+	rebalanceWake  chan struct{} // size 1: the ring changed
+	peerClient     *http.Client  // presence calls to other members
+	stopBackground context.CancelFunc
+	background     sync.WaitGroup
 }
 
 // New builds a node from a validated config. It starts nothing.
@@ -67,13 +79,27 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		cfg:       cfg,
-		log:       log,
-		reg:       prometheus.NewRegistry(),
-		hub:       newHub(),
-		connsZero: make(chan struct{}, 1),
+		cfg:           cfg,
+		log:           log,
+		reg:           prometheus.NewRegistry(),
+		hub:           newHub(),
+		connsZero:     make(chan struct{}, 1),
+		ringCfg:       cfg.Ring,
+		rebalanceWake: make(chan struct{}, 1),
+		peerClient:    &http.Client{Timeout: 3 * time.Second},
 	}
+	if n.ringCfg == (ring.Config{}) {
+		n.ringCfg = ring.DefaultConfig()
+	}
+	// Until the cluster reports, the node is a cluster of one.
+	r, err := ring.New(n.ringCfg, []string{cfg.NodeName})
+	if err != nil {
+		return nil, err
+	}
+	n.cview.Store(&clusterView{ring: r, relay: map[string]string{}})
 	n.metrics = newMetrics(n.reg)
+	n.metrics.members.Set(1)
+	n.metrics.partitions.Set(float64(r.Owned(cfg.NodeName)))
 
 	if cfg.Auth.Secret == "" && len(cfg.Auth.PublicKeyFiles) == 0 {
 		n.cfg.Auth.Secret = randomSecret()
@@ -197,6 +223,17 @@ func (n *Node) Start() error {
 		}()
 	}
 
+	if err := n.startCluster(ln); err != nil {
+		ln.Close()
+		if n.pprofSrv != nil {
+			n.pprofSrv.Close()
+		}
+		if n.grpcSrv != nil {
+			n.grpcSrv.Stop()
+		}
+		return err
+	}
+
 	ctx, cancel := context.WithCancel(context.Background())
 	n.stopBroker = cancel
 	n.brokerDone = make(chan struct{})
@@ -209,6 +246,40 @@ func (n *Node) Start() error {
 	go n.serve(n.httpSrv, ln, "http")
 	n.log.Info("notify node started", "addr", ln.Addr().String(), "grpc", n.GRPCAddr(), "node", n.cfg.NodeName,
 		"broker", n.brokerName(), "pprof", n.cfg.PprofPort)
+	return nil
+}
+
+// startCluster joins the cluster; relays reach this node on the HTTP
+// listener's port.
+func (n *Node) startCluster(httpLn net.Listener) error {
+	c, err := cluster.New(cluster.Config{
+		NodeName:       n.cfg.NodeName,
+		BindAddr:       n.cfg.GossipAddr,
+		AdvertiseAddr:  n.cfg.AdvertiseAddr,
+		Join:           n.cfg.Join,
+		GossipKey:      n.cfg.GossipKey,
+		Label:          n.cfg.ClusterLabel,
+		RelayPort:      httpLn.Addr().(*net.TCPAddr).Port,
+		RingHash:       n.ringCfg.Hash(),
+		RejoinInterval: n.cfg.RejoinEvery,
+		Local:          n.cfg.GossipLocal,
+		Logger:         n.log,
+	}, n.onMembership)
+	if err != nil {
+		return err
+	}
+	bctx, cancel := context.WithCancel(context.Background())
+	n.stopBackground = cancel
+	if err := c.Start(bctx); err != nil {
+		cancel()
+		return fmt.Errorf("join cluster: %w", err)
+	}
+	n.cluster = c
+	n.background.Add(1)
+	go func() {
+		defer n.background.Done()
+		n.rebalance(bctx)
+	}()
 	return nil
 }
 
@@ -241,6 +312,8 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.HandleFunc("GET /cluster", n.serveCluster)
+	mux.HandleFunc("POST /cluster/presence", n.servePresence)
 	mux.Handle(notifypb.NotifyServicePathPrefix, n.api.TwirpHandler())
 	mux.HandleFunc("GET /{$}", n.servePage)
 	mux.HandleFunc("GET /static/{file}", n.serveStatic)
@@ -290,6 +363,23 @@ func (n *Node) Shutdown(ctx context.Context) error {
 func (n *Node) shutdown(ctx context.Context) error {
 	n.draining.Store(true)
 	n.api.SetServing(false)
+	if n.relayed.Load() > 0 {
+		// Clients relayed through this node are closed by their owners,
+		// whose close frames pass through the relay.
+		msg, _ := json.Marshal(control{Op: opDrainVia, Node: n.cfg.NodeName})
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := n.broker.Publish(pctx, broker.ControlChannel, msg); err != nil {
+			n.log.Warn("cannot ask owners to close relayed connections", "err", err)
+		}
+		cancel()
+	}
+	if n.cluster != nil {
+		// The others drop this node from their rings at once, so clients
+		// that reconnect land on the new owners.
+		if err := n.cluster.Leave(2 * time.Second); err != nil {
+			n.log.Warn("cluster leave", "err", err)
+		}
+	}
 	n.drain(ctx)
 
 	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
@@ -308,6 +398,11 @@ func (n *Node) shutdown(ctx context.Context) error {
 		}
 	}
 	n.ws.Close()
+	n.stopBackground()
+	n.background.Wait()
+	if n.cluster != nil {
+		errs = append(errs, n.cluster.Shutdown())
+	}
 	n.stopBroker()
 	<-n.brokerDone
 	errs = append(errs, n.closer())

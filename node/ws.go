@@ -58,7 +58,14 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	cl := &client{user: claims.UserID, topics: topics}
+	via := r.Header.Get(forwardedByHeader)
+	if via == "" {
+		if owner, addr := n.ownerOf(claims.UserID); owner != "" && n.forward(w, r, owner, addr) {
+			return
+		}
+	}
+
+	cl := &client{user: claims.UserID, topics: topics, via: strings.Clone(via)}
 	cl.conn = n.ws.NewConn(transport.ConnOptions{Expiry: claims.ExpiresAt, Tag: cl})
 	// Registered before the state is read: a message published from here on
 	// queues behind the state frame and is not lost.
@@ -221,7 +228,14 @@ func (e wsEvents) OnClose(c *transport.Conn, info transport.CloseInfo) {
 }
 
 func (n *Node) connClosed() {
-	if n.conns.Add(-1) == 0 && n.draining.Load() {
+	if n.conns.Add(-1) == 0 {
+		n.signalDrained()
+	}
+}
+
+// signalDrained wakes a drain waiting for the last connection or relay.
+func (n *Node) signalDrained() {
+	if n.draining.Load() {
 		select {
 		case n.connsZero <- struct{}{}:
 		default:

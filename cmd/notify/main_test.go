@@ -153,7 +153,7 @@ func TestVersion(t *testing.T) {
 func TestServeAndSIGTERM(t *testing.T) {
 	port := freePort(t)
 	cmd := exec.Command(binary)
-	cmd.Env = append(os.Environ(), "PORT="+port, "PPROF_PORT=off", "NOTIFY_JWT_SECRET=s", "NOTIFY_DRAIN_TIMEOUT=100ms", "LOG_FORMAT=json")
+	cmd.Env = append(os.Environ(), "PORT="+port, "PPROF_PORT=off", "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_JWT_SECRET=s", "NOTIFY_DRAIN_TIMEOUT=100ms", "LOG_FORMAT=json")
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

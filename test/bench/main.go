@@ -401,7 +401,8 @@ func startNotify(bin, redisAddr string, pprof bool) (*notifyProc, error) {
 	}
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "PORT="+addr, "PPROF_PORT="+pprofAddr, "PUBSUB_REDIS_ADDR="+redisAddr,
-		"NOTIFY_JWT_SECRET="+secret, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s", "NOTIFY_NODE_NAME=bench")
+		"NOTIFY_JWT_SECRET="+secret, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s", "NOTIFY_NODE_NAME=bench",
+		"GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR=127.0.0.1:0")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (run make build first)", bin, err)

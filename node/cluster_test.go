@@ -1,0 +1,274 @@
+package node
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/notify-dev/notify/api/notifypb"
+	"github.com/notify-dev/notify/internal/redistest"
+	"github.com/notify-dev/notify/ring"
+	"github.com/notify-dev/notify/transport"
+)
+
+// startCluster starts n nodes on one Redis, each joining the first.
+func startCluster(t *testing.T, rs *redistest.Server, n int, mutate func(i int, c *Config)) []*testNode {
+	t.Helper()
+	var nodes []*testNode
+	for i := 0; i < n; i++ {
+		nodes = append(nodes, startClusterNode(t, rs, fmt.Sprintf("node-%d", i), nodes, func(c *Config) {
+			if mutate != nil {
+				mutate(i, c)
+			}
+		}))
+	}
+	waitMembers(t, nodes, n)
+	return nodes
+}
+
+func startClusterNode(t *testing.T, rs *redistest.Server, name string, seeds []*testNode, mutate func(*Config)) *testNode {
+	t.Helper()
+	return startNode(t, rs, func(c *Config) {
+		c.NodeName = name
+		c.APIKey = testAPIKey
+		c.RebalanceRate = 1000
+		c.RejoinEvery = 500 * time.Millisecond
+		for _, s := range seeds {
+			c.Join = append(c.Join, s.gossipAddr())
+		}
+		if mutate != nil {
+			mutate(c)
+		}
+	})
+}
+
+func (tn *testNode) gossipAddr() string { return tn.cluster.GossipAddr() }
+
+// waitMembers waits until every node's ring has want members.
+func waitMembers(t *testing.T, nodes []*testNode, want int) {
+	t.Helper()
+	for _, n := range nodes {
+		eventually(t, fmt.Sprintf("%s sees %d members", n.cfg.NodeName, want), func() bool {
+			return len(n.view().ring.Members()) == want
+		})
+	}
+}
+
+func (tn *testNode) clusterStatus(user string) clusterStatus {
+	tn.t.Helper()
+	_, body := tn.get("/cluster?user=" + user)
+	var st clusterStatus
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		tn.t.Fatalf("/cluster: %v: %s", err, body)
+	}
+	return st
+}
+
+// userOwnedBy finds a user id owned by node, per the ring of nodes[0].
+func userOwnedBy(t *testing.T, nodes []*testNode, node string, skip int) string {
+	t.Helper()
+	r := nodes[0].view().ring
+	for i := 0; i < 100000; i++ {
+		u := fmt.Sprint("u-", i)
+		if r.Locate(u) == node {
+			if skip == 0 {
+				return u
+			}
+			skip--
+		}
+	}
+	t.Fatal("no user found")
+	return ""
+}
+
+func byName(nodes []*testNode, name string) *testNode {
+	for _, n := range nodes {
+		if n.cfg.NodeName == name {
+			return n
+		}
+	}
+	return nil
+}
+
+func TestRelayToOwner(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startCluster(t, rs, 3, nil)
+	for _, n := range nodes {
+		n.waitReady(200)
+	}
+	owner := nodes[1]
+	user := userOwnedBy(t, nodes, owner.cfg.NodeName, 0)
+	if st := nodes[0].clusterStatus(user); st.User.Owner != owner.cfg.NodeName || len(st.Members) != 3 || len(st.Ring.Members) != 3 {
+		t.Fatalf("/cluster says %+v", st)
+	}
+	// The client lands on node-0, which relays it to the owner.
+	c := nodes[0].dial(token(t, user, nil, time.Hour), "")
+	if got := c.resp.Header.Get("X-Notify-Node"); got != owner.cfg.NodeName {
+		t.Fatalf("served by %q, want the owner %s", got, owner.cfg.NodeName)
+	}
+	c.handshake(user)
+	eventually(t, "relay counted", func() bool { return nodes[0].metric("notify_forwarded_connections") == 1 })
+	if got := owner.metric("notify_connections", "transport", "websocket"); got != 1 {
+		t.Fatalf("the owner holds %v connections", got)
+	}
+	if got := nodes[0].metric("notify_connections", "transport", "websocket"); got != 0 {
+		t.Fatalf("the relaying node holds %v connections", got)
+	}
+	for i := 0; i < 50; i++ {
+		nodes[2].redis.Publish(t.Context(), "notify:"+user, fmt.Sprint(i))
+	}
+	for i := 0; i < 50; i++ {
+		if s := c.readString(); s != fmt.Sprint(i) {
+			t.Fatalf("got %q, want %d", s, i)
+		}
+	}
+	// Presence and Disconnect work cluster-wide.
+	pr, err := nodes[2].protoClient().Presence(withKey(t, testAPIKey), &notifypb.PresenceRequest{UserIds: []string{user}})
+	if err != nil || pr.Connections[user] != 1 {
+		t.Fatalf("presence %v %v", pr, err)
+	}
+	if _, err := nodes[2].protoClient().Disconnect(withKey(t, testAPIKey), &notifypb.DisconnectRequest{UserId: user}); err != nil {
+		t.Fatal(err)
+	}
+	c.expectClose(transport.CloseDisconnected)
+	eventually(t, "relay closed", func() bool { return nodes[0].metric("notify_forwarded_connections") == 0 })
+
+	// Client frames reach the owner too: a client's close arrives there.
+	c2 := nodes[0].dial(token(t, user, nil, time.Hour), "")
+	c2.handshake(user)
+	if err := c2.conn.Close(4321, "bye"); err != nil {
+		t.Fatalf("close through the relay: %v", err)
+	}
+	eventually(t, "the owner saw the client's close", func() bool {
+		return owner.metric("notify_disconnects_total", "code", "other") == 1
+	})
+}
+
+func TestRelayOwnerUnreachableServesLocally(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startCluster(t, rs, 2, nil)
+	user := userOwnedBy(t, nodes, "node-1", 0)
+	// node-0 believes node-1 is at a closed port.
+	v := *nodes[0].view()
+	v.relay = map[string]string{"node-0": v.relay["node-0"], "node-1": "127.0.0.1:1"}
+	nodes[0].cview.Store(&v)
+	c := nodes[0].dial(token(t, user, nil, time.Hour), "")
+	if got := c.resp.Header.Get("X-Notify-Node"); got != "node-0" {
+		t.Fatalf("served by %q, want node-0 (locally)", got)
+	}
+	c.handshake(user)
+	if got := nodes[0].metric("notify_forward_errors_total"); got != 1 {
+		t.Fatalf("forward errors %v", got)
+	}
+	// Presence counts it although it is not on its owner.
+	pr, err := nodes[1].protoClient().Presence(withKey(t, testAPIKey), &notifypb.PresenceRequest{UserIds: []string{user}})
+	if err != nil || pr.Connections[user] != 1 {
+		t.Fatalf("presence %v %v", pr, err)
+	}
+}
+
+func TestForwardedHandshakeIsNeverRelayedAgain(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startCluster(t, rs, 2, nil)
+	user := userOwnedBy(t, nodes, "node-1", 0)
+	c, err := nodes[0].tryDial(token(t, user, nil, time.Hour), "", http.Header{forwardedByHeader: {"node-9"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.resp.Header.Get("X-Notify-Node"); got != "node-0" {
+		t.Fatalf("served by %q: a forwarded handshake was relayed again", got)
+	}
+}
+
+// TestRebalanceOnJoin: when a member joins, only the connections of users
+// it now owns are closed with 1012 "moved".
+func TestRebalanceOnJoin(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startCluster(t, rs, 2, nil)
+	const users = 60
+	clients := map[string]*wsClient{}
+	for i := 0; i < users; i++ {
+		u := fmt.Sprint("r-", i)
+		owner := byName(nodes, nodes[0].view().ring.Locate(u))
+		c := owner.dial(token(t, u, nil, time.Hour), "")
+		c.handshake(u)
+		clients[u] = c
+	}
+	before := nodes[0].view().ring
+	third := startClusterNode(t, rs, "node-2", nodes, nil)
+	all := append(nodes, third)
+	waitMembers(t, all, 3)
+	after := nodes[0].view().ring
+	moved := 0
+	for u, c := range clients {
+		if before.Locate(u) == after.Locate(u) {
+			continue
+		}
+		moved++
+		if reason := c.expectClose(transport.CloseServiceRestart); reason != "moved" {
+			t.Fatalf("%s: reason %q", u, reason)
+		}
+	}
+	if moved == 0 || moved == users {
+		t.Fatalf("%d of %d users moved", moved, users)
+	}
+	for u, c := range clients {
+		if before.Locate(u) == after.Locate(u) {
+			// Not closed: the next frame is this message, not a close.
+			nodes[0].redis.Publish(t.Context(), "notify:"+u, "still here")
+			if s := c.readString(); s != "still here" {
+				t.Fatalf("%s: got %q", u, s)
+			}
+		}
+	}
+	closes := nodes[0].metric("notify_rebalance_closes_total") + nodes[1].metric("notify_rebalance_closes_total")
+	if int(closes) != moved {
+		t.Fatalf("rebalance closes %v, moved %d", closes, moved)
+	}
+}
+
+// TestDrainClosesRelayedClientsThroughOwners: a stopping node's relayed
+// clients get 1012 "shutdown" from their owners, through the relay.
+func TestDrainClosesRelayedClientsThroughOwners(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startCluster(t, rs, 2, func(i int, c *Config) { c.DrainTimeout = 300 * time.Millisecond })
+	user := userOwnedBy(t, nodes, "node-1", 0)
+	c := nodes[0].dial(token(t, user, nil, time.Hour), "")
+	if c.resp.Header.Get("X-Notify-Node") != "node-1" {
+		t.Fatal("not relayed")
+	}
+	c.handshake(user)
+	done := make(chan error, 1)
+	go func() { done <- nodes[0].Shutdown(context.Background()) }()
+	if reason := c.expectClose(transport.CloseServiceRestart); reason != "shutdown" {
+		t.Fatalf("reason %q", reason)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	waitMembers(t, nodes[1:], 1)
+}
+
+func TestOtherRingSettingsKeptOffTheRing(t *testing.T) {
+	rs := redistest.Start(t)
+	nodes := startCluster(t, rs, 1, nil)
+	odd := startClusterNode(t, rs, "odd", nodes, func(c *Config) {
+		c.Ring = ring.Config{Partitions: 1021, ReplicationFactor: 40, Load: 1.25}
+	})
+	eventually(t, "odd is a member", func() bool { return len(nodes[0].cluster.Members()) == 2 })
+	time.Sleep(200 * time.Millisecond)
+	if got := nodes[0].view().ring.Members(); !slices.Equal(got, []string{"node-0"}) {
+		t.Fatalf("ring %v: a member with other ring settings was placed", got)
+	}
+	st := nodes[0].clusterStatus("")
+	for _, m := range st.Members {
+		if m.Name == "odd" && (m.OnRing || m.RingHash == st.Ring.Hash) {
+			t.Fatalf("/cluster shows %+v", m)
+		}
+	}
+	_ = odd
+}
