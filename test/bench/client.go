@@ -28,6 +28,7 @@ type command struct {
 	Src         string   `json:"src,omitempty"`
 	First       int      `json:"first,omitempty"`
 	Count       int      `json:"count,omitempty"`
+	Users       []string `json:"users,omitempty"` // instead of First/Count
 	Topics      []string `json:"topics,omitempty"`
 	Secret      string   `json:"secret,omitempty"`
 	Concurrency int      `json:"concurrency,omitempty"`
@@ -100,9 +101,15 @@ func runClient() {
 
 func (cp *clientProc) connect(c command) reply {
 	acfg := auth.Config{Secret: c.Secret}
-	tokens := make([]string, c.Count)
+	users := c.Users
+	if users == nil {
+		for i := 0; i < c.Count; i++ {
+			users = append(users, "user-"+strconv.Itoa(c.First+i))
+		}
+	}
+	tokens := make([]string, len(users))
 	for i := range tokens {
-		tok, err := auth.Sign(acfg, "user-"+strconv.Itoa(c.First+i), c.Topics, 24*time.Hour, time.Now())
+		tok, err := auth.Sign(acfg, users[i], c.Topics, 24*time.Hour, time.Now())
 		if err != nil {
 			return reply{Err: err.Error()}
 		}

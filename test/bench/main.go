@@ -28,7 +28,10 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-const secret = "bench-secret"
+const (
+	secret = "bench-secret"
+	apiKey = "bench-api-key"
+)
 
 type options struct {
 	notify       string
@@ -40,6 +43,8 @@ type options struct {
 	fanoutRate   int
 	concurrency  int
 	profile      string
+	relayConns   int
+	relayRate    int
 }
 
 func main() {
@@ -57,6 +62,8 @@ func main() {
 	flag.IntVar(&o.fanoutRate, "fanout-rate", 40, "topic messages per second in the fan-out run (each goes to every connection)")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "handshakes in flight per client process")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
+	flag.IntVar(&o.relayConns, "relay-conns", 5000, "relayed connections (and as many direct ones) in the relay run")
+	flag.IntVar(&o.relayRate, "relay-rate", 10000, "messages per second in the relay run")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -82,7 +89,7 @@ func run(o options) error {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, PoolSize: 4})
 	defer rdb.Close()
 
-	srv, err := startNotify(o.notify, redisAddr, true)
+	srv, err := startNotify(o.notify, redisAddr, nodeOpts{name: "bench", ip: "127.0.0.1"})
 	if err != nil {
 		return err
 	}
@@ -220,7 +227,15 @@ func run(o options) error {
 	figure("fanout_deliveries_per_cpu_second", delF/cpuF, "deliveries/cpu-s")
 	figure("fanout_p99", percentile(fhist, 0.99), "ms")
 	figure("fanout_lost", float64(int64(fsent)*int64(o.idleConns)-freceived), "deliveries")
-	return nil
+
+	// Free the first node's connections before the cluster runs.
+	for _, c := range clients {
+		if _, err := c.call(command{Cmd: "close"}); err != nil {
+			return err
+		}
+	}
+	srv.stop()
+	return relayRun(o, redisAddr, rdb, clients)
 }
 
 func info(format string, a ...any) {
@@ -329,9 +344,10 @@ func startRedis(dir string) (string, func(), error) {
 }
 
 type notifyProc struct {
-	cmd   *exec.Cmd
-	addr  string
-	pprof string
+	cmd    *exec.Cmd
+	addr   string
+	pprof  string
+	gossip string
 }
 
 // steadyRSS forces a collection, gives the scavenger a moment to return
@@ -385,29 +401,36 @@ func (p *notifyProc) profileCPU(dir, name string, d time.Duration) func() {
 	return func() { <-done }
 }
 
-func startNotify(bin, redisAddr string, pprof bool) (*notifyProc, error) {
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	pprofAddr := "off"
-	if pprof {
-		pp, err := freePort()
+// nodeOpts describe one notify process of the benchmark.
+type nodeOpts struct {
+	name string
+	ip   string   // loopback address it listens on
+	join []string // gossip addresses of other nodes
+}
+
+func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
+	var ports [3]int
+	for i := range ports {
+		p, err := freePort()
 		if err != nil {
 			return nil, err
 		}
-		pprofAddr = "127.0.0.1:" + strconv.Itoa(pp)
+		ports[i] = p
 	}
+	addr := no.ip + ":" + strconv.Itoa(ports[0])
+	// The pprof listener is used to force a collection before reading RSS.
+	pprofAddr := "127.0.0.1:" + strconv.Itoa(ports[1])
+	gossip := no.ip + ":" + strconv.Itoa(ports[2])
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "PORT="+addr, "PPROF_PORT="+pprofAddr, "PUBSUB_REDIS_ADDR="+redisAddr,
-		"NOTIFY_JWT_SECRET="+secret, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s", "NOTIFY_NODE_NAME=bench",
-		"GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR=127.0.0.1:0")
+		"NOTIFY_JWT_SECRET="+secret, "NOTIFY_API_KEY="+apiKey, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s",
+		"NOTIFY_NODE_NAME="+no.name, "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR="+gossip,
+		"NOTIFY_JOIN="+strings.Join(no.join, ","))
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (run make build first)", bin, err)
 	}
-	p := &notifyProc{cmd: cmd, addr: addr, pprof: pprofAddr}
+	p := &notifyProc{cmd: cmd, addr: addr, pprof: pprofAddr, gossip: gossip}
 	for i := 0; ; i++ {
 		resp, err := http.Get("http://" + addr + "/readyz")
 		if err == nil {

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/twitchtv/twirp"
+
+	"github.com/notify-dev/notify/api/notifypb"
+	"github.com/notify-dev/notify/ring"
+)
+
+// relayRun measures what relaying costs: two clustered nodes, half the
+// clients land on the node that does not own their user (and are relayed),
+// half on the owner. It reports the relaying node's memory and goroutines per
+// relayed connection and the p99 latency of both groups under one load.
+func relayRun(o options, redisAddr string, rdb *redis.Client, clients []*clientProc2) error {
+	a, err := startNotify(o.notify, redisAddr, nodeOpts{name: "bench-a", ip: "127.0.0.20"})
+	if err != nil {
+		return err
+	}
+	defer a.stop()
+	b, err := startNotify(o.notify, redisAddr, nodeOpts{name: "bench-b", ip: "127.0.0.21", join: []string{a.gossip}})
+	if err != nil {
+		return err
+	}
+	defer b.stop()
+	for _, n := range []*notifyProc{a, b} {
+		if err := n.waitRingMembers(2); err != nil {
+			return err
+		}
+	}
+	r, _ := ring.New(ring.DefaultConfig(), []string{"bench-a", "bench-b"})
+	k := o.relayConns
+	var relayed, direct []string
+	for i := 0; len(relayed)+len(direct) < 2*k; i++ {
+		if u := "user-" + strconv.Itoa(i); r.Locate(u) == "bench-b" {
+			if len(relayed) < k {
+				relayed = append(relayed, u)
+			} else {
+				direct = append(direct, u)
+			}
+		}
+	}
+
+	rss0, g0 := a.steadyRSS(), a.metric("go_goroutines")
+	if rep, err := clients[0].call(command{Cmd: "connect", URL: "ws://" + a.addr + "/notify/ws", Src: clients[0].src, Users: relayed, Secret: secret, Concurrency: o.concurrency}); err != nil || rep.Failed > 0 {
+		return fmt.Errorf("relayed clients: %v %+v", err, rep)
+	}
+	if rep, err := clients[1].call(command{Cmd: "connect", URL: "ws://" + b.addr + "/notify/ws", Src: clients[1].src, Users: direct, Secret: secret, Concurrency: o.concurrency}); err != nil || rep.Failed > 0 {
+		return fmt.Errorf("direct clients: %v %+v", err, rep)
+	}
+	if got := a.metric("notify_forwarded_connections"); int(got) != k {
+		return fmt.Errorf("bench-a relays %v connections, want %d", got, k)
+	}
+	time.Sleep(3 * time.Second)
+	rss1, g1 := a.steadyRSS(), a.metric("go_goroutines")
+	info("relay: bench-a relays %d connections: rss %s -> %s, goroutines %.0f -> %.0f", k, mib(rss0), mib(rss1), g0, g1)
+
+	for _, c := range clients[:2] {
+		if _, err := c.call(command{Cmd: "reset"}); err != nil {
+			return err
+		}
+	}
+	sent := publish(rdb, o.relayRate, o.duration, func(i int) string {
+		if i%2 == 0 {
+			return "notify:" + relayed[(i/2)%k]
+		}
+		return "notify:" + direct[(i/2)%k]
+	})
+	time.Sleep(time.Second)
+	rr, err := clients[0].call(command{Cmd: "report"})
+	if err != nil {
+		return err
+	}
+	dr, err := clients[1].call(command{Cmd: "report"})
+	if err != nil {
+		return err
+	}
+	info("relay latency run: published %d, relayed clients got %d, direct clients got %d", sent, rr.Received, dr.Received)
+	for _, c := range clients[:2] {
+		if _, err := c.call(command{Cmd: "close"}); err != nil {
+			return err
+		}
+	}
+
+	pr, pd := percentile(rr.Hist, 0.99), percentile(dr.Hist, 0.99)
+	figure("relay_rss_per_connection", float64(rss1-rss0)/float64(k), "bytes")
+	figure("relay_goroutines_added", g1-g0, "goroutines")
+	figure("relay_p99_direct", pd, "ms")
+	figure("relay_p99_relayed", pr, "ms")
+	figure("relay_p99_added", pr-pd, "ms")
+	figure("relay_lost", float64(int64(sent)-rr.Received-dr.Received), "messages")
+
+	return apiRun(o, a)
+}
+
+// apiRun measures Publish through Twirp (protobuf) in batches of 1,000
+// targets, accepted end to end (pipelined into Redis).
+func apiRun(o options, n *notifyProc) error {
+	const batch, workers = 1000, 4
+	ids := make([]string, batch)
+	for i := range ids {
+		ids[i] = "api-user-" + strconv.Itoa(i)
+	}
+	cl := notifypb.NewNotifyServiceProtobufClient("http://"+n.addr, &http.Client{Timeout: 10 * time.Second})
+	ctx, err := twirp.WithHTTPRequestHeaders(context.Background(), http.Header{"Authorization": {"Bearer " + apiKey}})
+	if err != nil {
+		return err
+	}
+	var targets atomic.Int64
+	var firstErr atomic.Value
+	deadline := time.Now().Add(o.duration / 2)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req := &notifypb.PublishRequest{UserIds: ids, Payload: []byte("api benchmark payload")}
+			for time.Now().Before(deadline) {
+				resp, err := cl.Publish(ctx, req)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err.Error())
+					return
+				}
+				targets.Add(int64(resp.Targets))
+			}
+		}()
+	}
+	wg.Wait()
+	if e, ok := firstErr.Load().(string); ok {
+		return fmt.Errorf("API publish: %s", e)
+	}
+	figure("api_publish_targets_per_second", float64(targets.Load())/time.Since(start).Seconds(), "targets/s")
+	return nil
+}
+
+// waitRingMembers polls /cluster until the node's ring has want members.
+func (p *notifyProc) waitRingMembers(want int) error {
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get("http://" + p.addr + "/cluster"); err == nil {
+			var st struct {
+				Ring struct {
+					Members []string `json:"members"`
+				} `json:"ring"`
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if json.Unmarshal(b, &st) == nil && len(st.Ring.Members) == want {
+				return nil
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("%s: ring never reached %d members", p.addr, want)
+}
