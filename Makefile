@@ -10,7 +10,10 @@ PORT       ?= 3000
 TEST_TOOLS := redis-server:redis-server chromium:chromium
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: build run test deps lint bench fuzz clean generate
+IMAGE      ?= notify:dev
+VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: build run test deps lint bench fuzz clean generate image up down logs helm-test
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/notify
@@ -31,6 +34,24 @@ run: build
 test: deps lint
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -race -count=1 -tags notify_noepoll ./transport/
+	deploy/test/run.sh
+
+# The chart, the manifests, the image files, the alert rules and the
+# dashboard, checked without a cluster (part of make test).
+helm-test:
+	deploy/test/run.sh
+
+# The container image (needs a Docker engine).
+image:
+	docker build --build-arg VERSION=$(VERSION) -t $(IMAGE) .
+
+# Three nodes on localhost:3001-3003 and Redis (docker-compose.yml).
+up:
+	NOTIFY_IMAGE=$(IMAGE) NOTIFY_VERSION=$(VERSION) docker compose up -d --build
+down:
+	docker compose down
+logs:
+	docker compose logs -f
 
 # Installs the servers the integration tests start (apt, where it exists).
 deps:

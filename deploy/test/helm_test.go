@@ -1,0 +1,360 @@
+package deploytest
+
+import (
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/cli/values"
+	"helm.sh/helm/v3/pkg/getter"
+	"helm.sh/helm/v3/pkg/release"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	chartDir = "../../helm/notify"
+	// The oldest Kubernetes the chart supports (preStop sleep action).
+	kubeVersion = "v1.30.0"
+)
+
+// renderChart renders the chart the way `helm install --dry-run` (client
+// side) and `helm template` do: values files and --set strings merged over
+// the chart's values, validated against values.schema.json, every template
+// executed.
+func renderChart(releaseName, namespace, kube string, files []string, set ...string) (*release.Release, error) {
+	chrt, err := loader.Load(chartDir)
+	if err != nil {
+		return nil, err
+	}
+	opts := values.Options{ValueFiles: files, Values: set}
+	vals, err := opts.MergeValues(getter.Providers{})
+	if err != nil {
+		return nil, err
+	}
+	inst := action.NewInstall(&action.Configuration{Log: func(string, ...any) {}})
+	inst.DryRun = true
+	inst.ClientOnly = true
+	inst.ReleaseName = releaseName
+	inst.Namespace = namespace
+	inst.KubeVersion, err = chartutil.ParseKubeVersion(kube)
+	if err != nil {
+		return nil, err
+	}
+	return inst.Run(chrt, vals)
+}
+
+func ptr[T any](v T) *T { return &v }
+
+type helmCase struct {
+	name    string
+	release string
+	file    string
+	exp     expectations
+	check   func(t *testing.T, d *deployment, rel *release.Release)
+}
+
+var helmCases = []helmCase{
+	{
+		name: "defaults", release: "notify", file: "defaults.yaml",
+		exp: expectations{
+			Kinds:    map[string]int{"StatefulSet": 1, "Service": 2, "Secret": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1},
+			Replicas: ptr[int32](3), Redis: true, GRPC: true, Spread: true,
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			if d.sts.Name != "notify" || d.headless.Name != "notify-gossip" {
+				t.Errorf("names %s, %s: want notify, notify-gossip for release notify", d.sts.Name, d.headless.Name)
+			}
+			s := ofKind[corev1.Secret](d.objs)[0]
+			if got := keys(s.Data); !slices.Equal(got, []string{"api-key", "gossip-key", "jwt-secret", "redis-url"}) {
+				t.Errorf("Secret keys = %v", got)
+			}
+			if g := *d.pod.TerminationGracePeriodSeconds; g != 40 {
+				t.Errorf("terminationGracePeriodSeconds = %d, want 5 + 20 + 15", g)
+			}
+			if _, ok := d.pod.Containers[0].Resources.Limits[corev1.ResourceCPU]; ok {
+				t.Errorf("default CPU limit set")
+			}
+			for _, want := range []string{"port-forward svc/notify", "notify token --user", "jwt-secret"} {
+				if !strings.Contains(rel.Info.Notes, want) {
+					t.Errorf("NOTES do not mention %q:\n%s", want, rel.Info.Notes)
+				}
+			}
+		},
+	},
+	{
+		name: "minimal", release: "dev", file: "minimal.yaml",
+		exp: expectations{
+			Kinds:    map[string]int{"StatefulSet": 1, "Service": 2, "Secret": 1, "ServiceAccount": 1},
+			Replicas: ptr[int32](1),
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			if d.sts.Name != "dev-notify" || d.headless.Name != "dev-notify-gossip" {
+				t.Errorf("names %s, %s: want dev-notify, dev-notify-gossip", d.sts.Name, d.headless.Name)
+			}
+			if len(d.pod.TopologySpreadConstraints) != 0 {
+				t.Errorf("topologySpreadConstraints: [] still renders %d", len(d.pod.TopologySpreadConstraints))
+			}
+			if !strings.Contains(rel.Info.Notes, "WARNING: no Redis") {
+				t.Errorf("NOTES do not warn about the embedded broker:\n%s", rel.Info.Notes)
+			}
+		},
+	},
+	{
+		name: "full", release: "push", file: "full.yaml",
+		exp: expectations{
+			Kinds: map[string]int{"StatefulSet": 1, "Service": 2, "Secret": 1, "ServiceAccount": 1, "ConfigMap": 1,
+				"PodDisruptionBudget": 1, "NetworkPolicy": 1, "Ingress": 1, "HTTPRoute": 1, "ServiceMonitor": 1, "HorizontalPodAutoscaler": 1},
+			Redis: true, GRPC: true, Spread: true,
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			c := d.container
+			if !strings.HasSuffix(c.Image, "@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef") {
+				t.Errorf("image %s: the digest should win over the tag", c.Image)
+			}
+			want := map[string]string{
+				"NOTIFY_JWT_PUBLIC_KEYS":  "/etc/notify/jwt-keys/issuer-a.pem,/etc/notify/jwt-keys/issuer-b.pem",
+				"NOTIFY_ALLOWED_ORIGINS":  "https://app.example.com,https://*.example.com",
+				"NOTIFY_CLUSTER_LABEL":    "push-prod",
+				"NOTIFY_DRAIN_TIMEOUT":    "1m30s",
+				"NOTIFY_SEND_QUEUE_BYTES": "1048576",
+				"NOTIFY_USER_CLAIM":       "sub",
+				"NOTIFY_REBALANCE_RATE":   "50",
+				"NOTIFY_OPEN_TOPICS":      "true",
+				"GODEBUG":                 "madvdontneed=1",
+			}
+			for k, v := range want {
+				if got, _ := d.envValue(k, "apps"); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if g := *d.pod.TerminationGracePeriodSeconds; g != 120 {
+				t.Errorf("terminationGracePeriodSeconds = %d, want 120 as set", g)
+			}
+			if d.pod.PriorityClassName != "high" || d.pod.NodeSelector["kubernetes.io/os"] != "linux" || len(d.pod.Tolerations) != 1 || d.pod.Affinity == nil {
+				t.Errorf("scheduling knobs not applied: %+v", d.pod)
+			}
+			if d.sts.Spec.Template.Labels["team"] != "push" || d.sts.Spec.Template.Annotations["example.com/scrape"] != "false" {
+				t.Errorf("pod labels/annotations not applied")
+			}
+			if d.sts.Spec.Template.Annotations["checksum/secret"] == "" || d.sts.Spec.Template.Annotations["checksum/jwt-keys"] == "" {
+				t.Errorf("checksum annotations missing: %v", d.sts.Spec.Template.Annotations)
+			}
+			ing := ofKind[networkingv1.Ingress](d.objs)[0]
+			for k, v := range map[string]string{
+				"nginx.ingress.kubernetes.io/upstream-hash-by":   "$http_authorization$arg_authorization",
+				"nginx.ingress.kubernetes.io/proxy-read-timeout": "3600",
+				"nginx.ingress.kubernetes.io/proxy-send-timeout": "3600",
+				"nginx.ingress.kubernetes.io/proxy-buffering":    "off",
+				"cert-manager.io/cluster-issuer":                 "letsencrypt",
+			} {
+				if ing.Annotations[k] != v {
+					t.Errorf("Ingress annotation %s = %q, want %q", k, ing.Annotations[k], v)
+				}
+			}
+			np := ofKind[networkingv1.NetworkPolicy](d.objs)[0]
+			if n := len(np.Spec.Ingress[1].From); n != 3 {
+				t.Errorf("client rule admits %d peers, want the 2 given and the pods themselves", n)
+			}
+			for _, want := range []string{"wss://push.example.com/notify/ws", "notify token --user"} {
+				if !strings.Contains(rel.Info.Notes, want) {
+					t.Errorf("NOTES do not mention %q:\n%s", want, rel.Info.Notes)
+				}
+			}
+		},
+	},
+	{
+		name: "existing secrets", release: "notify", file: "existing-secrets.yaml",
+		exp: expectations{
+			Kinds:    map[string]int{"StatefulSet": 1, "Service": 2, "ServiceAccount": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1},
+			Replicas: ptr[int32](3), Redis: true, GRPC: true, Spread: true,
+			NoSecretObject: true,
+			External: map[string]secretRef{
+				"REDIS_URL":         {"redis-credentials", "url"},
+				"NOTIFY_JWT_SECRET": {"notify-credentials", "hmac"},
+				"NOTIFY_API_KEY":    {"notify-credentials", "api"},
+				"NOTIFY_GOSSIP_KEY": {"notify-credentials", "gossip"},
+			},
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			if got, _ := d.envValue("NOTIFY_JWT_PUBLIC_KEYS", "apps"); got != "/etc/notify/jwt-keys/current.pem,/etc/notify/jwt-keys/next.pem" {
+				t.Errorf("NOTIFY_JWT_PUBLIC_KEYS = %q", got)
+			}
+			if _, ok := d.sts.Spec.Template.Annotations["checksum/secret"]; ok {
+				t.Errorf("checksum/secret annotation without a rendered Secret")
+			}
+			// No credential may appear anywhere in the manifest.
+			if strings.Contains(rel.Manifest, "redis://") || strings.Contains(rel.Manifest, "kind: Secret") {
+				t.Errorf("manifest carries a credential or a Secret:\n%s", rel.Manifest)
+			}
+		},
+	},
+}
+
+func TestHelmChart(t *testing.T) {
+	for _, tc := range helmCases {
+		t.Run(tc.name, func(t *testing.T) {
+			rel, err := renderChart(tc.release, "apps", kubeVersion, []string{filepath.Join("testdata", tc.file)})
+			if err != nil {
+				t.Fatalf("render: %v", err)
+			}
+			if len(rel.Hooks) > 0 {
+				t.Errorf("unexpected hooks: %d", len(rel.Hooks))
+			}
+			objs := decodeManifests(t, tc.file, []byte(rel.Manifest))
+			tc.exp.Namespace = "apps"
+			d := checkDeployment(t, objs, tc.exp)
+			if tc.check != nil && !t.Failed() {
+				tc.check(t, d, rel)
+			}
+			if strings.TrimSpace(rel.Info.Notes) == "" {
+				t.Errorf("NOTES.txt renders empty")
+			}
+			if strings.Contains(rel.Info.Notes, "<no value>") || strings.Contains(rel.Manifest, "<no value>") {
+				t.Errorf("a template printed <no value>")
+			}
+		})
+	}
+}
+
+// TestHelmNoInlineSecrets renders with values given inline and checks no
+// credential from values reaches the StatefulSet itself: they go through the
+// chart's Secret.
+func TestHelmNoInlineSecrets(t *testing.T) {
+	rel, err := renderChart("notify", "apps", kubeVersion, []string{"testdata/full.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range strings.Split(rel.Manifest, "\n---") {
+		if strings.Contains(doc, "kind: Secret\n") {
+			continue
+		}
+		for _, secret := range []string{"full-jwt-secret-0123456789abcdef", "full-api-key-0123456789abcdef", "s3cret", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="} {
+			if strings.Contains(doc, secret) || strings.Contains(doc, base64.StdEncoding.EncodeToString([]byte(secret))) {
+				t.Errorf("credential %q outside the Secret:\n%s", secret, doc)
+			}
+		}
+	}
+}
+
+// TestHelmRejects: bad values fail at install, through values.schema.json or
+// the templates' own checks, with a message naming the problem.
+func TestHelmRejects(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		set  []string
+		want string
+	}{
+		{"replicas not a number", []string{"replicaCount=three"}, "replicaCount"},
+		{"replicas negative", []string{"replicaCount=-1"}, "replicaCount"},
+		{"replicas zero", []string{"replicaCount=0"}, "replicaCount"},
+		{"image tag not a string", []string{"image.tag=123"}, "image.tag"},
+		{"drain timeout not a duration", []string{"config.drainTimeout=soon"}, "drainTimeout"},
+		{"drain timeout in ms", []string{"config.drainTimeout=500ms"}, "drainTimeout"},
+		{"unknown top-level key", []string{"replicas=3"}, "replicas"},
+		{"unknown nested key", []string{"ingress.hostname=x"}, "hostname"},
+		{"bad log level", []string{"config.logLevel=verbose"}, "logLevel"},
+		{"bad redis URL", []string{"redis.url=localhost:6379"}, "redis.url"},
+		{"gossip key not 16/24/32 bytes", []string{"gossip.key=c2hvcnQ="}, "gossip.key"},
+		{"grace not longer than preStop + drain", []string{"terminationGracePeriodSeconds=25"}, "terminationGracePeriodSeconds"},
+		{"several nodes without Redis", []string{"redis.url="}, "redis.url or redis.existingSecret"},
+		{"HPA without Redis", []string{"redis.url=", "replicaCount=1", "autoscaling.enabled=true"}, "redis.url or redis.existingSecret"},
+		{"existing public keys without file names", []string{"auth.publicKeys.existingConfigMap=keys"}, "auth.publicKeys.keys"},
+		{"HTTPRoute without a Gateway", []string{"httpRoute.enabled=true"}, "parentRefs"},
+		{"publish size over the send queue", []string{"config.maxPublishSize=300000"}, "maxPublishSize"},
+		{"send queue too small", []string{"config.sendQueueBytes=1024"}, "sendQueueBytes"},
+		{"ping interval zero", []string{"config.pingInterval=0s"}, "pingInterval"},
+		{"rebalance rate zero", []string{"config.rebalanceRate=0"}, "rebalanceRate"},
+		{"reserved user claim", []string{"auth.userClaim=exp"}, "userClaim"},
+		{"origin without scheme", []string{"auth.allowedOrigins={app.example.com}"}, "allowedOrigins"},
+		{"HPA without metrics", []string{"autoscaling.enabled=true", "autoscaling.targetCPUUtilizationPercentage=null"}, "metric"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := renderChart("notify", "apps", kubeVersion, nil, tc.set...)
+			if err == nil {
+				t.Fatalf("rendered with %v; want an error mentioning %q", tc.set, tc.want)
+			}
+			if !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %q does not mention %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("kubernetes too old", func(t *testing.T) {
+		if _, err := renderChart("notify", "apps", "v1.29.0", nil); err == nil || !strings.Contains(err.Error(), "kubeVersion") {
+			t.Errorf("rendered for Kubernetes 1.29 (no preStop sleep action): %v", err)
+		}
+	})
+}
+
+// TestHelmReadmeValues: the values table in the chart's README lists exactly
+// the keys of values.yaml, with their defaults.
+func TestHelmReadmeValues(t *testing.T) {
+	raw, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var vals map[string]any
+	if err := yaml.Unmarshal(raw, &vals); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{}
+	flattenValues("", vals, want)
+
+	readme, err := os.ReadFile(filepath.Join(chartDir, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := regexp.MustCompile("(?m)^\\| `([^`]+)` \\| (`[^|]*`|[^|]*) \\|")
+	got := map[string]string{}
+	for _, m := range row.FindAllStringSubmatch(string(readme), -1) {
+		if _, dup := got[m[1]]; dup {
+			t.Errorf("README lists %s twice", m[1])
+		}
+		got[m[1]] = strings.Trim(strings.TrimSpace(m[2]), "`")
+	}
+	for k, def := range want {
+		g, ok := got[k]
+		switch {
+		case !ok:
+			t.Errorf("README values table lacks %s (default %s)", k, def)
+		case g != def:
+			t.Errorf("README: %s default %q, values.yaml has %q", k, g, def)
+		}
+	}
+	for k := range got {
+		if _, ok := want[k]; !ok {
+			t.Errorf("README lists %s, which values.yaml does not have", k)
+		}
+	}
+}
+
+// opaqueValues are passed to Kubernetes as they are: the README documents
+// them as one row each.
+var opaqueValues = []string{"resources", "podSecurityContext", "securityContext", "livenessProbe", "readinessProbe", "autoscaling.behavior"}
+
+// flattenValues lists the leaves of values.yaml as dotted keys with their
+// defaults rendered the way the README shows them (compact JSON). Maps with
+// content are descended into; lists, empty maps and opaqueValues are leaves.
+func flattenValues(prefix string, v any, out map[string]string) {
+	if m, ok := v.(map[string]any); ok && len(m) > 0 && !slices.Contains(opaqueValues, prefix) {
+		for k, sub := range m {
+			key := k
+			if prefix != "" {
+				key = prefix + "." + k
+			}
+			flattenValues(key, sub, out)
+		}
+		return
+	}
+	b, _ := yaml.Marshal(v)
+	j, _ := yaml.YAMLToJSON(b)
+	out[prefix] = string(j)
+}
