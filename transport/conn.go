@@ -46,6 +46,21 @@ type ConnOptions struct {
 	Messages bool
 	// Tag is the caller's value for this connection, returned by Conn.Tag.
 	Tag any
+	// Raw makes a connection that does not speak WebSocket (Server-Sent
+	// Events): frames are written as they are, input is read and discarded,
+	// the peer's EOF ends it, and it has no idle timeout (such clients never
+	// write).
+	Raw *RawOptions
+}
+
+// RawOptions describe a raw connection.
+type RawOptions struct {
+	// Ping is written every ping interval, to keep intermediaries from
+	// timing the connection out.
+	Ping []byte
+	// Close returns the last bytes written before the server closes the
+	// connection (nil for none); the socket closes once they are out.
+	Close func(code int, reason string) []byte
 }
 
 // Conn is one server-side WebSocket connection. Send, Enqueue and Close may
@@ -55,7 +70,8 @@ type Conn struct {
 	srv    *Server
 	drv    *loop
 	tag    any
-	expiry int64 // unix ns, 0 = never; read-only after creation
+	raw    *RawOptions // nil: WebSocket; read-only after creation
+	expiry int64       // unix ns, 0 = never; read-only after creation
 
 	mu         sync.Mutex
 	queue      [][]byte // frames not yet fully written; queue[0][head:] goes first
@@ -166,12 +182,30 @@ func (c *Conn) getCloseCode() int {
 }
 
 func (c *Conn) closeLocked(code int, reason string) {
-	f := closeFrame(code, reason)
-	c.queue = append(c.queue, f)
-	c.queued += int32(len(f))
+	var f []byte
+	if c.raw == nil {
+		f = closeFrame(code, reason)
+	} else if c.raw.Close != nil {
+		f = c.raw.Close(code, reason)
+	}
+	if len(f) > 0 {
+		c.queue = append(c.queue, f)
+		c.queued += int32(len(f))
+	}
 	c.state = stateClosing
 	c.closeCode = int16(code)
 }
+
+// pingFrame is what the connection gets every ping interval.
+func (c *Conn) pingFrame() []byte {
+	if c.raw != nil {
+		return c.raw.Ping
+	}
+	return pingFrame
+}
+
+// closesWithoutHandshake: the socket closes as soon as our last bytes are out.
+func (c *Conn) closesWithoutHandshake() bool { return c.raw != nil || c.rd.peerClosed }
 
 // wakeLocked marks the connection scheduled and reports whether the driver
 // must be woken. Held connections are flushed when attached.
@@ -205,9 +239,7 @@ func (c *Conn) applyCutLocked() {
 		c.queued = int32(len(c.queue[0])) - c.head
 	}
 	c.cutPending = false
-	f := closeFrame(CloseSlowConsumer, "slow consumer")
-	c.queue = append(c.queue, f)
-	c.queued += int32(len(f))
+	c.closeLocked(CloseSlowConsumer, "slow consumer")
 }
 
 // consumeLocked removes n written bytes from the front of the queue.

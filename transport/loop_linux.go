@@ -345,7 +345,10 @@ func (l *loop) register(c *Conn) {
 
 // schedule sets the connection's timer to its next ping, idle or expiry deadline.
 func (l *loop) schedule(c *Conn) {
-	next := min(c.io.nextPing, c.io.lastRecv+2*l.ping)
+	next := c.io.nextPing
+	if c.raw == nil {
+		next = min(next, c.io.lastRecv+2*l.ping)
+	}
 	if c.io.expiry != 0 {
 		next = min(next, c.io.expiry)
 	}
@@ -371,10 +374,12 @@ func (l *loop) fire(c *Conn) {
 		// Closing, deadline not armed yet: the flush below arms it.
 	case c.io.expiry != 0 && now >= c.io.expiry:
 		c.closeLocked(CloseTokenExpired, "token expired")
-	case now-c.io.lastRecv >= 2*l.ping:
+	case c.raw == nil && now-c.io.lastRecv >= 2*l.ping:
 		c.closeLocked(CloseNormal, "idle timeout")
 	case now >= c.io.nextPing:
-		c.sendControlLocked(pingFrame)
+		if p := c.pingFrame(); len(p) > 0 {
+			c.sendControlLocked(p)
+		}
 		c.io.nextPing = now + l.ping
 	}
 	c.mu.Unlock()
@@ -502,7 +507,7 @@ func (l *loop) closing(c *Conn, flushed bool) {
 	}
 	// After invalid input we still wait for the peer's EOF (or the deadline),
 	// so that our close frame is read before the socket goes.
-	if c.rd.peerClosed {
+	if c.closesWithoutHandshake() {
 		l.closeFD(c, c.getCloseCode())
 	}
 }

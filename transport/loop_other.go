@@ -146,10 +146,12 @@ func (l *loop) writer(c *Conn) {
 			case c.state != stateOpen:
 			case c.expiry != 0 && now.UnixNano() >= c.expiry:
 				c.closeLocked(CloseTokenExpired, "token expired")
-			case now.UnixNano()-c.io.lastRecv.Load() >= 2*int64(ping):
+			case c.raw == nil && now.UnixNano()-c.io.lastRecv.Load() >= 2*int64(ping):
 				c.closeLocked(CloseNormal, "idle timeout")
 			case now.After(nextPing):
-				c.sendControlLocked(pingFrame)
+				if p := c.pingFrame(); len(p) > 0 {
+					c.sendControlLocked(p)
+				}
 				nextPing = now.Add(ping)
 			}
 			c.mu.Unlock()
@@ -170,7 +172,7 @@ func (l *loop) writer(c *Conn) {
 			if tc, ok := c.io.nc.(interface{ CloseWrite() error }); ok {
 				_ = tc.CloseWrite()
 			}
-			if c.io.peerDone.Load() {
+			if c.io.peerDone.Load() || c.raw != nil {
 				l.finish(c, c.getCloseCode())
 				return
 			}

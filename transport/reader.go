@@ -94,6 +94,9 @@ func parseHeader(b []byte) (h frameHeader, n int, code int) {
 // feed parses client bytes. b may be reused by the caller after it returns.
 // Replies (pong, close) are queued on c; the driver flushes afterwards.
 func (c *Conn) feed(b []byte) {
+	if c.raw != nil {
+		return // not WebSocket: input is ignored, only EOF matters
+	}
 	rs := &c.rd
 	for len(b) > 0 && !rs.done {
 		if rs.remain > 0 {

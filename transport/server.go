@@ -110,7 +110,7 @@ func NewServer(cfg Config) (*Server, error) {
 // (within the send-queue limit) and go out after Attach, behind the frames
 // Attach puts first. This is how "register, then read state" keeps order.
 func (s *Server) NewConn(o ConnOptions) *Conn {
-	c := &Conn{srv: s, tag: o.Tag, messages: o.Messages}
+	c := &Conn{srv: s, tag: o.Tag, messages: o.Messages, raw: o.Raw}
 	if !o.Expiry.IsZero() {
 		c.expiry = o.Expiry.UnixNano()
 	}

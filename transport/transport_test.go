@@ -3,6 +3,7 @@ package transport
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -492,5 +493,62 @@ func TestFrameWithFIN(t *testing.T) {
 		if ev.info.Code != CloseAbnormal {
 			t.Fatalf("round %d: code %d", i, ev.info.Code)
 		}
+	}
+}
+
+// TestRawConnection: a raw (Server-Sent Events) connection gets bytes as they
+// are, keep-alives instead of pings, no idle timeout, and a last message on
+// close.
+func TestRawConnection(t *testing.T) {
+	cfg := testConfig()
+	cfg.PingInterval = 100 * time.Millisecond
+	raw := &RawOptions{
+		Ping: []byte(": ping\n\n"),
+		Close: func(code int, reason string) []byte {
+			return []byte(fmt.Sprintf("event: close\ndata: %d %s\n\n", code, reason))
+		},
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	rec := newRecorder()
+	cfg.Handler = rec
+	srv, err := NewServer(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	go func() {
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		c := srv.NewConn(ConnOptions{Raw: raw})
+		if err := srv.Attach(c, nc, []byte("ignored input"), []byte("first\n\n")); err != nil {
+			t.Error(err)
+			return
+		}
+		time.Sleep(350 * time.Millisecond) // three ping intervals of silence
+		c.Send([]byte("data: hello\n\n"))
+		c.Close(CloseServiceRestart, "shutdown")
+	}()
+	cl, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	_ = cl.SetReadDeadline(time.Now().Add(10 * time.Second))
+	all, err := io.ReadAll(cl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(all)
+	if !strings.HasPrefix(got, "first\n\n: ping\n\n") || !strings.HasSuffix(got, "data: hello\n\nevent: close\ndata: 1012 shutdown\n\n") {
+		t.Fatalf("stream %q", got)
+	}
+	if ev := rec.waitClose(t); ev.info.Code != CloseServiceRestart {
+		t.Fatalf("code %d", ev.info.Code)
 	}
 }
