@@ -12,24 +12,26 @@ import (
 	"github.com/notify-dev/notify/broker"
 )
 
-func TestElixirChannel(t *testing.T) {
+func TestElixirTopic(t *testing.T) {
 	tests := []struct {
-		topic, want string
-		ok          bool
+		topic string
+		group bool
+		name  string
+		ok    bool
 	}{
-		{"user:42", "notify:42", true},
-		{"group:lobby", "notify_topic:lobby", true},
-		{"group:a:b", "notify_topic:a:b", true},
-		{"user:", "", false},
-		{"group:  ", "", false},
-		{"room:1", "", false},
-		{"42", "", false},
-		{"User:42", "", false},
+		{"user:42", false, "42", true},
+		{"group:lobby", true, "lobby", true},
+		{"group:a:b", true, "a:b", true},
+		{"user:", false, "", false},
+		{"group:  ", true, "  ", false},
+		{"room:1", false, "", false},
+		{"42", false, "", false},
+		{"User:42", false, "", false},
 	}
 	for _, tt := range tests {
-		got, err := elixirChannel(tt.topic)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("%q: %q %v, want %q ok=%v", tt.topic, got, err, tt.want, tt.ok)
+		group, name, err := elixirTopic(tt.topic)
+		if (err == nil) != tt.ok || (tt.ok && (group != tt.group || name != tt.name)) {
+			t.Errorf("%q: %v %q %v, want %v %q ok=%v", tt.topic, group, name, err, tt.group, tt.name, tt.ok)
 		}
 		if err != nil && status.Code(err) != codes.InvalidArgument {
 			t.Errorf("%q: gRPC code %v", tt.topic, status.Code(err))

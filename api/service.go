@@ -35,6 +35,9 @@ type Backend interface {
 	Presence(ctx context.Context, users []string) (map[string]uint32, error)
 	// Disconnect closes every connection of user, on every node, with 4003.
 	Disconnect(ctx context.Context, user string) error
+	// PublishEvent sends message to users and topics with an event name
+	// (Phoenix clients see it; /notify/ws clients get message verbatim).
+	PublishEvent(ctx context.Context, users, topics []string, event, message string) error
 }
 
 // Service implements both APIs on a Backend.
@@ -213,35 +216,37 @@ func (s *Service) BroadcastTextMessage(ctx context.Context, req *notificationspb
 	case len(req.GetMessage()) > s.maxSize:
 		return nil, errorf(twirp.InvalidArgument, "message: %d bytes, at most %d (NOTIFY_MAX_PUBLISH_SIZE)", len(req.GetMessage()), s.maxSize)
 	}
-	channels := make([]string, 0, len(topics))
+	if len(req.GetEvent()) > maxIDLen || !utf8.ValidString(req.GetEvent()) || !utf8.ValidString(req.GetMessage()) {
+		return nil, errorf(twirp.InvalidArgument, "event, message: must be UTF-8, event at most %d bytes", maxIDLen)
+	}
+	var users, groups []string
 	for _, t := range topics {
-		ch, err := elixirChannel(t)
+		isGroup, name, err := elixirTopic(t)
 		if err != nil {
 			return nil, err
 		}
-		channels = append(channels, ch)
+		if isGroup {
+			groups = append(groups, name)
+		} else {
+			users = append(users, name)
+		}
 	}
-	if err := s.b.Publish(ctx, channels, []byte(req.GetMessage())); err != nil {
+	if err := s.b.PublishEvent(ctx, users, groups, req.GetEvent(), req.GetMessage()); err != nil {
 		return nil, fromBackend(ctx, "broadcast", err)
 	}
 	return &notificationspb.BroadcastTextMessageResponse{}, nil
 }
 
-// elixirChannel maps a Phoenix topic of the Elixir service to our channel.
-func elixirChannel(topic string) (string, error) {
+// elixirTopic reads a Phoenix topic of the Elixir service: user:<id> or
+// group:<name>.
+func elixirTopic(topic string) (group bool, name string, err error) {
 	if id, ok := strings.CutPrefix(topic, "user:"); ok {
-		if err := checkName("topics", id); err != nil {
-			return "", err
-		}
-		return broker.UserChannel(id), nil
+		return false, id, checkName("topics", id)
 	}
 	if name, ok := strings.CutPrefix(topic, "group:"); ok {
-		if err := checkName("topics", name); err != nil {
-			return "", err
-		}
-		return broker.TopicChannel(name), nil
+		return true, name, checkName("topics", name)
 	}
-	return "", errorf(twirp.InvalidArgument, "topics: %q is neither user:<id> nor group:<name>", truncate(topic))
+	return false, "", errorf(twirp.InvalidArgument, "topics: %q is neither user:<id> nor group:<name>", truncate(topic))
 }
 
 // checkName refuses empty, blank, overlong or non-UTF-8 ids.

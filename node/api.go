@@ -98,6 +98,16 @@ func (b apiBackend) peerPresence(ctx context.Context, m cluster.Member, body []b
 	return pr.Connections, nil
 }
 
+// PublishEvent sends message to users and topics with a Phoenix event name,
+// as one control message (see opEvent).
+func (b apiBackend) PublishEvent(ctx context.Context, users, topics []string, event, message string) error {
+	msg, _ := json.Marshal(control{Op: opEvent, Users: users, Topics: topics, Event: event, Message: message})
+	if err := b.n.broker.Publish(ctx, broker.ControlChannel, msg); err != nil {
+		return fmt.Errorf("publish event: %w", err)
+	}
+	return nil
+}
+
 // Disconnect goes to every node as a control message; each closes its own
 // connections of the user.
 func (b apiBackend) Disconnect(ctx context.Context, user string) error {
@@ -111,14 +121,26 @@ func (b apiBackend) Disconnect(ctx context.Context, user string) error {
 // control is a command on broker.ControlChannel, to every node. JSON: rare
 // and small, and readable with redis-cli MONITOR.
 type control struct {
-	Op   string `json:"op"`
-	User string `json:"user,omitempty"`
-	Node string `json:"node,omitempty"`
+	Op      string   `json:"op"`
+	User    string   `json:"user,omitempty"`
+	Node    string   `json:"node,omitempty"`
+	Users   []string `json:"users,omitempty"`
+	Topics  []string `json:"topics,omitempty"`
+	Event   string   `json:"event,omitempty"`
+	Message string   `json:"message,omitempty"`
 }
 
 const (
 	opDisconnect = "disconnect"
 	opDrainVia   = "drain-via" // a draining node asks owners to close what it relays
+	// opEvent carries a message with a Phoenix event name
+	// (BroadcastTextMessage). Why here and not on notify:<id>: that channel
+	// carries bytes verbatim, for /notify/ws clients and for applications
+	// that publish with redis-cli, so an envelope there would break both;
+	// and a channel of its own would be one more subscription per node. The
+	// control channel reaches every node in the same ordered stream as the
+	// rest, and one envelope serves every target of the call.
+	opEvent = "event"
 )
 
 // onControl runs a control message from the broker.
@@ -138,6 +160,13 @@ func (n *Node) onControl(payload string) {
 		if closed > 0 {
 			n.log.Info("user disconnected by the API", "user", c.User, "connections", closed)
 		}
+	case opEvent:
+		for _, u := range c.Users {
+			n.deliverEvent(false, u, c.Message, c.Event)
+		}
+		for _, t := range c.Topics {
+			n.deliverEvent(true, t, c.Message, c.Event)
+		}
 	case opDrainVia:
 		if c.Node != n.cfg.NodeName {
 			n.closeRelayedVia(c.Node)
@@ -145,5 +174,21 @@ func (n *Node) onControl(payload string) {
 	default:
 		// A newer node's command: ignore it rather than fail.
 		n.log.Debug("unknown control message ignored", "op", c.Op)
+	}
+}
+
+// deliverEvent delivers an evented message: /notify/ws and SSE clients get
+// the message verbatim, Phoenix clients get it with its event name.
+func (n *Node) deliverEvent(topic bool, name, message, event string) {
+	if name == "" {
+		n.metrics.droppedEmpty.Inc()
+		return
+	}
+	n.metrics.received.Inc()
+	if event == "" {
+		event = "message"
+	}
+	if d := n.hub.deliver(topic, name, message, event); d > 0 {
+		n.metrics.delivered.Add(float64(d))
 	}
 }

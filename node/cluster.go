@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/notify-dev/notify/cluster"
@@ -98,7 +99,7 @@ func (n *Node) rebalance(ctx context.Context) {
 		self := n.cfg.NodeName
 		var moving []*client
 		r := n.view().ring
-		for _, c := range n.hub.all() {
+		for _, c := range n.allClients() {
 			if owner := r.Locate(c.user); owner != "" && owner != self {
 				moving = append(moving, c)
 			}
@@ -121,10 +122,10 @@ func (n *Node) rebalance(ctx context.Context) {
 			if n.draining.Load() {
 				break
 			}
-			if owner := n.view().ring.Locate(c.user); owner == "" || owner == self || c.conn.Closed() {
+			if owner := n.view().ring.Locate(c.user); owner == "" || owner == self || c.closed() {
 				continue
 			}
-			c.conn.Close(transport.CloseServiceRestart, "moved")
+			n.closeClient(c, transport.CloseServiceRestart, "moved")
 			n.metrics.rebalanceCloses.Inc()
 		}
 	}
@@ -158,7 +159,9 @@ func (n *Node) forward(w http.ResponseWriter, r *http.Request, owner, addr strin
 		up.Close()
 		return fail("read response", err)
 	}
-	if resp.StatusCode != http.StatusSwitchingProtocols {
+	// A WebSocket switches protocols; an event stream answers 200 and
+	// streams (its body runs until the connection ends).
+	if resp.StatusCode != http.StatusSwitchingProtocols && !(resp.StatusCode == http.StatusOK && strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream")) {
 		up.Close()
 		return fail(fmt.Sprintf("owner answered %d", resp.StatusCode), nil)
 	}
@@ -174,7 +177,7 @@ func (n *Node) forward(w http.ResponseWriter, r *http.Request, owner, addr strin
 	// whatever it sent after it go to the client first; what the client
 	// sent ahead goes to the owner.
 	var toClient bytes.Buffer
-	toClient.WriteString("HTTP/1.1 101 Switching Protocols\r\n")
+	fmt.Fprintf(&toClient, "HTTP/1.1 %s\r\n", resp.Status)
 	_ = resp.Header.Write(&toClient)
 	toClient.WriteString("\r\n")
 	toClient.Write(peekAll(br))
@@ -234,7 +237,7 @@ func peekAll(br *bufio.Reader) []byte {
 // so its clients learn to reconnect elsewhere.
 func (n *Node) closeRelayedVia(node string) {
 	var via []*client
-	for _, c := range n.hub.all() {
+	for _, c := range n.allClients() {
 		if c.via == node {
 			via = append(via, c)
 		}
@@ -243,7 +246,7 @@ func (n *Node) closeRelayedVia(node string) {
 		return
 	}
 	n.log.Info("closing connections relayed by a draining node", "node", node, "connections", len(via))
-	go closePaced(context.Background(), via, n.cfg.DrainTimeout*9/10)
+	go n.closePaced(context.Background(), via, n.cfg.DrainTimeout*9/10)
 }
 
 // ---- GET /cluster ----

@@ -50,6 +50,8 @@ type Config struct {
 	GossipLocal   bool          // memberlist's loopback timings
 	RejoinEvery   time.Duration // rejoin period (cluster default)
 	Ring          ring.Config   // zero: ring.DefaultConfig()
+	LongPollHold  time.Duration // how long a poll waits for messages (default 10s)
+	LongPollIdle  time.Duration // no poll for this long ends a session (default 25s)
 }
 
 // DefaultConfig returns the defaults of the contract (DESIGN.md section 2).

@@ -20,10 +20,10 @@ func (n *Node) drain(ctx context.Context) {
 	}
 	deadline := time.Now().Add(n.cfg.DrainTimeout + closeTimeout)
 
-	closePaced(ctx, n.hub.all(), n.cfg.DrainTimeout*9/10)
+	n.closePaced(ctx, n.allClients(), n.cfg.DrainTimeout*9/10)
 	// Connections that were mid-handshake when the drain began.
-	for _, c := range n.hub.all() {
-		c.conn.Close(transport.CloseServiceRestart, "shutdown")
+	for _, c := range n.allClients() {
+		n.closeClient(c, transport.CloseServiceRestart, "shutdown")
 	}
 
 	wait := time.NewTimer(time.Until(deadline))
@@ -43,7 +43,7 @@ func (n *Node) drain(ctx context.Context) {
 // closePaced closes clients with 1012 "shutdown" in random order, the i-th
 // at spread*i/N, so that they do not all reconnect at once. ctx ending closes
 // the rest at once.
-func closePaced(ctx context.Context, clients []*client, spread time.Duration) {
+func (n *Node) closePaced(ctx context.Context, clients []*client, spread time.Duration) {
 	rand.Shuffle(len(clients), func(i, j int) { clients[i], clients[j] = clients[j], clients[i] })
 	tick := time.NewTicker(drainTick)
 	defer tick.Stop()
@@ -54,7 +54,7 @@ func closePaced(ctx context.Context, clients []*client, spread time.Duration) {
 			due = min(due, int(int64(len(clients))*int64(time.Since(start))/int64(spread))+1)
 		}
 		for ; i < due; i++ {
-			clients[i].conn.Close(transport.CloseServiceRestart, "shutdown")
+			n.closeClient(clients[i], transport.CloseServiceRestart, "shutdown")
 		}
 		if i == len(clients) {
 			return
@@ -65,4 +65,50 @@ func closePaced(ctx context.Context, clients []*client, spread time.Duration) {
 		case <-tick.C:
 		}
 	}
+}
+
+// allClients returns every local client: those in a user's set and the
+// Phoenix sockets (which may have joined no user).
+func (n *Node) allClients() []*client {
+	var out []*client
+	for _, c := range n.hub.all() {
+		if c.phx == nil {
+			out = append(out, c)
+		}
+	}
+	n.phxRegistry.Range(func(k, _ any) bool {
+		out = append(out, k.(*client))
+		return true
+	})
+	return out
+}
+
+// closeClient closes a client with code: a close frame on a connection, the
+// end of a long-poll session (its next poll gets 410).
+func (n *Node) closeClient(c *client, code int, reason string) {
+	if s, ok := c.phx.lpSession(); ok {
+		n.endSession(s, code)
+		return
+	}
+	c.conn.Close(code, reason)
+}
+
+// closed reports whether a client is closing or gone.
+func (c *client) closed() bool {
+	if s, ok := c.phx.lpSession(); ok {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.ended
+	}
+	return c.conn.Closed()
+}
+
+// lpSession returns the long-poll session behind a Phoenix socket, if it is
+// one. Safe on a nil socket.
+func (p *phxSocket) lpSession() (*lpSession, bool) {
+	if p == nil {
+		return nil, false
+	}
+	s, ok := p.out.(*lpSession)
+	return s, ok
 }

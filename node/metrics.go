@@ -54,18 +54,17 @@ type metrics struct {
 	rebalanceCloses prometheus.Counter
 
 	// Children used on every connection or message, looked up once.
-	wsConnections prometheus.Gauge
-	wsAccepted    prometheus.Counter
-	droppedEmpty  prometheus.Counter
-	droppedBad    prometheus.Counter
-	droppedSlow   prometheus.Counter
+	transports   [4]transportMetrics // by clientKind
+	droppedEmpty prometheus.Counter
+	droppedBad   prometheus.Counter
+	droppedSlow  prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
 	m := &metrics{
 		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "notify_connections",
-			Help: "Open client connections on this node.",
+			Help: "Open client connections on this node, by transport (websocket, sse, phoenix, longpoll sessions).",
 		}, []string{"transport"}),
 		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "notify_connections_accepted_total",
@@ -119,8 +118,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 
 	// Every series exists from the start, so rate() and alerts see zeros
 	// rather than nothing.
-	m.wsConnections = m.connections.WithLabelValues("websocket")
-	m.wsAccepted = m.accepted.WithLabelValues("websocket")
+	for kind, name := range []string{kindNotify: "websocket", kindSSE: "sse", kindPhoenix: "phoenix", kindLongPoll: "longpoll"} {
+		m.transports[kind] = transportMetrics{name: name, connections: m.connections.WithLabelValues(name), accepted: m.accepted.WithLabelValues(name)}
+	}
 	for _, r := range []string{rejectBadRequest, rejectDraining, rejectOrigin, rejectUnauthorized, rejectTopic, rejectState, rejectUpgrade} {
 		m.rejected.WithLabelValues(r)
 	}
@@ -134,6 +134,15 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.disconnects.WithLabelValues("other")
 	return m
 }
+
+// transportMetrics are the connection metrics of one transport.
+type transportMetrics struct {
+	name        string
+	connections prometheus.Gauge
+	accepted    prometheus.Counter
+}
+
+func (m *metrics) transport(k clientKind) *transportMetrics { return &m.transports[k] }
 
 func (m *metrics) disconnect(code int) {
 	l, ok := m.codeLabel[code]

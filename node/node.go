@@ -61,11 +61,16 @@ type Node struct {
 	connsZero  chan struct{} // signalled when the last connection or relay ends while draining
 	stopOnce   sync.Once
 
-	ringCfg        ring.Config
-	cluster        *cluster.Cluster
-	cview          atomic.Pointer[clusterView]
-	rebalanceWake  chan struct{} // size 1: the ring changed
-	peerClient     *http.Client  // presence calls to other members
+	ringCfg       ring.Config
+	cluster       *cluster.Cluster
+	cview         atomic.Pointer[clusterView]
+	rebalanceWake chan struct{}   // size 1: the ring changed
+	peerClient    *http.Client    // presence calls to other members
+	lpTransport   *http.Transport // long-poll requests proxied to owners
+
+	phxRegistry    sync.Map // *client -> struct{}: Phoenix sockets and long-poll sessions, joined or not
+	lpMu           sync.Mutex
+	lpSessions     map[string]*lpSession // by session token
 	stopBackground context.CancelFunc
 	background     sync.WaitGroup
 }
@@ -87,6 +92,12 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		ringCfg:       cfg.Ring,
 		rebalanceWake: make(chan struct{}, 1),
 		peerClient:    &http.Client{Timeout: 3 * time.Second},
+		lpSessions:    map[string]*lpSession{},
+		lpTransport: &http.Transport{
+			MaxIdleConnsPerHost:   64,
+			IdleConnTimeout:       90 * time.Second,
+			ResponseHeaderTimeout: lpHold + 5*time.Second,
+		},
 	}
 	if n.ringCfg == (ring.Config{}) {
 		n.ringCfg = ring.DefaultConfig()
@@ -275,10 +286,14 @@ func (n *Node) startCluster(httpLn net.Listener) error {
 		return fmt.Errorf("join cluster: %w", err)
 	}
 	n.cluster = c
-	n.background.Add(1)
+	n.background.Add(2)
 	go func() {
 		defer n.background.Done()
 		n.rebalance(bctx)
+	}()
+	go func() {
+		defer n.background.Done()
+		n.reapSessions(bctx)
 	}()
 	return nil
 }
@@ -309,6 +324,10 @@ func (n *Node) Run(ctx context.Context) error {
 func (n *Node) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/notify/ws", n.serveWS)
+	mux.HandleFunc("GET /notify/sse", n.serveSSE)
+	mux.HandleFunc("/pubsub/websocket", n.servePhoenixWS)
+	mux.HandleFunc("GET /pubsub/longpoll", n.serveLongPoll)
+	mux.HandleFunc("POST /pubsub/longpoll", n.serveLongPoll)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
@@ -346,7 +365,7 @@ func (n *Node) deliver(channel, payload string) {
 		n.metrics.droppedEmpty.Inc()
 		return
 	}
-	if d := n.hub.deliver(t.Topic, t.Name, payload); d > 0 {
+	if d := n.hub.deliver(t.Topic, t.Name, payload, ""); d > 0 {
 		n.metrics.delivered.Add(float64(d))
 	}
 }
@@ -398,6 +417,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 		}
 	}
 	n.ws.Close()
+	n.lpTransport.CloseIdleConnections()
 	n.stopBackground()
 	n.background.Wait()
 	if n.cluster != nil {

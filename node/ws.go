@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -22,8 +23,9 @@ const (
 )
 
 // serveWS is GET /notify/ws, the Notify protocol (DESIGN.md section 2):
-// refuse before upgrading, register, read state, upgrade, then hand the
-// socket to the event loop with the connect and state frames first.
+// refuse before upgrading, relay to the owner if another node owns the user,
+// register, read state, upgrade, then hand the socket to the event loop with
+// the connect and state frames first.
 func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err := transport.CheckUpgrade(r); err != nil {
 		ue, _ := transport.IsUpgradeError(err)
@@ -33,53 +35,21 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		n.refuse(w, ue.Status, rejectBadRequest, ue.Msg)
 		return
 	}
-	if n.draining.Load() {
-		n.refuse(w, http.StatusServiceUnavailable, rejectDraining, "node is draining, reconnect to another node")
-		return
-	}
-	if !n.originAllowed(r) {
-		n.refuse(w, http.StatusForbidden, rejectOrigin, "origin not allowed")
-		return
-	}
 	token, _ := auth.TokenFromRequest(r, n.cfg.Auth.SessionCookie)
-	claims, err := n.verifier.Verify(token)
-	if err != nil {
-		n.refuse(w, http.StatusUnauthorized, rejectUnauthorized, err.Error())
+	claims, ok := n.admit(w, r, token)
+	if !ok {
 		return
 	}
-	topics, err := n.topicsFor(r, claims)
-	if err != nil {
-		var fe forbiddenError
-		if errors.As(err, &fe) {
-			n.refuse(w, http.StatusForbidden, rejectTopic, err.Error())
-		} else {
-			n.refuse(w, http.StatusBadRequest, rejectBadRequest, err.Error())
-		}
+	topics, ok := n.topicsOrRefuse(w, r, claims)
+	if !ok || n.relayToOwner(w, r, claims.UserID) {
 		return
 	}
-
-	via := r.Header.Get(forwardedByHeader)
-	if via == "" {
-		if owner, addr := n.ownerOf(claims.UserID); owner != "" && n.forward(w, r, owner, addr) {
-			return
-		}
-	}
-
-	cl := &client{user: claims.UserID, topics: topics, via: strings.Clone(via)}
+	cl := &client{user: claims.UserID, topics: topics, via: strings.Clone(r.Header.Get(forwardedByHeader))}
 	cl.conn = n.ws.NewConn(transport.ConnOptions{Expiry: claims.ExpiresAt, Tag: cl})
-	// Registered before the state is read: a message published from here on
-	// queues behind the state frame and is not lost.
-	n.hub.add(cl)
-	ctx, cancel := context.WithTimeout(r.Context(), stateReadTimeout)
-	state, err := n.state.GetState(ctx, cl.user)
-	cancel()
-	if err != nil {
-		n.hub.remove(cl)
-		n.log.Warn("state read failed; connection refused", "user", cl.user, "err", err)
-		n.refuse(w, http.StatusServiceUnavailable, rejectState, "state store unavailable, retry later")
+	state, ok := n.registerAndReadState(w, r, cl)
+	if !ok {
 		return
 	}
-
 	hdr := http.Header{"X-Notify-Node": {n.cfg.NodeName}}
 	nc, buffered, err := transport.Upgrade(w, r, hdr)
 	if err != nil {
@@ -88,18 +58,93 @@ func (n *Node) serveWS(w http.ResponseWriter, r *http.Request) {
 		n.log.Debug("upgrade failed", "remote", r.RemoteAddr, "err", err)
 		return
 	}
-	n.conns.Add(1)
-	n.metrics.wsConnections.Inc()
-	if err := n.ws.Attach(cl.conn, nc, buffered, connectFrame(cl.user), stateFrame(state)); err != nil {
+	n.attach(cl, nc, buffered, connectFrame(cl.user), stateFrame(state))
+}
+
+// admit runs the checks every client endpoint shares: draining, Origin, the
+// token. It answers the refusal itself.
+func (n *Node) admit(w http.ResponseWriter, r *http.Request, token string) (auth.Claims, bool) {
+	if n.draining.Load() {
+		n.refuse(w, http.StatusServiceUnavailable, rejectDraining, "node is draining, reconnect to another node")
+		return auth.Claims{}, false
+	}
+	if !n.originAllowed(r) {
+		n.refuse(w, http.StatusForbidden, rejectOrigin, "origin not allowed")
+		return auth.Claims{}, false
+	}
+	claims, err := n.verifier.Verify(token)
+	if err != nil {
+		n.refuse(w, http.StatusUnauthorized, rejectUnauthorized, err.Error())
+		return auth.Claims{}, false
+	}
+	return claims, true
+}
+
+func (n *Node) topicsOrRefuse(w http.ResponseWriter, r *http.Request, claims auth.Claims) ([]topicRef, bool) {
+	topics, err := n.topicsFor(r, claims)
+	if err != nil {
+		var fe forbiddenError
+		if errors.As(err, &fe) {
+			n.refuse(w, http.StatusForbidden, rejectTopic, err.Error())
+		} else {
+			n.refuse(w, http.StatusBadRequest, rejectBadRequest, err.Error())
+		}
+		return nil, false
+	}
+	return topics, true
+}
+
+// relayToOwner relays the request to the user's owner when that is another
+// node and the request was not relayed already. It reports whether the
+// request was handled; false means serve it here.
+func (n *Node) relayToOwner(w http.ResponseWriter, r *http.Request, user string) bool {
+	if r.Header.Get(forwardedByHeader) != "" {
+		return false
+	}
+	owner, addr := n.ownerOf(user)
+	return owner != "" && n.forward(w, r, owner, addr)
+}
+
+// registerAndReadState registers cl before its state is read: a message
+// published from here on queues behind the state frame and is not lost.
+func (n *Node) registerAndReadState(w http.ResponseWriter, r *http.Request, cl *client) (map[string]string, bool) {
+	n.hub.add(cl)
+	ctx, cancel := context.WithTimeout(r.Context(), stateReadTimeout)
+	state, err := n.state.GetState(ctx, cl.user)
+	cancel()
+	if err != nil {
 		n.hub.remove(cl)
+		n.log.Warn("state read failed; connection refused", "user", cl.user, "err", err)
+		n.refuse(w, http.StatusServiceUnavailable, rejectState, "state store unavailable, retry later")
+		return nil, false
+	}
+	return state, true
+}
+
+// attach hands an upgraded (or hijacked) connection to the event loop.
+func (n *Node) attach(cl *client, nc net.Conn, buffered []byte, first ...[]byte) {
+	m := n.metrics.transport(cl.kind)
+	topics := len(cl.topics) // cl belongs to the event loop once attached
+	n.conns.Add(1)
+	m.connections.Inc()
+	if err := n.ws.Attach(cl.conn, nc, buffered, first...); err != nil {
+		n.forget(cl)
 		n.connClosed()
-		n.metrics.wsConnections.Dec()
+		m.connections.Dec()
 		n.metrics.rejected.WithLabelValues(rejectUpgrade).Inc()
-		n.log.Warn("attach failed", "remote", r.RemoteAddr, "err", err)
+		n.log.Warn("attach failed", "remote", nc.RemoteAddr(), "err", err)
 		return
 	}
-	n.metrics.wsAccepted.Inc()
-	n.log.Debug("connected", "user", cl.user, "topics", len(topics), "remote", r.RemoteAddr)
+	m.accepted.Inc()
+	n.log.Debug("connected", "user", cl.user, "transport", m.name, "topics", topics)
+}
+
+// forget unregisters a client that is gone.
+func (n *Node) forget(cl *client) {
+	n.hub.remove(cl)
+	if cl.phx != nil {
+		n.phxRegistry.Delete(cl)
+	}
 }
 
 // refuse answers a handshake with the contract's JSON error.
@@ -185,16 +230,20 @@ func quote(s string) string {
 }
 
 // connectFrame is frame 1: {"kind":"connect","userID":"<id>"}.
-func connectFrame(user string) []byte {
+func connectFrame(user string) []byte { return transport.TextFrame(connectJSON(user)) }
+
+// stateFrame is frame 2: {"kind":"state","state":{...}}.
+func stateFrame(state map[string]string) []byte { return transport.TextFrame(stateJSON(state)) }
+
+func connectJSON(user string) []byte {
 	b, _ := json.Marshal(struct {
 		Kind   string `json:"kind"`
 		UserID string `json:"userID"`
 	}{"connect", user})
-	return transport.TextFrame(b)
+	return b
 }
 
-// stateFrame is frame 2: {"kind":"state","state":{...}}.
-func stateFrame(state map[string]string) []byte {
+func stateJSON(state map[string]string) []byte {
 	if state == nil {
 		state = map[string]string{}
 	}
@@ -202,7 +251,7 @@ func stateFrame(state map[string]string) []byte {
 		Kind  string            `json:"kind"`
 		State map[string]string `json:"state"`
 	}{"state", state})
-	return transport.TextFrame(b)
+	return b
 }
 
 // wsEvents receives the transport's connection events for the node.
@@ -210,15 +259,20 @@ type wsEvents struct{ n *Node }
 
 var _ transport.Handler = wsEvents{}
 
-// OnMessage: client data frames on /notify/ws are read and ignored.
-func (e wsEvents) OnMessage(*transport.Conn, bool, []byte) {}
+// OnMessage runs the messages of Phoenix clients; /notify/ws connections
+// do not collect theirs (they are read and ignored).
+func (e wsEvents) OnMessage(c *transport.Conn, text bool, payload []byte) {
+	if cl := c.Tag().(*client); cl.phx != nil {
+		cl.phx.onFrame(text, payload)
+	}
+}
 
 // OnClose runs on the event loop when a connection is gone.
 func (e wsEvents) OnClose(c *transport.Conn, info transport.CloseInfo) {
 	n := e.n
 	cl := c.Tag().(*client)
-	n.hub.remove(cl)
-	n.metrics.wsConnections.Dec()
+	n.forget(cl)
+	n.metrics.transport(cl.kind).connections.Dec()
 	n.metrics.disconnect(info.Code)
 	if info.Dropped > 0 {
 		n.metrics.droppedSlow.Add(float64(info.Dropped))
