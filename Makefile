@@ -65,7 +65,7 @@ deps:
 			echo "missing:$$missing (no apt-get here; tests needing them are skipped)"; \
 		fi; \
 	fi
-	@if [ ! -d test/browser/node_modules/playwright-core ]; then \
+	@if [ ! -f test/browser/node_modules/.package-lock.json ] || [ test/browser/package-lock.json -nt test/browser/node_modules/.package-lock.json ]; then \
 		if command -v npm >/dev/null 2>&1; then (cd test/browser && npm ci --no-audit --no-fund --loglevel=error); \
 		else echo "missing: node/npm (the browser tests are skipped)"; fi; \
 	fi
