@@ -154,7 +154,7 @@ func (n *Node) onControl(payload string) {
 	case opDisconnect:
 		closed := 0
 		for _, cl := range n.hub.userConns(c.User) {
-			cl.conn.Close(transport.CloseDisconnected, "disconnected")
+			n.closeClient(cl, transport.CloseDisconnected, "disconnected")
 			closed++
 		}
 		if closed > 0 {

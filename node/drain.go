@@ -76,10 +76,11 @@ func (n *Node) allClients() []*client {
 			out = append(out, c)
 		}
 	}
-	n.phxRegistry.Range(func(k, _ any) bool {
-		out = append(out, k.(*client))
-		return true
-	})
+	n.phxMu.Lock()
+	for p := n.phxHead; p != nil; p = p.regNext {
+		out = append(out, p.c)
+	}
+	n.phxMu.Unlock()
 	return out
 }
 

@@ -43,13 +43,13 @@ type topicRef struct {
 // other clients' departures make. Lock order: shard lock, then this.
 func (c *client) lockSubs() {
 	if c.phx != nil {
-		c.phx.subsMu.Lock()
+		c.phx.mu.Lock()
 	}
 }
 
 func (c *client) unlockSubs() {
 	if c.phx != nil {
-		c.phx.subsMu.Unlock()
+		c.phx.mu.Unlock()
 	}
 }
 

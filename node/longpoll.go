@@ -48,6 +48,7 @@ type lpSession struct {
 	outBytes int
 	polls    int
 	lastPoll time.Time
+	cut      bool // ending: takes nothing more
 	ended    bool
 	code     int           // why it ended (a close code, for metrics)
 	wake     chan struct{} // size 1: messages arrived
@@ -56,15 +57,19 @@ type lpSession struct {
 
 var _ phxOut = (*lpSession)(nil)
 
+// send queues a message for the next poll. It runs under hub and socket
+// locks (delivery), so ending the session, which leaves the hub, happens on
+// another goroutine.
 func (s *lpSession) send(f phxFrame, _ bool) bool {
 	s.mu.Lock()
-	if s.ended {
+	if s.ended || s.cut {
 		s.mu.Unlock()
 		return false
 	}
 	if s.outBytes+len(f.text) > s.n.cfg.SendQueueBytes {
+		s.cut = true
 		s.mu.Unlock()
-		s.n.endSession(s, transport.CloseSlowConsumer)
+		go s.n.endSession(s, transport.CloseSlowConsumer)
 		return false
 	}
 	s.out = append(s.out, f.text)
@@ -77,7 +82,13 @@ func (s *lpSession) send(f phxFrame, _ bool) bool {
 	return true
 }
 
-func (s *lpSession) close(code int, _ string) { s.n.endSession(s, code) }
+// close ends the session; like send it may run under hub locks.
+func (s *lpSession) close(code int, _ string) {
+	s.mu.Lock()
+	s.cut = true
+	s.mu.Unlock()
+	go s.n.endSession(s, code)
+}
 
 // take returns the queued messages.
 func (s *lpSession) take() [][]byte {
@@ -197,7 +208,7 @@ func (n *Node) openSession(w http.ResponseWriter, r *http.Request, claims auth.C
 	n.lpMu.Lock()
 	n.lpSessions[s.token] = s
 	n.lpMu.Unlock()
-	n.phxRegistry.Store(s.cl, struct{}{})
+	n.registerPhoenix(s.cl.phx)
 	m := n.metrics.transport(kindLongPoll)
 	m.connections.Inc()
 	m.accepted.Inc()

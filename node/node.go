@@ -68,7 +68,11 @@ type Node struct {
 	peerClient    *http.Client    // presence calls to other members
 	lpTransport   *http.Transport // long-poll requests proxied to owners
 
-	phxRegistry    sync.Map // *client -> struct{}: Phoenix sockets and long-poll sessions, joined or not
+	// Every Phoenix socket and long-poll session, joined or not (a socket
+	// in no user's set is not in the hub's lists): an intrusive list, as a
+	// map entry would cost more than the socket.
+	phxMu          sync.Mutex
+	phxHead        *phxSocket
 	lpMu           sync.Mutex
 	lpSessions     map[string]*lpSession // by session token
 	stopBackground context.CancelFunc

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -151,55 +152,113 @@ type phxOut interface {
 	close(code int, reason string)
 }
 
-// phxSocket is one Phoenix socket: its token, its joins, and the order of
-// what it is sent. Lock order: handleMu, then hub shard locks, then mu;
-// delivery holds a shard lock and takes mu, so nothing holding mu may take a
-// shard lock.
+// phxSocket is one Phoenix socket: what its token grants, its joins, and
+// the order of what it is sent. Lock order: handleMu, then hub shard locks,
+// then mu; delivery holds a shard lock and takes mu, so nothing holding mu
+// may take a shard lock.
 type phxSocket struct {
 	n      *Node
-	c      *client
-	vsn1   bool
-	claims auth.Claims
+	c      *client  // its user is the token's
+	grants []string // the token's topics claim
 	out    phxOut
-
-	subsMu sync.Mutex // see client.lockSubs
+	vsn1   bool
 
 	// handleMu serialises the socket's own requests (a long-poll client may
 	// post concurrently) with the completion of a join's state read.
 	handleMu sync.Mutex
 
-	mu    sync.Mutex // joins, and replies vs pushes on the output
-	joins map[string]*phxJoin
+	// mu guards joins, the order of replies and pushes on the output, and
+	// (client.lockSubs) the client's hub positions.
+	mu    sync.Mutex
+	joins []*phxJoin // a few at most: a slice is smaller and quicker than a map
+
+	// The node's list of Phoenix sockets (guarded by Node.phxMu).
+	regPrev, regNext *phxSocket
+	registered       bool
 }
 
-// phxJoin is a joined topic. While joining, pushes wait in pending so that
-// none arrives before the join reply.
+// phxJoin is a joined topic. While it is joining, pushes wait in pending
+// so that none arrives before the join reply.
 type phxJoin struct {
-	joinRef      json.RawMessage
-	joining      bool
-	pending      []phxFrame
-	pendingBytes int
+	topic   string
+	joinRef json.RawMessage
+	pending *phxPending // nil once joined
+}
+
+type phxPending struct {
+	frames []phxFrame
+	bytes  int
+}
+
+func (n *Node) registerPhoenix(p *phxSocket) {
+	n.phxMu.Lock()
+	defer n.phxMu.Unlock()
+	p.regPrev, p.regNext, p.registered = nil, n.phxHead, true
+	if n.phxHead != nil {
+		n.phxHead.regPrev = p
+	}
+	n.phxHead = p
+}
+
+func (n *Node) unregisterPhoenix(p *phxSocket) {
+	n.phxMu.Lock()
+	defer n.phxMu.Unlock()
+	if !p.registered {
+		return
+	}
+	if p.regPrev != nil {
+		p.regPrev.regNext = p.regNext
+	} else {
+		n.phxHead = p.regNext
+	}
+	if p.regNext != nil {
+		p.regNext.regPrev = p.regPrev
+	}
+	p.regPrev, p.regNext, p.registered = nil, nil, false
 }
 
 func newPhxSocket(n *Node, c *client, vsn1 bool, claims auth.Claims, out phxOut) *phxSocket {
-	return &phxSocket{n: n, c: c, vsn1: vsn1, claims: claims, out: out, joins: map[string]*phxJoin{}}
+	return &phxSocket{n: n, c: c, vsn1: vsn1, grants: claims.Topics, out: out}
+}
+
+// joinLocked returns the join of topic, or nil.
+func (p *phxSocket) joinLocked(topic string) *phxJoin {
+	for _, j := range p.joins {
+		if j.topic == topic {
+			return j
+		}
+	}
+	return nil
+}
+
+func (p *phxSocket) dropLocked(j *phxJoin) {
+	for i, x := range p.joins {
+		if x == j {
+			p.joins = append(p.joins[:i:i], p.joins[i+1:]...)
+			return
+		}
+	}
+}
+
+func (p *phxSocket) allows(topic string) bool {
+	return p.n.cfg.OpenTopics || slices.Contains(p.grants, topic)
 }
 
 // push delivers a broadcast on topic, if the socket joined it.
 func (p *phxSocket) push(topic string, f phxFrame, direct bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	j := p.joins[topic]
+	j := p.joinLocked(topic)
 	switch {
 	case j == nil:
 		return false
-	case j.joining:
-		j.pendingBytes += len(f.text)
-		if j.pendingBytes > p.n.cfg.SendQueueBytes {
+	case j.pending != nil:
+		j.pending.bytes += len(f.text)
+		if j.pending.bytes > p.n.cfg.SendQueueBytes {
 			p.out.close(transport.CloseSlowConsumer, "slow consumer")
 			return false
 		}
-		j.pending = append(j.pending, f)
+		j.pending.frames = append(j.pending.frames, f)
 		return true
 	}
 	return p.out.send(f, direct)
@@ -246,7 +305,7 @@ func (p *phxSocket) handle(m phxMessage) {
 		p.leave(m, true)
 	default:
 		p.mu.Lock()
-		j := p.joins[m.topic]
+		j := p.joinLocked(m.topic)
 		p.mu.Unlock()
 		switch {
 		case j == nil:
@@ -264,7 +323,7 @@ func (p *phxSocket) handle(m phxMessage) {
 // first (phx_close with its join_ref), as Phoenix does.
 func (p *phxSocket) join(m phxMessage) {
 	p.mu.Lock()
-	_, rejoin := p.joins[m.topic]
+	rejoin := p.joinLocked(m.topic) != nil
 	n := len(p.joins)
 	p.mu.Unlock()
 	if rejoin {
@@ -278,14 +337,14 @@ func (p *phxSocket) join(m phxMessage) {
 	case m.topic == "ping":
 		p.joined(m, func() {}, empty)
 	case strings.HasPrefix(m.topic, "user:"):
-		if strings.TrimPrefix(m.topic, "user:") != p.claims.UserID {
+		if strings.TrimPrefix(m.topic, "user:") != p.c.user {
 			p.reply(m, "error", reason{"unauthorized"})
 			return
 		}
 		p.joinUser(m)
 	case strings.HasPrefix(m.topic, "group:"):
 		name := strings.TrimPrefix(m.topic, "group:")
-		if name == "" || len(name) > maxTopicLen || !(p.n.cfg.OpenTopics || p.claims.Allows(name)) {
+		if name == "" || len(name) > maxTopicLen || !p.allows(name) {
 			p.reply(m, "error", reason{"unauthorized"})
 			return
 		}
@@ -298,9 +357,9 @@ func (p *phxSocket) join(m phxMessage) {
 // joined records a join, registers it (pushes from then on wait behind the
 // reply), then replies ok and lets them through.
 func (p *phxSocket) joined(m phxMessage, register func(), response any) {
-	j := &phxJoin{joinRef: m.joinRef, joining: true}
+	j := &phxJoin{topic: m.topic, joinRef: m.joinRef, pending: &phxPending{}}
 	p.mu.Lock()
-	p.joins[m.topic] = j
+	p.joins = append(p.joins, j)
 	p.mu.Unlock()
 	register()
 	p.mu.Lock()
@@ -310,38 +369,38 @@ func (p *phxSocket) joined(m phxMessage, register func(), response any) {
 }
 
 func (p *phxSocket) flushLocked(j *phxJoin) {
-	for _, f := range j.pending {
+	for _, f := range j.pending.frames {
 		p.out.send(f, true)
 	}
-	j.pending, j.pendingBytes, j.joining = nil, 0, false
+	j.pending = nil
 }
 
 // joinUser registers the socket under its user before reading the state, as
 // /notify/ws does, so nothing published meanwhile is lost; the read runs off
 // the caller's goroutine (an event loop must not wait for Redis).
 func (p *phxSocket) joinUser(m phxMessage) {
-	j := &phxJoin{joinRef: m.joinRef, joining: true}
+	j := &phxJoin{topic: m.topic, joinRef: m.joinRef, pending: &phxPending{}}
 	p.mu.Lock()
-	p.joins[m.topic] = j
+	p.joins = append(p.joins, j)
 	p.mu.Unlock()
 	p.n.hub.addUser(p.c)
 	go func() {
 		ctx, cancel := context.WithTimeout(context.Background(), stateReadTimeout)
-		state, err := p.n.state.GetState(ctx, p.claims.UserID)
+		state, err := p.n.state.GetState(ctx, p.c.user)
 		cancel()
 		p.handleMu.Lock()
 		defer p.handleMu.Unlock()
 		p.mu.Lock()
-		if p.joins[m.topic] != j { // left or rejoined meanwhile
+		if p.joinLocked(m.topic) != j { // left or rejoined meanwhile
 			p.mu.Unlock()
 			return
 		}
 		if err != nil {
-			delete(p.joins, m.topic)
+			p.dropLocked(j)
 			p.replyLocked(m, m.joinRef, "error", reason{"state unavailable, retry later"})
 			p.mu.Unlock()
 			p.n.hub.removeUser(p.c)
-			p.n.log.Warn("state read failed; Phoenix join refused", "user", p.claims.UserID, "err", err)
+			p.n.log.Warn("state read failed; Phoenix join refused", "user", p.c.user, "err", err)
 			return
 		}
 		if state == nil {
@@ -357,7 +416,7 @@ func (p *phxSocket) joinUser(m phxMessage) {
 // phx_close with the join's ref, as Phoenix closes a channel.
 func (p *phxSocket) leave(m phxMessage, reply bool) {
 	p.mu.Lock()
-	j := p.joins[m.topic]
+	j := p.joinLocked(m.topic)
 	if j == nil {
 		p.mu.Unlock()
 		if reply {
@@ -365,7 +424,7 @@ func (p *phxSocket) leave(m phxMessage, reply bool) {
 		}
 		return
 	}
-	delete(p.joins, m.topic)
+	p.dropLocked(j)
 	if reply {
 		p.replyLocked(m, m.joinRef, "ok", empty)
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/notify-dev/notify/api/notifypb"
 	"github.com/notify-dev/notify/internal/redistest"
 	"github.com/notify-dev/notify/transport"
 )
@@ -481,5 +482,76 @@ func TestSSE(t *testing.T) {
 	go tn.Shutdown(context.Background())
 	if e, d := readEvent(); e != "close" || !strings.Contains(d, `"code":1012`) {
 		t.Fatalf("%s %s", e, d)
+	}
+}
+
+// TestDisconnectReachesEveryTransport: the API's Disconnect closes a user's
+// /notify/ws, Phoenix, SSE and long-poll clients alike.
+func TestDisconnectReachesEveryTransport(t *testing.T) {
+	tn := startPhoenixNode(t, nil)
+	ws := tn.dial(token(t, "d1", nil, time.Hour), "")
+	ws.handshake("d1")
+	phx := tn.phoenix(token(t, "d1", nil, time.Hour), "2.0.0", nil)
+	phx.expectReply(phx.send("", "user:d1", "phx_join", map[string]any{}), "ok")
+	l := tn.longPoll("d1")
+	l.open()
+	l.post(`["1","1","user:d1","phx_join",{}]`)
+	l.poll(1)
+	resp, err := http.Get(tn.url("/notify/sse?authorization=" + token(t, "d1", nil, time.Hour)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	eventually(t, "four clients", func() bool { return tn.hub.userCount("d1") == 4 })
+
+	if _, err := tn.protoClient().Disconnect(withKey(t, testAPIKey), &notifypb.DisconnectRequest{UserId: "d1"}); err != nil {
+		t.Fatal(err)
+	}
+	ws.expectClose(transport.CloseDisconnected)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for {
+		_, _, err := phx.conn.Read(ctx)
+		if err != nil {
+			if websocket.CloseStatus(err) != transport.CloseDisconnected {
+				t.Fatalf("phoenix: %v", err)
+			}
+			break
+		}
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(body), "event: close\ndata: {\"code\":4003") {
+		t.Fatalf("sse stream ended with %q", body)
+	}
+	if r := l.do(http.MethodGet, l.sess, ""); r["status"] != float64(410) {
+		t.Fatalf("long-poll after disconnect: %v", r)
+	}
+	eventually(t, "no client left", func() bool { return tn.hub.userCount("d1") == 0 })
+}
+
+// TestLongPollSlowConsumer: a session whose outbox overflows is ended (its
+// next poll gets 410), without stalling delivery to anyone else.
+func TestLongPollSlowConsumer(t *testing.T) {
+	tn := startAPINode(t, nil, func(c *Config) {
+		c.SendQueueBytes = 4096
+		c.MaxPublishSize = 2048
+		c.LongPollHold = 300 * time.Millisecond
+	})
+	l := tn.longPoll("slow-lp")
+	l.open()
+	l.post(`["1","1","user:slow-lp","phx_join",{}]`)
+	l.poll(1)
+	other := tn.dial(token(t, "other", nil, time.Hour), "")
+	other.handshake("other")
+	for i := 0; i < 10; i++ {
+		tn.publish("notify:slow-lp", strings.Repeat("x", 1000)) // nobody polls
+	}
+	tn.publish("notify:other", "still delivered")
+	if s := other.readString(); s != "still delivered" {
+		t.Fatalf("got %q", s)
+	}
+	eventually(t, "the session ends", func() bool { return tn.metric("notify_connections", "transport", "longpoll") == 0 })
+	if r := l.do(http.MethodGet, l.sess, ""); r["status"] != float64(410) {
+		t.Fatalf("poll after overflow: %v", r)
 	}
 }

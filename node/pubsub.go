@@ -30,7 +30,7 @@ func (n *Node) servePhoenixWS(w http.ResponseWriter, r *http.Request) {
 	cl := &client{user: claims.UserID, kind: kindPhoenix, via: strings.Clone(r.Header.Get(forwardedByHeader))}
 	cl.conn = n.ws.NewConn(transport.ConnOptions{Expiry: claims.ExpiresAt, Messages: true, Tag: cl})
 	cl.phx = newPhxSocket(n, cl, vsn1, claims, wsOut{cl.conn})
-	n.phxRegistry.Store(cl, struct{}{})
+	n.registerPhoenix(cl.phx)
 	hdr := http.Header{"X-Notify-Node": {n.cfg.NodeName}}
 	if subprotocol {
 		// phoenix.js offers ["phoenix", "base64url.bearer.phx.<token>"]; a

@@ -143,7 +143,7 @@ func (n *Node) attach(cl *client, nc net.Conn, buffered []byte, first ...[]byte)
 func (n *Node) forget(cl *client) {
 	n.hub.remove(cl)
 	if cl.phx != nil {
-		n.phxRegistry.Delete(cl)
+		n.unregisterPhoenix(cl.phx)
 	}
 }
 

@@ -16,7 +16,7 @@ type readState struct {
 	msg  []byte // collected message (ConnOptions.Messages only)
 
 	remain  uint64 // payload bytes of the current data frame still to come
-	msgLen  uint64
+	msgLen  uint32 // of the message so far; the limit is far below 4 GiB
 	mask    [4]byte
 	maskPos uint8 // only the position modulo 4 matters
 	msgOp   byte  // opText or opBinary while a message is in progress, else 0
@@ -147,7 +147,7 @@ func (c *Conn) dataHeader(h frameHeader) {
 	case h.op != opContinuation && rs.msgOp != 0:
 		c.fail(CloseProtocolError, "expected continuation frame")
 		return
-	case h.length > max || rs.msgLen+h.length > max:
+	case h.length > max || uint64(rs.msgLen)+h.length > max:
 		c.fail(CloseTooBig, "message too big")
 		return
 	}
@@ -155,7 +155,7 @@ func (c *Conn) dataHeader(h frameHeader) {
 		rs.msgOp = h.op
 		rs.utf8.reset()
 	}
-	rs.msgLen += h.length
+	rs.msgLen += uint32(h.length)
 	rs.remain = h.length
 	rs.mask = h.mask
 	rs.maskPos = 0

@@ -62,8 +62,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.PingInterval < time.Millisecond:
 		return fmt.Errorf("ping interval %v: must be at least 1ms", c.PingInterval)
-	case c.MaxMessageSize < 1:
-		return fmt.Errorf("max message size %d: must be positive", c.MaxMessageSize)
+	case c.MaxMessageSize < 1 || c.MaxMessageSize > 1<<30:
+		return fmt.Errorf("max message size %d: must be 1 to 1073741824", c.MaxMessageSize)
 	case c.SendQueueBytes < 1024:
 		return fmt.Errorf("send queue %d bytes: must be at least 1024", c.SendQueueBytes)
 	case c.CloseTimeout < time.Millisecond:

@@ -3,13 +3,16 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +32,7 @@ type command struct {
 	First       int      `json:"first,omitempty"`
 	Count       int      `json:"count,omitempty"`
 	Users       []string `json:"users,omitempty"` // instead of First/Count
+	Proto       string   `json:"proto,omitempty"` // "" (/notify/ws), "phoenix" or "sse"
 	Topics      []string `json:"topics,omitempty"`
 	Secret      string   `json:"secret,omitempty"`
 	Concurrency int      `json:"concurrency,omitempty"`
@@ -131,6 +135,9 @@ func (cp *clientProc) connect(c command) reply {
 			return d.DialContext(ctx, network, addr)
 		},
 	}
+	if c.Proto == "sse" {
+		return cp.connectSSE(c, tokens)
+	}
 	var connected, failed atomic.Int64
 	var firstErr atomic.Value
 	sem := make(chan struct{}, max(c.Concurrency, 1))
@@ -152,7 +159,11 @@ func (cp *clientProc) connect(c command) reply {
 					src = io.MultiReader(br, nc)
 				}
 				r = bufio.NewReaderSize(src, 4096)
-				err = expectHandshake(nc, r)
+				if c.Proto == "phoenix" {
+					err = phoenixJoin(nc, r, tok)
+				} else {
+					err = expectHandshake(nc, r)
+				}
 			}
 			if err != nil {
 				failed.Add(1)
@@ -175,6 +186,105 @@ func (cp *clientProc) connect(c command) reply {
 		r.Err = e
 	}
 	return r
+}
+
+// phoenixJoin joins user:<id> (the token's user) and reads the reply.
+func phoenixJoin(nc net.Conn, r *bufio.Reader, tok string) error {
+	user, err := tokenUser(tok)
+	if err != nil {
+		return err
+	}
+	msg := fmt.Sprintf(`["1","1","user:%s","phx_join",{}]`, user)
+	if err := ws.WriteFrame(nc, ws.MaskFrameInPlace(ws.NewTextFrame([]byte(msg)))); err != nil {
+		return err
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		return fmt.Errorf("join reply: %w", err)
+	}
+	_, err = io.CopyN(io.Discard, r, h.Length)
+	return err
+}
+
+// tokenUser reads the user claim of a token we signed (no verification).
+func tokenUser(tok string) (string, error) {
+	parts := strings.Split(tok, ".")
+	if len(parts) != 3 {
+		return "", fmt.Errorf("not a JWT")
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return "", err
+	}
+	var c struct {
+		UserID string `json:"user_id"`
+	}
+	return c.UserID, json.Unmarshal(b, &c)
+}
+
+// connectSSE opens event streams (GET /notify/sse) and reads them.
+func (cp *clientProc) connectSSE(c command, tokens []string) reply {
+	var connected, failed atomic.Int64
+	var firstErr atomic.Value
+	sem := make(chan struct{}, max(c.Concurrency, 1))
+	var wg sync.WaitGroup
+	start := time.Now()
+	for _, tok := range tokens {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Timeout: 10 * time.Second}
+			u, _ := url.Parse(c.URL)
+			nc, err := d.Dial("tcp", u.Host)
+			if err == nil {
+				_, err = fmt.Fprintf(nc, "GET %s?authorization=%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", u.Path, tok, u.Host)
+			}
+			var r *bufio.Reader
+			if err == nil {
+				r = bufio.NewReaderSize(nc, 4096)
+				_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+				// Headers, then the retry, connect and state events.
+				blank := 0
+				for blank < 4 && err == nil {
+					var line string
+					line, err = r.ReadString('\n')
+					if line == "\r\n" || line == "\n" {
+						blank++
+					}
+				}
+				_ = nc.SetReadDeadline(time.Time{})
+			}
+			if err != nil {
+				failed.Add(1)
+				firstErr.CompareAndSwap(nil, err.Error())
+				if nc != nil {
+					nc.Close()
+				}
+				return
+			}
+			cp.mu.Lock()
+			cp.conns = append(cp.conns, nc)
+			cp.mu.Unlock()
+			connected.Add(1)
+			go func() {
+				defer cp.closed.Add(1)
+				for {
+					if _, err := r.ReadString('\n'); err != nil {
+						return
+					}
+				}
+			}()
+		}()
+	}
+	wg.Wait()
+	rep := reply{OK: true, Connected: int(connected.Load()), Failed: int(failed.Load()), Seconds: time.Since(start).Seconds()}
+	if e, ok := firstErr.Load().(string); ok {
+		rep.Err = e
+	}
+	return rep
 }
 
 // expectHandshake reads the connect and state frames.

@@ -100,7 +100,10 @@ func relayRun(o options, redisAddr string, rdb *redis.Client, clients []*clientP
 	figure("relay_p99_added", pr-pd, "ms")
 	figure("relay_lost", float64(int64(sent)-rr.Received-dr.Received), "messages")
 
-	return apiRun(o, a)
+	if err := apiRun(o, a); err != nil {
+		return err
+	}
+	return protocolsRun(o, redisAddr, clients)
 }
 
 // apiRun measures Publish through Twirp (protobuf) in batches of 1,000
@@ -163,4 +166,46 @@ func (p *notifyProc) waitRingMembers(want int) error {
 		time.Sleep(100 * time.Millisecond)
 	}
 	return fmt.Errorf("%s: ring never reached %d members", p.addr, want)
+}
+
+// protocolsRun measures what an idle Phoenix socket (joined to its user) and
+// an idle event stream cost, like the /notify/ws figure of the first run.
+func protocolsRun(o options, redisAddr string, clients []*clientProc2) error {
+	k := o.relayConns
+	for i, p := range []struct{ proto, path, prefix string }{
+		{"phoenix", "/pubsub/websocket?vsn=2.0.0", "phx-"},
+		{"sse", "/notify/sse", "sse-"},
+	} {
+		// A fresh node each: memory another run freed would hide the cost.
+		n, err := startNotify(o.notify, redisAddr, nodeOpts{name: "bench-" + p.proto, ip: fmt.Sprintf("127.0.0.%d", 22+i)})
+		if err != nil {
+			return err
+		}
+		users := make([]string, k)
+		for i := range users {
+			users[i] = p.prefix + strconv.Itoa(i)
+		}
+		rss0, g0 := n.steadyRSS(), n.metric("go_goroutines")
+		url := "ws://" + n.addr + p.path
+		if p.proto == "sse" {
+			url = "http://" + n.addr + p.path
+		}
+		c := clients[2%len(clients)]
+		rep, err := c.call(command{Cmd: "connect", Proto: p.proto, URL: url, Src: c.src, Users: users, Secret: secret, Concurrency: o.concurrency})
+		if err != nil || rep.Failed > 0 {
+			n.stop()
+			return fmt.Errorf("%s clients: %v %+v", p.proto, err, rep)
+		}
+		time.Sleep(2 * time.Second)
+		rss1, g1 := n.steadyRSS(), n.metric("go_goroutines")
+		info("%s: %d idle connections: rss %s -> %s, goroutines %.0f -> %.0f", p.proto, k, mib(rss0), mib(rss1), g0, g1)
+		figure(p.proto+"_idle_rss_per_connection", float64(rss1-rss0)/float64(k), "bytes")
+		figure(p.proto+"_goroutines_added", g1-g0, "goroutines")
+		_, err = c.call(command{Cmd: "close"})
+		n.stop()
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
