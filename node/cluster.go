@@ -83,17 +83,32 @@ func (n *Node) ownerOf(user string) (string, string) {
 	return owner, v.relay[owner]
 }
 
+// rebalanceSettle is how long after a membership change the rebalance scans
+// once more: other nodes apply the change a little later and, meanwhile,
+// may relay clients here for users this node no longer owns.
+const rebalanceSettle = time.Second
+
 // rebalance closes, paced and jittered, the local connections whose user is
 // owned by another member: they reconnect and land on their owner. A newer
 // membership change restarts the scan; each connection is checked against
-// the ring current when its turn comes, so users that move back stay.
+// the ring current when its turn comes, so users that move back stay. Each
+// change is followed by a second scan once the views have settled, and a
+// handshake relayed here for a user another node owns asks for one too.
 func (n *Node) rebalance(ctx context.Context) {
 	interval := time.Duration(float64(time.Second) / n.cfg.RebalanceRate)
+	settle := time.NewTimer(time.Hour)
+	settle.Stop()
+	defer settle.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-n.rebalanceWake:
+			settle.Reset(rebalanceSettle)
+		case <-n.rebalanceRecheck:
+			settle.Reset(rebalanceSettle)
+			continue
+		case <-settle.C:
 		}
 	scan:
 		self := n.cfg.NodeName
@@ -116,6 +131,7 @@ func (n *Node) rebalance(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-n.rebalanceWake:
+				settle.Reset(rebalanceSettle)
 				goto scan
 			case <-time.After(wait):
 			}

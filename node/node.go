@@ -64,9 +64,11 @@ type Node struct {
 	ringCfg       ring.Config
 	cluster       *cluster.Cluster
 	cview         atomic.Pointer[clusterView]
-	rebalanceWake chan struct{}   // size 1: the ring changed
-	peerClient    *http.Client    // presence calls to other members
-	lpTransport   *http.Transport // long-poll requests proxied to owners
+	rebalanceWake chan struct{} // size 1: the ring changed
+	// size 1: a client was relayed here for a user another node owns.
+	rebalanceRecheck chan struct{}
+	peerClient       *http.Client    // presence calls to other members
+	lpTransport      *http.Transport // long-poll requests proxied to owners
 
 	// Every Phoenix socket and long-poll session, joined or not (a socket
 	// in no user's set is not in the hub's lists): an intrusive list, as a
@@ -88,15 +90,16 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{
-		cfg:           cfg,
-		log:           log,
-		reg:           prometheus.NewRegistry(),
-		hub:           newHub(),
-		connsZero:     make(chan struct{}, 1),
-		ringCfg:       cfg.Ring,
-		rebalanceWake: make(chan struct{}, 1),
-		peerClient:    &http.Client{Timeout: 3 * time.Second},
-		lpSessions:    map[string]*lpSession{},
+		cfg:              cfg,
+		log:              log,
+		reg:              prometheus.NewRegistry(),
+		hub:              newHub(),
+		connsZero:        make(chan struct{}, 1),
+		ringCfg:          cfg.Ring,
+		rebalanceWake:    make(chan struct{}, 1),
+		rebalanceRecheck: make(chan struct{}, 1),
+		peerClient:       &http.Client{Timeout: 3 * time.Second},
+		lpSessions:       map[string]*lpSession{},
 		lpTransport: &http.Transport{
 			MaxIdleConnsPerHost:   64,
 			IdleConnTimeout:       90 * time.Second,

@@ -97,8 +97,19 @@ func (n *Node) topicsOrRefuse(w http.ResponseWriter, r *http.Request, claims aut
 // relayToOwner relays the request to the user's owner when that is another
 // node and the request was not relayed already. It reports whether the
 // request was handled; false means serve it here.
+//
+// A relayed request is served where it lands, never relayed again (no
+// loops). If this node's ring names another owner, the relaying node's ring
+// was out of date: the rebalance then looks again shortly and moves the
+// client once the views agree.
 func (n *Node) relayToOwner(w http.ResponseWriter, r *http.Request, user string) bool {
 	if r.Header.Get(forwardedByHeader) != "" {
+		if owner, _ := n.ownerOf(user); owner != "" {
+			select {
+			case n.rebalanceRecheck <- struct{}{}:
+			default:
+			}
+		}
 		return false
 	}
 	owner, addr := n.ownerOf(user)
