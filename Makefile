@@ -7,7 +7,7 @@ DEV_SECRET ?= notify-dev-secret-change-me
 DEV_API_KEY ?= notify-dev-api-key
 PORT       ?= 3000
 # Debian packages the tests use (command -> package), installed when missing.
-TEST_TOOLS := redis-server:redis-server chromium:chromium
+TEST_TOOLS := redis-server:redis-server chromium:chromium haproxy:haproxy
 SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 IMAGE      ?= notify:dev

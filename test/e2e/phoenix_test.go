@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/notify-dev/notify/auth"
+)
+
+// TestPhoenixLongPollBehindHAProxy: phoenix.js in headless Chromium, forced
+// onto the LongPoll transport, through the round-robin haproxy in front of
+// three nodes. Its polls land on every node; the session lives on the
+// user's owner and the others proxy to it.
+func TestPhoenixLongPollBehindHAProxy(t *testing.T) {
+	t.Parallel()
+	requireTools(t, "redis-server", "haproxy")
+	nodeBin, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node (Node.js) not found; make deps installs it")
+	}
+	const chromium = "/usr/bin/chromium"
+	if _, err := os.Stat(chromium); err != nil {
+		t.Skip(chromium + " not found: apt-get install chromium (make deps)")
+	}
+	browserDir, _ := filepath.Abs(filepath.Join("..", "browser"))
+	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "phoenix")); err != nil {
+		t.Skip("test/browser/node_modules missing: cd test/browser && npm ci (make deps)")
+	}
+
+	e := newEnv(t)
+	nodes := []*node{e.planNode("lp1", "127.0.0.11"), e.planNode("lp2", "127.0.0.12"), e.planNode("lp3", "127.0.0.13")}
+	e.start(nodes[0], nil, true)
+	e.start(nodes[1], []string{nodes[0].gossip}, true)
+	e.start(nodes[2], []string{nodes[0].gossip}, true)
+	waitRing(t, nodes, names(nodes))
+	h := e.startHAProxy(nodes)
+	h.waitServers(t, names(nodes)...)
+
+	const user = "browser-lp"
+	owner := newRing(t, names(nodes)...).Locate(user)
+	tok, err := auth.Sign(auth.Config{Secret: jwtSecret}, user, nil, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmp := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, nodeBin, "browser-client.mjs", "longpoll", "http://"+h.addr, tok, user)
+	cmd.Dir = browserDir
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "CHROMIUM="+chromium)
+	cmd.Stderr = os.Stderr
+	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
+	cmd.WaitDelay = 10 * time.Second
+	in, _ := cmd.StdinPipe()
+	out, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	events := make(chan map[string]any, 100)
+	go func() {
+		defer close(events)
+		sc := bufio.NewScanner(out)
+		for sc.Scan() {
+			var m map[string]any
+			if json.Unmarshal(sc.Bytes(), &m) == nil {
+				events <- m
+			}
+		}
+	}()
+	defer func() {
+		_, _ = io.WriteString(in, `{"cmd":"quit"}`+"\n")
+		_ = cmd.Wait()
+	}()
+	next := func(want string) map[string]any {
+		t.Helper()
+		timeout := time.After(30 * time.Second)
+		for {
+			select {
+			case ev, ok := <-events:
+				if !ok {
+					t.Fatalf("the browser client exited while waiting for %q", want)
+				}
+				if ev["event"] == want {
+					return ev
+				}
+				if ev["event"] == "failed" || ev["event"] == "pageerror" {
+					t.Fatalf("browser: %v", ev)
+				}
+			case <-timeout:
+				t.Fatalf("no %q within 30s", want)
+			}
+		}
+	}
+
+	if ev := next("joined"); ev["longpoll"] != true {
+		t.Fatalf("joined %v, not over LongPoll", ev)
+	}
+	// The session is on the owner, and only there.
+	for _, n := range nodes {
+		v, err := n.metric("notify_connections", "transport", "longpoll")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := 0.0
+		if n.name == owner {
+			want = 1
+		}
+		if v != want {
+			t.Fatalf("%s holds %v long-poll sessions, want %v (owner %s)", n.name, v, want, owner)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if err := e.redis.Client(t).Publish(ctx, "notify:"+user, `{"n":`+string(rune('0'+i))+`}`).Err(); err != nil {
+			t.Fatal(err)
+		}
+		ev := next("message")
+		if p, _ := ev["payload"].(map[string]any); p["n"] != float64(i) {
+			t.Fatalf("message %d: %v", i, ev)
+		}
+	}
+}
