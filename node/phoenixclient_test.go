@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
@@ -78,37 +77,9 @@ func TestPhoenixJSClient(t *testing.T) {
 	addr := tn.Addr()
 	tn.redis.HSet(t.Context(), "notify:js1:state", "level", "7")
 
-	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, nodeBin, "phoenix-node.mjs", "ws://"+addr+"/pubsub", token(t, "js1", nil, time.Hour), "js1")
+	cmd := exec.Command(nodeBin, "phoenix-node.mjs", "ws://"+addr+"/pubsub", token(t, "js1", nil, time.Hour), "js1")
 	cmd.Dir = dir
-	cmd.Stderr = os.Stderr
-	in, _ := cmd.StdinPipe()
-	out, _ := cmd.StdoutPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ev := &jsEvents{t: t, lines: make(chan map[string]any, 100), in: in}
-	go func() {
-		defer close(ev.lines)
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			var m map[string]any
-			if json.Unmarshal(sc.Bytes(), &m) == nil {
-				ev.lines <- m
-			}
-		}
-	}()
-	t.Cleanup(func() {
-		ev.send(map[string]any{"cmd": "quit"})
-		done := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			_ = cmd.Process.Kill()
-		}
-	})
+	ev := runJSClient(t, cmd, 5*time.Second)
 
 	joined := ev.next("joined")
 	if state, _ := joined["state"].(map[string]any); state["level"] != "7" {
@@ -156,17 +127,27 @@ func browserClient(t *testing.T, mode, base, tok, user string) *jsEvents {
 		t.Skip(chromium + " not found: apt-get install chromium (make deps)")
 	}
 	tmp := t.TempDir()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	cmd := exec.CommandContext(ctx, nodeBin, "browser-client.mjs", mode, base, tok, user)
+	cmd := exec.Command(nodeBin, "browser-client.mjs", mode, base, tok, user)
 	cmd.Dir = dir
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp, "CHROMIUM="+chromium)
+	// Cleanups run last first: this one, after the client was told to quit.
+	t.Cleanup(func() {
+		if left := killLeftovers(t, tmp); len(left) > 0 {
+			t.Errorf("browser processes left running (killed): %v", left)
+		}
+	})
+	return runJSClient(t, cmd, 15*time.Second)
+}
+
+// runJSClient starts a client script that prints a JSON line per event and
+// reads commands from stdin; at the end of the test it is told to quit,
+// then killed after grace.
+func runJSClient(t *testing.T, cmd *exec.Cmd, grace time.Duration) *jsEvents {
+	t.Helper()
 	cmd.Stderr = os.Stderr
-	cmd.Cancel = func() error { return cmd.Process.Signal(syscall.SIGTERM) }
-	cmd.WaitDelay = 10 * time.Second
 	in, _ := cmd.StdinPipe()
 	out, _ := cmd.StdoutPipe()
 	if err := cmd.Start(); err != nil {
-		cancel()
 		t.Fatal(err)
 	}
 	ev := &jsEvents{t: t, lines: make(chan map[string]any, 1000), in: in}
@@ -186,12 +167,9 @@ func browserClient(t *testing.T, mode, base, tok, user string) *jsEvents {
 		go func() { _ = cmd.Wait(); close(done) }()
 		select {
 		case <-done:
-		case <-time.After(15 * time.Second):
+		case <-time.After(grace):
 			_ = cmd.Process.Kill()
-		}
-		cancel()
-		if left := killLeftovers(t, tmp); len(left) > 0 {
-			t.Errorf("browser processes left running (killed): %v", left)
+			<-done
 		}
 	})
 	return ev

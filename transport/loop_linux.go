@@ -316,11 +316,7 @@ func (l *loop) shutdown() {
 
 func (l *loop) register(c *Conn) {
 	fd := int(c.io.fd)
-	if fd >= len(l.conns) {
-		grown := make([]*Conn, max(fd+1, 2*len(l.conns), 1024))
-		copy(grown, l.conns)
-		l.conns = grown
-	}
+	l.conns = fit(l.conns, fd)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		l.srv.log.Error("epoll_ctl add failed", "err", err)
@@ -341,6 +337,16 @@ func (l *loop) register(c *Conn) {
 		c.feed(b)
 	}
 	l.flush(c)
+}
+
+// fit grows a table indexed by descriptor so that it holds fd.
+func fit[T any](table []*T, fd int) []*T {
+	if fd < len(table) {
+		return table
+	}
+	grown := make([]*T, max(fd+1, 2*len(table), 1024))
+	copy(grown, table)
+	return grown
 }
 
 // schedule sets the connection's timer to its next ping, idle or expiry deadline.

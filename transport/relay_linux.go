@@ -68,11 +68,7 @@ func (l *loop) registerRelay(p *relayPair) {
 	for i := range p.ends {
 		e := &p.ends[i]
 		fd := int(e.fd)
-		if fd >= len(l.relays) {
-			grown := make([]*relayEnd, max(fd+1, 2*len(l.relays), 1024))
-			copy(grown, l.relays)
-			l.relays = grown
-		}
+		l.relays = fit(l.relays, fd)
 		l.relays[fd] = e
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
 		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
