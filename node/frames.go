@@ -46,28 +46,22 @@ func (f *frames) sse() []byte {
 
 func sseEvent(event, data string) []byte {
 	data = strings.ToValidUTF8(data, "\uFFFD")
-	var b strings.Builder
-	b.Grow(len(data) + len(event) + 16)
-	b.WriteString("event: ")
-	b.WriteString(event)
-	b.WriteByte('\n')
+	b := make([]byte, 0, len(data)+len(event)+16+6*strings.Count(data, "\n"))
+	b = append(append(append(b, "event: "...), event...), '\n')
 	for {
 		i := strings.IndexAny(data, "\r\n")
-		b.WriteString("data: ")
+		b = append(b, "data: "...)
 		if i < 0 {
-			b.WriteString(data)
-			b.WriteByte('\n')
+			b = append(append(b, data...), '\n')
 			break
 		}
-		b.WriteString(data[:i])
-		b.WriteByte('\n')
+		b = append(append(b, data[:i]...), '\n')
 		if data[i] == '\r' && i+1 < len(data) && data[i+1] == '\n' {
 			i++
 		}
 		data = data[i+1:]
 	}
-	b.WriteByte('\n')
-	return []byte(b.String())
+	return append(b, '\n')
 }
 
 // phoenixTopic is the Phoenix topic the message arrives on: user:<id> or
