@@ -32,6 +32,8 @@ run: build
 # Everything CI runs: format and vet, every test with the race detector, and
 # the transport tests again on the goroutine-per-connection fallback.
 test: deps lint
+	@# The deploy checks' modules download meanwhile (network, not CPU).
+	@(cd deploy/test && $(GO) mod download) >/dev/null 2>&1 &
 	$(GO) test -race -count=1 -timeout 15m ./...
 	$(GO) test -race -count=1 -tags notify_noepoll ./transport/
 	deploy/test/run.sh
