@@ -308,7 +308,6 @@ type lp struct {
 	user  string
 	token string
 	sess  string
-	ref   int
 }
 
 func (tn *testNode) longPoll(user string) *lp {
