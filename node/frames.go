@@ -16,8 +16,9 @@ type frames struct {
 	topic   bool   // name is a topic (else a user id)
 	name    string
 
-	ws, sseFrame, phxTopic []byte
-	phx2, phx1             phxFrame
+	ws, sseFrame []byte
+	phxTopic     string
+	phx2, phx1   phxFrame
 }
 
 // phxFrame is a Phoenix push: the WebSocket frame and, for long-poll, the
@@ -67,14 +68,14 @@ func sseEvent(event, data string) []byte {
 // phoenixTopic is the Phoenix topic the message arrives on: user:<id> or
 // group:<name>, as the Elixir service named them.
 func (f *frames) phoenixTopic() string {
-	if f.phxTopic == nil {
+	if f.phxTopic == "" {
 		prefix := "user:"
 		if f.topic {
 			prefix = "group:"
 		}
-		f.phxTopic = []byte(prefix + f.name)
+		f.phxTopic = prefix + f.name
 	}
-	return string(f.phxTopic)
+	return f.phxTopic
 }
 
 // phoenix is the push for a Phoenix client of the given serializer version.
