@@ -120,13 +120,13 @@ func (cp *clientProc) connect(c command) reply {
 		tokens[i] = tok
 	}
 	query := ""
-	for i, t := range c.Topics {
-		if i == 0 {
-			query = "?topic="
-		} else {
-			query += ","
-		}
-		query += t
+	if len(c.Topics) > 0 {
+		query = "?topic=" + strings.Join(c.Topics, ",")
+	}
+	if c.Proto == "sse" {
+		return cp.dialAll(c, tokens, func(tok string) (net.Conn, *bufio.Reader, error) {
+			return dialSSE(c, tok)
+		}, cp.readSSE)
 	}
 	dialer := ws.Dialer{
 		Timeout: 10 * time.Second,
@@ -135,9 +135,32 @@ func (cp *clientProc) connect(c command) reply {
 			return d.DialContext(ctx, network, addr)
 		},
 	}
-	if c.Proto == "sse" {
-		return cp.connectSSE(c, tokens)
-	}
+	return cp.dialAll(c, tokens, func(tok string) (net.Conn, *bufio.Reader, error) {
+		d := dialer
+		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})
+		nc, br, _, err := d.Dial(context.Background(), c.URL+query)
+		if err != nil {
+			return nil, nil, err
+		}
+		// Frames may already sit in the dialer's buffer.
+		var src io.Reader = nc
+		if br != nil {
+			src = io.MultiReader(br, nc)
+		}
+		r := bufio.NewReaderSize(src, 4096)
+		if c.Proto == "phoenix" {
+			err = phoenixJoin(nc, r, tok)
+		} else {
+			err = expectHandshake(nc, r)
+		}
+		return nc, r, err
+	}, cp.read)
+}
+
+// dialAll opens one connection a token, c.Concurrency at a time, keeps
+// those that dial (a conn returned with an error is closed) and reads each
+// from its own goroutine until it closes.
+func (cp *clientProc) dialAll(c command, tokens []string, dial func(tok string) (net.Conn, *bufio.Reader, error), read func(net.Conn, *bufio.Reader)) reply {
 	var connected, failed atomic.Int64
 	var firstErr atomic.Value
 	sem := make(chan struct{}, max(c.Concurrency, 1))
@@ -148,23 +171,7 @@ func (cp *clientProc) connect(c command) reply {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			d := dialer
-			d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})
-			nc, br, _, err := d.Dial(context.Background(), c.URL+query)
-			var r *bufio.Reader
-			if err == nil {
-				// Frames may already sit in the dialer's buffer.
-				var src io.Reader = nc
-				if br != nil {
-					src = io.MultiReader(br, nc)
-				}
-				r = bufio.NewReaderSize(src, 4096)
-				if c.Proto == "phoenix" {
-					err = phoenixJoin(nc, r, tok)
-				} else {
-					err = expectHandshake(nc, r)
-				}
-			}
+			nc, r, err := dial(tok)
 			if err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err.Error())
@@ -177,15 +184,15 @@ func (cp *clientProc) connect(c command) reply {
 			cp.conns = append(cp.conns, nc)
 			cp.mu.Unlock()
 			connected.Add(1)
-			go cp.read(nc, r)
+			go read(nc, r)
 		}()
 	}
 	wg.Wait()
-	r := reply{OK: true, Connected: int(connected.Load()), Failed: int(failed.Load()), Seconds: time.Since(start).Seconds()}
+	rep := reply{OK: true, Connected: int(connected.Load()), Failed: int(failed.Load()), Seconds: time.Since(start).Seconds()}
 	if e, ok := firstErr.Load().(string); ok {
-		r.Err = e
+		rep.Err = e
 	}
-	return r
+	return rep
 }
 
 // phoenixJoin joins user:<id> (the token's user) and reads the reply.
@@ -224,67 +231,45 @@ func tokenUser(tok string) (string, error) {
 	return c.UserID, json.Unmarshal(b, &c)
 }
 
-// connectSSE opens event streams (GET /notify/sse) and reads them.
-func (cp *clientProc) connectSSE(c command, tokens []string) reply {
-	var connected, failed atomic.Int64
-	var firstErr atomic.Value
-	sem := make(chan struct{}, max(c.Concurrency, 1))
-	var wg sync.WaitGroup
-	start := time.Now()
-	for _, tok := range tokens {
-		sem <- struct{}{}
-		wg.Add(1)
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Timeout: 10 * time.Second}
-			u, _ := url.Parse(c.URL)
-			nc, err := d.Dial("tcp", u.Host)
-			if err == nil {
-				_, err = fmt.Fprintf(nc, "GET %s?authorization=%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", u.Path, tok, u.Host)
-			}
-			var r *bufio.Reader
-			if err == nil {
-				r = bufio.NewReaderSize(nc, 4096)
-				_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-				// Headers, then the retry, connect and state events.
-				blank := 0
-				for blank < 4 && err == nil {
-					var line string
-					line, err = r.ReadString('\n')
-					if line == "\r\n" || line == "\n" {
-						blank++
-					}
-				}
-				_ = nc.SetReadDeadline(time.Time{})
-			}
-			if err != nil {
-				failed.Add(1)
-				firstErr.CompareAndSwap(nil, err.Error())
-				if nc != nil {
-					nc.Close()
-				}
-				return
-			}
-			cp.mu.Lock()
-			cp.conns = append(cp.conns, nc)
-			cp.mu.Unlock()
-			connected.Add(1)
-			go func() {
-				defer cp.closed.Add(1)
-				for {
-					if _, err := r.ReadString('\n'); err != nil {
-						return
-					}
-				}
-			}()
-		}()
+// dialSSE opens an event stream (GET /notify/sse) and reads up to the
+// retry, connect and state events.
+func dialSSE(c command, tok string) (net.Conn, *bufio.Reader, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Timeout: 10 * time.Second}
+	u, err := url.Parse(c.URL)
+	if err != nil {
+		return nil, nil, err
 	}
-	wg.Wait()
-	rep := reply{OK: true, Connected: int(connected.Load()), Failed: int(failed.Load()), Seconds: time.Since(start).Seconds()}
-	if e, ok := firstErr.Load().(string); ok {
-		rep.Err = e
+	nc, err := d.Dial("tcp", u.Host)
+	if err != nil {
+		return nil, nil, err
 	}
-	return rep
+	if _, err := fmt.Fprintf(nc, "GET %s?authorization=%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", u.Path, tok, u.Host); err != nil {
+		return nc, nil, err
+	}
+	r := bufio.NewReaderSize(nc, 4096)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	defer nc.SetReadDeadline(time.Time{})
+	// Headers, then the retry, connect and state events.
+	for blank := 0; blank < 4; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			return nc, nil, err
+		}
+		if line == "\r\n" || line == "\n" {
+			blank++
+		}
+	}
+	return nc, r, nil
+}
+
+// readSSE reads an event stream until it closes.
+func (cp *clientProc) readSSE(_ net.Conn, r *bufio.Reader) {
+	defer cp.closed.Add(1)
+	for {
+		if _, err := r.ReadString('\n'); err != nil {
+			return
+		}
+	}
 }
 
 // expectHandshake reads the connect and state frames.
