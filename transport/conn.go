@@ -181,6 +181,17 @@ func (c *Conn) getCloseCode() int {
 	return int(c.closeCode)
 }
 
+// goneCode is the code reported when the peer's socket ends: that of our
+// closing handshake if one was under way, else CloseAbnormal.
+func (c *Conn) goneCode() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state == stateClosing {
+		return int(c.closeCode)
+	}
+	return CloseAbnormal
+}
+
 func (c *Conn) closeLocked(code int, reason string) {
 	var f []byte
 	if c.raw == nil {

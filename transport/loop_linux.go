@@ -126,12 +126,7 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 		return ErrServerClosed
 	}
 	l.adds = append(l.adds, c)
-	signal := !l.signaled
-	l.signaled = true
-	l.mu.Unlock()
-	if signal {
-		l.signal()
-	}
+	l.unlockAndSignal()
 	return nil
 }
 
@@ -167,16 +162,23 @@ func detach(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
-// wake queues c for a flush on the loop. Called by Send and Close.
-func (l *loop) wake(c *Conn) {
-	l.mu.Lock()
-	l.pending = append(l.pending, c)
+// unlockAndSignal releases l.mu, taken to queue work for the loop, and
+// wakes the loop unless a wake-up is already on its way: many producers
+// between two loop passes cost one eventfd write.
+func (l *loop) unlockAndSignal() {
 	signal := !l.signaled
 	l.signaled = true
 	l.mu.Unlock()
 	if signal {
 		l.signal()
 	}
+}
+
+// wake queues c for a flush on the loop. Called by Send and Close.
+func (l *loop) wake(c *Conn) {
+	l.mu.Lock()
+	l.pending = append(l.pending, c)
+	l.unlockAndSignal()
 }
 
 var eventfdOne = [8]byte{1}
@@ -424,13 +426,7 @@ func (l *loop) read(c *Conn, hup bool) {
 			break
 		}
 		// EOF or a socket error: the peer is gone.
-		code := CloseAbnormal
-		c.mu.Lock()
-		if c.state == stateClosing {
-			code = int(c.closeCode)
-		}
-		c.mu.Unlock()
-		l.closeFD(c, code)
+		l.closeFD(c, c.goneCode())
 		return
 	}
 	l.flush(c)

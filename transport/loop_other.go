@@ -109,13 +109,7 @@ func (l *loop) reader(c *Conn) {
 			l.afterFeed(c)
 		}
 		if err != nil {
-			code := CloseAbnormal
-			c.mu.Lock()
-			if c.state == stateClosing {
-				code = int(c.closeCode)
-			}
-			c.mu.Unlock()
-			l.finish(c, code)
+			l.finish(c, c.goneCode())
 			return
 		}
 	}

@@ -55,12 +55,7 @@ func (l *loop) attachRelay(a net.Conn, aBuf []byte, b net.Conn, bBuf []byte, onC
 		return ErrServerClosed
 	}
 	l.relayAdds = append(l.relayAdds, p)
-	signal := !l.signaled
-	l.signaled = true
-	l.mu.Unlock()
-	if signal {
-		l.signal()
-	}
+	l.unlockAndSignal()
 	return nil
 }
 
