@@ -91,9 +91,7 @@ func (f *frames) phoenix(vsn1 bool) phxFrame {
 		if event == "" {
 			event = "message"
 		}
-		text := encodePhoenix(vsn1, phxMessage{topic: f.phoenixTopic(), event: event, payload: phoenixPayload(f.payload, f.event != "")})
-		p.frame = transport.TextFrame(text)
-		p.text = p.frame[len(p.frame)-len(text):]
+		*p = newPhxFrame(vsn1, phxMessage{topic: f.phoenixTopic(), event: event, payload: phoenixPayload(f.payload, f.event != "")})
 	}
 	return *p
 }

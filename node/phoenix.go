@@ -264,8 +264,10 @@ func (p *phxSocket) push(topic string, f phxFrame, direct bool) bool {
 	return p.out.send(f, direct)
 }
 
-func (p *phxSocket) frame(m phxMessage) phxFrame {
-	text := encodePhoenix(p.vsn1, m)
+// newPhxFrame encodes m once, as a WebSocket text frame whose tail is the
+// text a long-poll client gets.
+func newPhxFrame(vsn1 bool, m phxMessage) phxFrame {
+	text := encodePhoenix(vsn1, m)
 	frame := transport.TextFrame(text)
 	return phxFrame{frame: frame, text: frame[len(frame)-len(text):]}
 }
@@ -277,7 +279,7 @@ func (p *phxSocket) replyLocked(m phxMessage, joinRef json.RawMessage, status st
 		Status   string          `json:"status"`
 		Response json.RawMessage `json:"response"`
 	}{status, resp})
-	p.out.send(p.frame(phxMessage{joinRef: joinRef, ref: m.ref, topic: m.topic, event: "phx_reply", payload: payload}), true)
+	p.out.send(newPhxFrame(p.vsn1, phxMessage{joinRef: joinRef, ref: m.ref, topic: m.topic, event: "phx_reply", payload: payload}), true)
 }
 
 func (p *phxSocket) reply(m phxMessage, status string, response any) {
@@ -428,7 +430,7 @@ func (p *phxSocket) leave(m phxMessage, reply bool) {
 	if reply {
 		p.replyLocked(m, m.joinRef, "ok", empty)
 	}
-	p.out.send(p.frame(phxMessage{joinRef: j.joinRef, ref: jsonNull, topic: m.topic, event: "phx_close", payload: json.RawMessage("{}")}), true)
+	p.out.send(newPhxFrame(p.vsn1, phxMessage{joinRef: j.joinRef, ref: jsonNull, topic: m.topic, event: "phx_close", payload: json.RawMessage("{}")}), true)
 	p.mu.Unlock()
 	switch {
 	case strings.HasPrefix(m.topic, "user:"):
