@@ -326,7 +326,7 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 		if r.closed.Load() {
 			return errClosed
 		}
-		r.log.Debug("redis pub/sub session ended", "error", err)
+		r.log.Debug("redis pub/sub session ended", "err", err)
 		if !sleepCtx(ctx, bo.next()) {
 			return nil
 		}
@@ -466,14 +466,14 @@ func (r *Redis) lost(st *readerState, err error) {
 	switch {
 	case st.subscribed:
 		st.lostAt = time.Now()
-		r.log.Warn("redis pub/sub connection lost", "error", err)
+		r.log.Warn("redis pub/sub connection lost", "err", err)
 		st.downLogged = true
 	case !st.downLogged:
 		st.lostAt = time.Now()
-		r.log.Warn("redis unreachable, retrying", "error", err)
+		r.log.Warn("redis unreachable, retrying", "err", err)
 		st.downLogged = true
 	default:
-		r.log.Debug("redis still unreachable", "error", err, "attempts", st.attempts)
+		r.log.Debug("redis still unreachable", "err", err, "attempts", st.attempts)
 	}
 	st.subscribed = false
 }
