@@ -41,7 +41,7 @@ func (r *recorder) OnMessage(c *Conn, text bool, p []byte) {
 
 func (r *recorder) OnClose(c *Conn, info CloseInfo) { r.closes <- closeEvent{c, info} }
 
-func (r *recorder) waitClose(t *testing.T) closeEvent {
+func (r *recorder) waitClose(t testing.TB) closeEvent {
 	t.Helper()
 	select {
 	case ev := <-r.closes:
@@ -68,7 +68,7 @@ type serverOpts struct {
 	held  func(c *Conn) // runs between NewConn and Attach
 }
 
-func startServer(t *testing.T, cfg Config, so serverOpts) *testServer {
+func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
 	t.Helper()
 	ts := &testServer{rec: newRecorder(), conns: make(chan *Conn, 4096)}
 	cfg.Handler = ts.rec
@@ -116,7 +116,7 @@ func startServer(t *testing.T, cfg Config, so serverOpts) *testServer {
 
 func (ts *testServer) url() string { return "ws://" + ts.addr + "/" }
 
-func (ts *testServer) nextConn(t *testing.T) *Conn {
+func (ts *testServer) nextConn(t testing.TB) *Conn {
 	t.Helper()
 	select {
 	case c := <-ts.conns:
@@ -130,12 +130,12 @@ func (ts *testServer) nextConn(t *testing.T) *Conn {
 // rawClient speaks WebSocket byte by byte so tests can send what a real
 // client never would.
 type rawClient struct {
-	t  *testing.T
+	t  testing.TB
 	nc net.Conn
 	br *bufio.Reader
 }
 
-func dialRaw(t *testing.T, addr string, extra []byte) *rawClient {
+func dialRaw(t testing.TB, addr string, extra []byte) *rawClient {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
