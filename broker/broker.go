@@ -29,17 +29,25 @@ const (
 // reached right now (as opposed to bad input).
 var ErrUnavailable = errors.New("broker unavailable")
 
-// Handler receives every message published on the subscribed patterns. It is
-// called from the broker's single reader goroutine, in the order the broker
-// received the messages, and must not block: a slow handler stalls delivery to
-// every client of the node.
-type Handler func(channel, payload string)
+// Handler receives what the subscription brings. Its methods are called from
+// the broker's one reader goroutine, in the order the broker received the
+// messages, and must not block: a slow handler stalls delivery to every client
+// of the node.
+type Handler interface {
+	// Deliver receives a payload published on a user's or a topic's channel.
+	// t.Name may be empty ("notify:" names nobody): the handler counts and
+	// drops it.
+	Deliver(t Target, payload string)
+	// Control receives a node-to-node command published on ControlChannel.
+	Control(payload string)
+}
 
 // Broker carries published messages to every node.
 type Broker interface {
 	// Run subscribes to UserPattern, TopicPattern and ControlChannel and
-	// calls h for each message until ctx ends, reconnecting and resubscribing
-	// on errors. It returns nil when ctx ends.
+	// hands each message to h until ctx ends: a user's or topic's message to
+	// h.Deliver, a control message to h.Control. It reconnects and
+	// resubscribes on errors, and returns nil when ctx ends.
 	Run(ctx context.Context, h Handler) error
 	// Publish sends payload on channel to every node.
 	Publish(ctx context.Context, channel string, payload []byte) error

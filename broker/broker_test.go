@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -80,27 +81,54 @@ func testLogger(t testing.TB) *slog.Logger {
 
 type msg struct{ channel, payload string }
 
-// recorder runs b and records what its handler receives.
+// recorder is a Handler that records what it receives as the channel the
+// message names: Deliver's target turned back into a user's or a topic's
+// channel, ControlChannel for Control. A message handed to the wrong method,
+// or with the wrong target, is recorded on another channel than it was
+// published on.
 type recorder struct {
+	t  testing.TB
 	ch chan msg
 }
+
+var _ Handler = (*recorder)(nil)
+
+func newRecorder(t testing.TB) *recorder {
+	return &recorder{t: t, ch: make(chan msg, 10000)}
+}
+
+func (r *recorder) Deliver(t Target, payload string) {
+	channel := UserChannel(t.Name)
+	if t.Topic {
+		channel = TopicChannel(t.Name)
+	}
+	r.record(msg{channel, payload})
+}
+
+func (r *recorder) Control(payload string) { r.record(msg{ControlChannel, payload}) }
+
+func (r *recorder) record(m msg) {
+	select {
+	case r.ch <- m:
+	default:
+		r.t.Errorf("recorder full, dropped %s", m.channel)
+	}
+}
+
+// nopHandler drops everything.
+type nopHandler struct{}
+
+func (nopHandler) Deliver(Target, string) {}
+func (nopHandler) Control(string)         {}
 
 // run starts b.Run in a goroutine, stopped (and waited for) by t.Cleanup.
 // It does not wait for readiness.
 func run(t *testing.T, b Broker) *recorder {
 	t.Helper()
-	rec := &recorder{ch: make(chan msg, 10000)}
+	rec := newRecorder(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() {
-		done <- b.Run(ctx, func(channel, payload string) {
-			select {
-			case rec.ch <- msg{channel, payload}:
-			default:
-				t.Errorf("recorder full, dropped %s", channel)
-			}
-		})
-	}()
+	go func() { done <- b.Run(ctx, rec) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -178,6 +206,8 @@ func TestPublishDelivery(t *testing.T) {
 			{"notify", []byte("no colon"), false},
 			{UserChannel("u1"), []byte{0xff, 0x00, 0x01}, true}, // binary survives
 			{UserChannel("u1"), []byte{}, true},
+			{UserChannel(""), []byte("names nobody"), true}, // the handler counts and drops it
+			{TopicChannel(""), []byte("names no topic"), true},
 			{TopicChannel("a:b"), []byte("colon in the name"), true},
 			{ControlChannel, []byte(`{"op":"disconnect"}`), true},
 			{ControlChannel + "x", []byte("not the control channel"), false},
@@ -292,12 +322,12 @@ func TestRunLifecycle(t *testing.T) {
 		}
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		calls := make(chan string, 100)
-		go func() { done <- b.Run(ctx, func(ch, _ string) { calls <- ch }) }()
+		calls := newRecorder(t)
+		go func() { done <- b.Run(ctx, calls) }()
 		waitFor(t, "Ready() == nil", func() bool { return b.Ready() == nil })
 
 		// A second Run at the same time is refused.
-		if err := b.Run(context.Background(), func(string, string) {}); err == nil {
+		if err := b.Run(context.Background(), nopHandler{}); err == nil {
 			t.Fatal("second concurrent Run succeeded")
 		}
 
@@ -318,8 +348,8 @@ func TestRunLifecycle(t *testing.T) {
 			t.Fatal(err)
 		}
 		select {
-		case ch := <-calls:
-			t.Fatalf("handler called after Run returned: %s", ch)
+		case m := <-calls.ch:
+			t.Fatalf("handler called after Run returned: %s", m.channel)
 		default:
 		}
 
@@ -463,6 +493,12 @@ func TestNilRegisterer(t *testing.T) {
 	})
 }
 
+// matchesPatterns tells whether Redis would deliver channel to a subscriber of
+// UserPattern, TopicPattern (both "prefix*" globs) and ControlChannel.
+func matchesPatterns(channel string) bool {
+	return strings.HasPrefix(channel, UserPrefix) || strings.HasPrefix(channel, TopicPrefix) || channel == ControlChannel
+}
+
 func gaugeValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
@@ -486,8 +522,7 @@ func BenchmarkMemoryPublish(b *testing.B) {
 	m := NewMemory(nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var n int
-	go func() { _ = m.Run(ctx, func(string, string) { n++ }) }()
+	go func() { _ = m.Run(ctx, nopHandler{}) }()
 	for m.Ready() != nil {
 		time.Sleep(time.Millisecond)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"maps"
-	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -16,10 +15,12 @@ import (
 // layers.
 //
 // Publish calls the handler of the running Run synchronously, under a mutex:
-// deliveries are serialised in publish order across goroutines, and Publish
-// returns after the handler ran. A message published while no Run is running
-// is lost, as with Redis pub/sub without a subscriber. The handler must
-// therefore not call Publish or PublishMany (it would deadlock).
+// a message on a user's or topic's channel goes to Deliver, one on
+// ControlChannel to Control, any other is dropped, as the Redis subscription
+// would. Deliveries are serialised in publish order across goroutines, and
+// Publish returns after the handler ran. A message published while no Run is
+// running is lost, as with Redis pub/sub without a subscriber. The handler
+// must therefore not call Publish or PublishMany (it would deadlock).
 type Memory struct {
 	metrics *metrics
 	running atomic.Bool
@@ -89,15 +90,16 @@ func (m *Memory) Ready() error {
 	return errNotRunning
 }
 
-// Publish delivers payload to the running Run's handler when channel matches
-// UserPattern or TopicPattern; other channels are dropped silently.
+// Publish hands payload to the running Run's handler: to Deliver when
+// channel matches UserPattern or TopicPattern, to Control when it is
+// ControlChannel; other channels are dropped silently.
 func (m *Memory) Publish(ctx context.Context, channel string, payload []byte) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
 	m.deliverMu.Lock()
 	defer m.deliverMu.Unlock()
-	m.deliver(channel, payload)
+	m.deliver(channel, string(payload))
 	return nil
 }
 
@@ -117,24 +119,26 @@ func (m *Memory) PublishMany(ctx context.Context, channels []string, payload []b
 	}
 	p := string(payload)
 	for _, ch := range channels {
-		if matchesPatterns(ch) {
-			m.handler(ch, p)
-		}
+		m.deliver(ch, p)
 	}
 	return nil
 }
 
-// deliver calls the handler; deliverMu must be held.
-func (m *Memory) deliver(channel string, payload []byte) {
-	if m.handler != nil && matchesPatterns(channel) {
-		m.handler(channel, string(payload))
+// deliver hands one message to the handler the way the Redis subscription
+// does: ControlChannel to Control, a channel UserPattern or TopicPattern
+// matches to Deliver, any other channel to nobody. deliverMu must be held.
+func (m *Memory) deliver(channel, payload string) {
+	if m.handler == nil {
+		return
 	}
-}
-
-// matchesPatterns tells whether Redis would deliver channel to a subscriber of
-// UserPattern, TopicPattern (both "prefix*" globs) and ControlChannel.
-func matchesPatterns(channel string) bool {
-	return strings.HasPrefix(channel, UserPrefix) || strings.HasPrefix(channel, TopicPrefix) || channel == ControlChannel
+	if channel == ControlChannel {
+		m.handler.Control(payload)
+		return
+	}
+	// ParseChannel accepts exactly the channels the two "prefix*" patterns match.
+	if t, ok := ParseChannel(channel); ok {
+		m.handler.Deliver(t, payload)
+	}
 }
 
 // GetState returns a copy of the user's fields; an empty map when none.

@@ -277,9 +277,10 @@ func (r *Redis) lastError() error {
 
 // ---- Run: subscription reader and probe ----
 
-// Run subscribes to UserPattern, TopicPattern and the node's probe channel on
-// one dedicated connection and calls h inline for every pattern message until
-// ctx ends; it then returns nil, after which h is not called any more.
+// Run subscribes to UserPattern, TopicPattern, ControlChannel and the node's
+// probe channel on one dedicated connection and calls h inline until ctx
+// ends: h.Deliver for every pattern message, h.Control for every message on
+// ControlChannel. It then returns nil, after which h is not called any more.
 //
 // Errors never end Run: it retries with exponential backoff and jitter (100ms
 // up to 2s). go-redis reconnects and resubscribes on the Receive after a
@@ -411,9 +412,12 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 		case *redis.Message:
 			switch {
 			case m.Pattern == UserPattern || m.Pattern == TopicPattern:
-				h(m.Channel, m.Payload)
+				// Both patterns are "prefix*": ParseChannel accepts what they match.
+				if t, ok := ParseChannel(m.Channel); ok {
+					h.Deliver(t, m.Payload)
+				}
 			case m.Pattern == "" && m.Channel == ControlChannel:
-				h(m.Channel, m.Payload)
+				h.Control(m.Payload)
 			case m.Pattern == "" && m.Channel == r.probeChannel && st.subscribed:
 				r.lastProbe.Store(lastMsg.UnixNano())
 				r.probed.Store(true)

@@ -209,7 +209,7 @@ func TestRedisRunAfterClose(t *testing.T) {
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := r.Run(context.Background(), func(string, string) {}); err == nil {
+	if err := r.Run(context.Background(), nopHandler{}); err == nil {
 		t.Fatal("Run after Close succeeded")
 	}
 }
@@ -218,7 +218,7 @@ func TestRedisCloseEndsRun(t *testing.T) {
 	s := redistest.Start(t)
 	r := newTestRedis(t, s.Addr, nil)
 	done := make(chan error, 1)
-	go func() { done <- r.Run(context.Background(), func(string, string) {}) }()
+	go func() { done <- r.Run(context.Background(), nopHandler{}) }()
 	waitFor(t, "Ready() == nil", func() bool { return r.Ready() == nil })
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
@@ -241,7 +241,7 @@ func TestRedisRunLeavesNoGoroutine(t *testing.T) {
 	for _, phase := range []string{"up", "down"} {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan error, 1)
-		go func() { done <- r.Run(ctx, func(string, string) {}) }()
+		go func() { done <- r.Run(ctx, nopHandler{}) }()
 		if phase == "up" {
 			waitFor(t, "Ready() == nil", func() bool { return r.Ready() == nil })
 		} else {
@@ -327,6 +327,12 @@ func TestBackoffBounds(t *testing.T) {
 	}
 }
 
+// signalHandler sends on itself for every delivery.
+type signalHandler chan struct{}
+
+func (s signalHandler) Deliver(Target, string) { s <- struct{}{} }
+func (signalHandler) Control(string)           {}
+
 // BenchmarkRedisPublishReceive measures the round trip publish -> Redis ->
 // subscription -> handler, one message at a time.
 func BenchmarkRedisPublishReceive(b *testing.B) {
@@ -341,11 +347,11 @@ func BenchmarkRedisPublishReceive(b *testing.B) {
 	}
 	defer r.Close()
 	ctx, cancel := context.WithCancel(context.Background())
-	got := make(chan struct{}, 1)
+	got := make(signalHandler, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = r.Run(ctx, func(string, string) { got <- struct{}{} })
+		_ = r.Run(ctx, got)
 	}()
 	defer func() { cancel(); <-done }()
 	waitFor(b, "Ready() == nil", func() bool { return r.Ready() == nil })
