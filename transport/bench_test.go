@@ -23,8 +23,8 @@ func BenchmarkParseFrames(b *testing.B) {
 	frame := clientFrame(true, 0, opText, true, bytes.Repeat([]byte("y"), 100))
 	in := bytes.Repeat(frame, 100)
 	buf := make([]byte, len(in))
-	srv := &Server{cfg: Config{MaxMessageSize: 4096, SendQueueBytes: 1 << 20, Handler: &parseRecorder{}}}
-	c := srv.NewConn(ConnOptions{})
+	srv := &Server{cfg: Config{MaxMessageSize: 4096, SendQueueBytes: 1 << 20}}
+	c := srv.NewConn(ConnOptions{Handler: &parseRecorder{}})
 	c.state = stateOpen
 	b.SetBytes(int64(len(in)))
 	b.ReportAllocs()

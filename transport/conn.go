@@ -26,8 +26,10 @@ type CloseInfo struct {
 	Dropped int
 }
 
-// Handler receives connection events. Methods run on the goroutine driving the
-// connection (an event loop on Linux) and must not block.
+// Handler receives the events of the connections created with it
+// (ConnOptions.Handler), so each protocol owns its own connections' events.
+// Methods run on the goroutine driving the connection (an event loop on
+// Linux) and must not block.
 type Handler interface {
 	// OnMessage receives a complete data message of a connection created with
 	// ConnOptions.Messages. payload is only valid during the call.
@@ -44,8 +46,8 @@ type ConnOptions struct {
 	// Messages makes the connection collect client data messages and hand them
 	// to Handler.OnMessage; otherwise they are validated and discarded.
 	Messages bool
-	// Tag is the caller's value for this connection, returned by Conn.Tag.
-	Tag any
+	// Handler receives this connection's events; required.
+	Handler Handler
 	// Raw makes a connection that does not speak WebSocket (Server-Sent
 	// Events): frames are written as they are, input is read and discarded,
 	// the peer's EOF ends it, and it has no idle timeout (such clients never
@@ -67,11 +69,11 @@ type RawOptions struct {
 // be called from any goroutine; everything else belongs to the driver. The
 // layout is kept small: an idle connection is this struct and nothing else.
 type Conn struct {
-	srv    *Server
-	drv    *loop
-	tag    any
-	raw    *RawOptions // nil: WebSocket; read-only after creation
-	expiry int64       // unix ns, 0 = never; read-only after creation
+	srv     *Server
+	drv     *loop
+	handler Handler     // read-only after creation
+	raw     *RawOptions // nil: WebSocket; read-only after creation
+	expiry  int64       // unix ns, 0 = never; read-only after creation
 
 	mu         sync.Mutex
 	queue      [][]byte // frames not yet fully written; queue[0][head:] goes first
@@ -89,9 +91,6 @@ type Conn struct {
 	io ioState
 	rd readState
 }
-
-// Tag returns ConnOptions.Tag.
-func (c *Conn) Tag() any { return c.tag }
 
 // Send queues a complete frame (from DataFrame or TextFrame) for the client,
 // writing it at once when nothing is queued ahead of it: one system call on

@@ -20,8 +20,8 @@ func (r *parseRecorder) OnClose(*Conn, CloseInfo) {}
 // and returns a transcript of everything the parser did.
 func parseAll(data []byte, step int, messages bool) string {
 	rec := &parseRecorder{}
-	srv := &Server{cfg: Config{MaxMessageSize: 4096, SendQueueBytes: 1 << 20, Handler: rec}}
-	c := srv.NewConn(ConnOptions{Messages: messages})
+	srv := &Server{cfg: Config{MaxMessageSize: 4096, SendQueueBytes: 1 << 20}}
+	c := srv.NewConn(ConnOptions{Messages: messages, Handler: rec})
 	c.state = stateOpen
 	data = append([]byte(nil), data...) // the parser unmasks in place
 	if step <= 0 {

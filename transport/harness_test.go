@@ -71,7 +71,6 @@ type serverOpts struct {
 func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
 	t.Helper()
 	ts := &testServer{rec: newRecorder(), conns: make(chan *Conn, 4096)}
-	cfg.Handler = ts.rec
 	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -86,6 +85,9 @@ func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
 		var o ConnOptions
 		if so.conn != nil {
 			o = so.conn(r)
+		}
+		if o.Handler == nil {
+			o.Handler = ts.rec
 		}
 		c := srv.NewConn(o)
 		if so.held != nil {

@@ -261,7 +261,7 @@ func (l *loop) run() {
 				unix.Close(int(c.io.fd))
 				c.io.fd = -1
 				c.markClosed()
-				l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: CloseGoingAway})
+				c.handler.OnClose(c, CloseInfo{Code: CloseGoingAway})
 			}
 			l.shutdown()
 			return
@@ -533,7 +533,7 @@ func (l *loop) closeFD(c *Conn, code int) {
 	dropped := c.dropped
 	c.mu.Unlock()
 	unix.Close(fd)
-	l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
+	c.handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
 }
 
 // writeNowLocked writes frame to the socket at once (Send's fast path) and

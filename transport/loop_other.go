@@ -220,7 +220,7 @@ func (l *loop) finish(c *Conn, code int) {
 		c.queued = 0
 		dropped := c.dropped
 		c.mu.Unlock()
-		l.srv.cfg.Handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
+		c.handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
 	})
 }
 

@@ -197,7 +197,7 @@ func (c *Conn) endFrame() {
 	if c.messages {
 		msg := rs.msg
 		rs.msg = nil
-		c.srv.cfg.Handler.OnMessage(c, text, msg)
+		c.handler.OnMessage(c, text, msg)
 	}
 }
 

@@ -20,7 +20,6 @@ type Config struct {
 	SendQueueBytes int           // unsent bytes per connection before it is cut as slow (close 4008)
 	CloseTimeout   time.Duration // how long a closing connection may take to finish the handshake
 	Loops          int           // event loops; default one per CPU
-	Handler        Handler
 	Logger         *slog.Logger
 }
 
@@ -70,8 +69,6 @@ func (c Config) Validate() error {
 		return fmt.Errorf("close timeout %v: must be at least 1ms", c.CloseTimeout)
 	case c.Loops < 1 || c.Loops > 256:
 		return fmt.Errorf("loops %d: must be 1..256", c.Loops)
-	case c.Handler == nil:
-		return errors.New("no handler")
 	}
 	return nil
 }
@@ -109,8 +106,12 @@ func NewServer(cfg Config) (*Server, error) {
 // NewConn makes a connection in the held state: frames sent to it queue up
 // (within the send-queue limit) and go out after Attach, behind the frames
 // Attach puts first. This is how "register, then read state" keeps order.
+// o.Handler must not be nil.
 func (s *Server) NewConn(o ConnOptions) *Conn {
-	c := &Conn{srv: s, tag: o.Tag, messages: o.Messages, raw: o.Raw}
+	if o.Handler == nil {
+		panic("transport: NewConn with a nil ConnOptions.Handler")
+	}
+	c := &Conn{srv: s, handler: o.Handler, messages: o.Messages, raw: o.Raw}
 	if !o.Expiry.IsZero() {
 		c.expiry = o.Expiry.UnixNano()
 	}
@@ -121,7 +122,7 @@ func (s *Server) NewConn(o ConnOptions) *Conn {
 // owned by the server afterwards), and starts serving c on it. buffered holds
 // bytes the client sent after its handshake that were already read. first
 // frames are written before anything queued while c was held. On error c is
-// closed and Handler.OnClose is not called.
+// closed and its Handler's OnClose is not called.
 func (s *Server) Attach(c *Conn, nc net.Conn, buffered []byte, first ...[]byte) error {
 	if s.closed.Load() {
 		nc.Close()
@@ -153,8 +154,8 @@ func (s *Server) Relay(a net.Conn, aBuffered []byte, b net.Conn, bBuffered []byt
 }
 
 // Close stops the loops and closes every socket at once, without a closing
-// handshake (drain connections before, with Conn.Close). Handler.OnClose runs
-// for each with CloseGoingAway.
+// handshake (drain connections before, with Conn.Close). Each connection's
+// Handler.OnClose runs with CloseGoingAway.
 func (s *Server) Close() {
 	if s.closed.Swap(true) {
 		return

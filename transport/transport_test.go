@@ -111,6 +111,64 @@ func TestHeldConnectionKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestHandlerPerConnection: each connection's events go to the Handler it
+// was created with, and to no other.
+func TestHandlerPerConnection(t *testing.T) {
+	recs := []*recorder{newRecorder(), newRecorder()}
+	var n atomic.Int32
+	ts := startServer(t, testConfig(), serverOpts{conn: func(*http.Request) ConnOptions {
+		return ConnOptions{Messages: true, Handler: recs[n.Add(1)-1]}
+	}})
+	clients := make([]*rawClient, len(recs))
+	conns := make([]*Conn, len(recs))
+	for i := range recs {
+		clients[i] = dialRaw(t, ts.addr, nil)
+		conns[i] = ts.nextConn(t)
+	}
+	for i, rc := range clients {
+		rc.write(clientFrame(true, 0, byte(ws.OpText), true, []byte(fmt.Sprint("to ", i))))
+		rc.write(clientFrame(true, 0, byte(ws.OpClose), true, closePayload(CloseNormal, "")))
+		rc.expectClose(CloseNormal)
+	}
+	for i, rec := range recs {
+		select {
+		case m := <-rec.msgs:
+			if want := fmt.Sprint("to ", i); m.payload != want {
+				t.Errorf("handler %d got message %q, want %q", i, m.payload, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("handler %d got no message", i)
+		}
+		if ev := rec.waitClose(t); ev.c != conns[i] {
+			t.Errorf("handler %d got the OnClose of another connection", i)
+		}
+		select {
+		case m := <-rec.msgs:
+			t.Errorf("handler %d got a second message %q", i, m.payload)
+		case ev := <-rec.closes:
+			t.Errorf("handler %d got a second OnClose (%d)", i, ev.info.Code)
+		default:
+		}
+	}
+	if len(ts.rec.msgs) != 0 || len(ts.rec.closes) != 0 {
+		t.Error("the default handler got events of connections created with their own")
+	}
+}
+
+func TestNewConnWithoutHandlerPanics(t *testing.T) {
+	srv, err := NewServer(testConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	defer func() {
+		if r := recover(); r == nil || !strings.Contains(fmt.Sprint(r), "Handler") {
+			t.Fatalf("recovered %v, want a panic naming the missing Handler", r)
+		}
+	}()
+	srv.NewConn(ConnOptions{})
+}
+
 func TestPingPongAndBufferedInput(t *testing.T) {
 	ts := startServer(t, testConfig(), serverOpts{})
 	// The ping travels in the same TCP write as the handshake.
@@ -514,7 +572,6 @@ func TestRawConnection(t *testing.T) {
 	}
 	defer ln.Close()
 	rec := newRecorder()
-	cfg.Handler = rec
 	srv, err := NewServer(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -525,7 +582,7 @@ func TestRawConnection(t *testing.T) {
 		if err != nil {
 			return
 		}
-		c := srv.NewConn(ConnOptions{Raw: raw})
+		c := srv.NewConn(ConnOptions{Raw: raw, Handler: rec})
 		if err := srv.Attach(c, nc, []byte("ignored input"), []byte("first\n\n")); err != nil {
 			t.Error(err)
 			return
