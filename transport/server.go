@@ -103,6 +103,10 @@ func NewServer(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// CloseTimeout is how long a closing connection may take to finish the
+// handshake: Config.CloseTimeout, or its default when that was zero.
+func (s *Server) CloseTimeout() time.Duration { return s.cfg.CloseTimeout }
+
 // NewConn makes a connection in the held state: frames sent to it queue up
 // (within the send-queue limit) and go out after Attach, behind the frames
 // Attach puts first. This is how "register, then read state" keeps order.

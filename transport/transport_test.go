@@ -498,6 +498,24 @@ func TestManyConnections(t *testing.T) {
 	}
 }
 
+func TestCloseTimeoutDefault(t *testing.T) {
+	for _, tt := range []struct {
+		set, want time.Duration
+	}{
+		{0, DefaultConfig().CloseTimeout},
+		{1500 * time.Millisecond, 1500 * time.Millisecond},
+	} {
+		srv, err := NewServer(Config{CloseTimeout: tt.set, Loops: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := srv.CloseTimeout(); got != tt.want {
+			t.Errorf("CloseTimeout() with %v configured = %v, want %v", tt.set, got, tt.want)
+		}
+		srv.Close()
+	}
+}
+
 func TestCheckUpgrade(t *testing.T) {
 	good := func() *http.Request {
 		r, _ := http.NewRequest(http.MethodGet, "/", nil)
