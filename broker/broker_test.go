@@ -362,45 +362,51 @@ func TestRunLifecycle(t *testing.T) {
 	})
 }
 
+// stateOp is one step of TestState: do, then the user's state is want and
+// the others' are unaffected.
+type stateOp struct {
+	name   string
+	do     func() error
+	user   string
+	want   map[string]string
+	others map[string]map[string]string // other users, unaffected
+}
+
+func stateOps(ctx context.Context, b testBroker) []stateOp {
+	return []stateOp{
+		{name: "unknown user is empty", do: func() error { return nil }, user: "nobody", want: map[string]string{}},
+		{name: "set", do: func() error {
+			return b.SetState(ctx, "u1", map[string]string{"a": "1", "b": "2"})
+		}, user: "u1", want: map[string]string{"a": "1", "b": "2"}},
+		{name: "set merges", do: func() error {
+			return b.SetState(ctx, "u1", map[string]string{"b": "20", "c": "3"})
+		}, user: "u1", want: map[string]string{"a": "1", "b": "20", "c": "3"}},
+		{name: "set nothing is a no-op", do: func() error {
+			return b.SetState(ctx, "u1", nil)
+		}, user: "u1", want: map[string]string{"a": "1", "b": "20", "c": "3"}},
+		{name: "other user", do: func() error {
+			return b.SetState(ctx, "u2", map[string]string{"x": "unicode ✓", "empty": ""})
+		}, user: "u2", want: map[string]string{"x": "unicode ✓", "empty": ""}},
+		{name: "delete fields", do: func() error {
+			return b.DeleteState(ctx, "u1", "a", "missing")
+		}, user: "u1", want: map[string]string{"b": "20", "c": "3"},
+			others: map[string]map[string]string{"u2": {"x": "unicode ✓", "empty": ""}}},
+		{name: "delete the last fields", do: func() error {
+			return b.DeleteState(ctx, "u1", "b", "c")
+		}, user: "u1", want: map[string]string{}},
+		{name: "delete all", do: func() error {
+			return b.DeleteState(ctx, "u2")
+		}, user: "u2", want: map[string]string{}},
+		{name: "delete of an unknown user", do: func() error {
+			return b.DeleteState(ctx, "nobody", "f")
+		}, user: "nobody", want: map[string]string{}},
+	}
+}
+
 func TestState(t *testing.T) {
 	forEachImpl(t, func(t *testing.T, b testBroker) {
 		ctx := context.Background()
-		type op struct {
-			name   string
-			do     func() error
-			user   string
-			want   map[string]string
-			others map[string]map[string]string // other users, unaffected
-		}
-		ops := []op{
-			{name: "unknown user is empty", do: func() error { return nil }, user: "nobody", want: map[string]string{}},
-			{name: "set", do: func() error {
-				return b.SetState(ctx, "u1", map[string]string{"a": "1", "b": "2"})
-			}, user: "u1", want: map[string]string{"a": "1", "b": "2"}},
-			{name: "set merges", do: func() error {
-				return b.SetState(ctx, "u1", map[string]string{"b": "20", "c": "3"})
-			}, user: "u1", want: map[string]string{"a": "1", "b": "20", "c": "3"}},
-			{name: "set nothing is a no-op", do: func() error {
-				return b.SetState(ctx, "u1", nil)
-			}, user: "u1", want: map[string]string{"a": "1", "b": "20", "c": "3"}},
-			{name: "other user", do: func() error {
-				return b.SetState(ctx, "u2", map[string]string{"x": "unicode ✓", "empty": ""})
-			}, user: "u2", want: map[string]string{"x": "unicode ✓", "empty": ""}},
-			{name: "delete fields", do: func() error {
-				return b.DeleteState(ctx, "u1", "a", "missing")
-			}, user: "u1", want: map[string]string{"b": "20", "c": "3"},
-				others: map[string]map[string]string{"u2": {"x": "unicode ✓", "empty": ""}}},
-			{name: "delete the last fields", do: func() error {
-				return b.DeleteState(ctx, "u1", "b", "c")
-			}, user: "u1", want: map[string]string{}},
-			{name: "delete all", do: func() error {
-				return b.DeleteState(ctx, "u2")
-			}, user: "u2", want: map[string]string{}},
-			{name: "delete of an unknown user", do: func() error {
-				return b.DeleteState(ctx, "nobody", "f")
-			}, user: "nobody", want: map[string]string{}},
-		}
-		for _, o := range ops {
+		for _, o := range stateOps(ctx, b) {
 			if err := o.do(); err != nil {
 				t.Fatalf("%s: %v", o.name, err)
 			}

@@ -357,17 +357,7 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 		stop()
 		_ = ps.Close()
 	}()
-
-	// Patterns first: if the probe subscription fails after a go-redis
-	// internal reconnect, the probe is missing (found by the silence check)
-	// rather than the patterns (silent loss while the probe says ready).
-	subCtx, cancelSub := context.WithTimeout(ctx, r.timeout)
-	err := ps.PSubscribe(subCtx, UserPattern, TopicPattern)
-	if err == nil {
-		err = ps.Subscribe(subCtx, ControlChannel, r.probeChannel)
-	}
-	cancelSub()
-	if err != nil {
+	if err := r.subscribe(ctx, ps); err != nil {
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -375,7 +365,27 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 		r.lost(st, err)
 		return err
 	}
+	return r.receive(ctx, ps, h, st, bo)
+}
 
+// subscribe asks for all of the reader's subscriptions on ps, within the
+// probe timeout.
+func (r *Redis) subscribe(ctx context.Context, ps *redis.PubSub) error {
+	// Patterns first: if the probe subscription fails after a go-redis
+	// internal reconnect, the probe is missing (found by the silence check)
+	// rather than the patterns (silent loss while the probe says ready).
+	subCtx, cancel := context.WithTimeout(ctx, r.timeout)
+	defer cancel()
+	if err := ps.PSubscribe(subCtx, UserPattern, TopicPattern); err != nil {
+		return err
+	}
+	return ps.Subscribe(subCtx, ControlChannel, r.probeChannel)
+}
+
+// receive reads ps until ctx ends (nil) or nothing arrives for the probe
+// timeout. After a connection error it waits a backoff and reads on: go-redis
+// dials again, resubscribing to everything.
+func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *readerState, bo *backoff) error {
 	lastMsg := time.Now()
 	for {
 		wait := r.timeout - time.Since(lastMsg)
@@ -408,25 +418,31 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 			continue
 		}
 		lastMsg = time.Now()
-		switch m := msg.(type) {
-		case *redis.Message:
-			switch {
-			case m.Pattern == UserPattern || m.Pattern == TopicPattern:
-				// Both patterns are "prefix*": ParseChannel accepts what they match.
-				if t, ok := ParseChannel(m.Channel); ok {
-					h.Deliver(t, m.Payload)
-				}
-			case m.Pattern == "" && m.Channel == ControlChannel:
-				h.Control(m.Payload)
-			case m.Pattern == "" && m.Channel == r.probeChannel && st.subscribed:
-				r.lastProbe.Store(lastMsg.UnixNano())
-				r.probed.Store(true)
-				r.setError(nil)
-				r.updateUp()
+		r.handle(msg, lastMsg, h, st, bo)
+	}
+}
+
+// handle acts on what the subscription received at now: a message for h, a
+// probe coming back, or a subscription confirmed.
+func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *backoff) {
+	switch m := msg.(type) {
+	case *redis.Message:
+		switch {
+		case m.Pattern == UserPattern || m.Pattern == TopicPattern:
+			// Both patterns are "prefix*": ParseChannel accepts what they match.
+			if t, ok := ParseChannel(m.Channel); ok {
+				h.Deliver(t, m.Payload)
 			}
-		case *redis.Subscription:
-			r.confirm(st, m, bo)
+		case m.Pattern == "" && m.Channel == ControlChannel:
+			h.Control(m.Payload)
+		case m.Pattern == "" && m.Channel == r.probeChannel && st.subscribed:
+			r.lastProbe.Store(now.UnixNano())
+			r.probed.Store(true)
+			r.setError(nil)
+			r.updateUp()
 		}
+	case *redis.Subscription:
+		r.confirm(st, m, bo)
 	}
 }
 
