@@ -1,0 +1,357 @@
+// Package hub finds the local clients of a user or a topic and hands each of
+// them a published message, encoded once per protocol (Message.Frame). It is
+// the broker's handler for deliveries: broker -> Hub.Deliver -> Sink.Deliver
+// of each recipient -> its connection.
+//
+// Locks, in the only order there is: a shard lock (users and topics are
+// sharded by a hash of their name), then a client's membership lock
+// (Client.mu), then whatever a Sink takes for its connection. No Sink calls
+// back into the hub while it holds its own locks.
+package hub
+
+import (
+	"hash/maphash"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-dev/notify/broker"
+)
+
+const numShards = 64 // power of two; enough that registrations rarely contend
+
+// directFanout is the largest set written to directly on the delivering
+// goroutine; larger ones are handed to the event loops.
+const directFanout = 8
+
+// Hub is the registry of a node's local clients and their memberships.
+type Hub struct {
+	seed     maphash.Seed
+	shards   [numShards]shard
+	open     atomic.Int64
+	metrics  *metrics
+	log      *slog.Logger
+	messages sync.Pool // *Message, reused across deliveries
+}
+
+type shard struct {
+	mu     sync.RWMutex
+	users  map[string]set
+	topics map[string]set
+	head   *Client  // registry of every client whose user hashes here
+	_      [16]byte // keep neighbouring shard locks off one cache line
+}
+
+// set is the local clients of one user or one topic. Maps hold it by value:
+// a user with one connection costs the map entry and a one-pointer array.
+type set struct {
+	clients []*Client
+}
+
+// New returns an empty hub whose metrics are registered on reg.
+func New(reg prometheus.Registerer, log *slog.Logger) *Hub {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	h := &Hub{seed: maphash.MakeSeed(), metrics: newMetrics(reg), log: log}
+	h.messages.New = func() any { return new(Message) }
+	for i := range h.shards {
+		h.shards[i].users = make(map[string]set)
+		h.shards[i].topics = make(map[string]set)
+	}
+	return h
+}
+
+func (h *Hub) shard(name string) *shard {
+	return &h.shards[maphash.String(h.seed, name)&(numShards-1)]
+}
+
+// ---- delivery ----
+
+// Deliver hands a payload published to a user or a topic to each of its
+// local clients. Calls are serialised by the broker (one reader).
+func (h *Hub) Deliver(t broker.Target, payload string) { h.deliver(t, payload, "") }
+
+// DeliverEvent is Deliver for a message with a Phoenix event name
+// (BroadcastTextMessage): Phoenix clients get it as that event, the others
+// get the message verbatim.
+func (h *Hub) DeliverEvent(t broker.Target, message, event string) { h.deliver(t, message, event) }
+
+func (h *Hub) deliver(t broker.Target, payload, event string) {
+	h.metrics.received.Inc()
+	if t.Name == "" {
+		h.metrics.droppedEmpty.Inc()
+		return
+	}
+	if n := h.fanOut(t, payload, event); n > 0 {
+		h.metrics.delivered.Add(float64(n))
+	}
+}
+
+// fanOut gives the message to every client of its target and returns how
+// many took it. A user's few connections are copied out and written to at
+// once, from this goroutine and without the lock: the cheapest and quickest
+// path. A large set is handed to the event loops under the read lock; they
+// write in parallel and coalesce frames that queue up meanwhile.
+func (h *Hub) fanOut(t broker.Target, payload, event string) int {
+	s := h.shard(t.Name)
+	s.mu.RLock()
+	members := s.users[t.Name].clients
+	if t.Topic {
+		members = s.topics[t.Name].clients
+	}
+	if len(members) == 0 {
+		s.mu.RUnlock()
+		return 0 // the common case in a cluster: the user is connected elsewhere
+	}
+	m := h.messages.Get().(*Message)
+	defer h.release(m)
+	m.Topic, m.Name, m.Payload, m.Event = t.Topic, t.Name, payload, event
+	took := 0
+	if len(members) <= directFanout {
+		var few [directFanout]*Client
+		n := copy(few[:], members)
+		s.mu.RUnlock()
+		for _, c := range few[:n] {
+			if c.Sink.Deliver(m, true) {
+				took++
+			}
+		}
+		return took
+	}
+	defer s.mu.RUnlock()
+	for _, c := range members {
+		if c.Sink.Deliver(m, false) {
+			took++
+		}
+	}
+	return took
+}
+
+// release returns a delivered message to the pool: no Sink keeps the
+// Message itself, only the frames it built.
+func (h *Hub) release(m *Message) {
+	m.reset()
+	h.messages.Put(m)
+}
+
+// ---- registry and memberships ----
+
+// Add registers c: from now on it is among Clients, and Remove is due.
+func (h *Hub) Add(c *Client) {
+	s := h.shard(c.User)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.listed {
+		return
+	}
+	c.listed, c.prev, c.next = true, nil, s.head
+	if s.head != nil {
+		s.head.prev = c
+	}
+	s.head = c
+}
+
+// Opened counts c as an open connection (notify_connections), once its
+// protocol has it live: attached to an event loop, or a long-poll session
+// handed out.
+func (h *Hub) Opened(c *Client) {
+	s := h.shard(c.User)
+	s.mu.Lock()
+	opened := c.listed && !c.opened
+	c.opened = c.opened || opened
+	s.mu.Unlock()
+	if opened {
+		h.open.Add(1)
+		h.metrics.transports[c.Transport].connections.Inc()
+		h.metrics.transports[c.Transport].accepted.Inc()
+	}
+}
+
+// Remove takes c out of everything. For an open client it counts the close
+// code, and dropped messages of a slow consumer. Calling it again does
+// nothing.
+func (h *Hub) Remove(c *Client, code, dropped int) {
+	h.LeaveUser(c)
+	for {
+		c.mu.Lock()
+		if len(c.topics) == 0 {
+			c.mu.Unlock()
+			break
+		}
+		name := c.topics[len(c.topics)-1].name
+		c.mu.Unlock()
+		h.LeaveTopic(c, name) // takes the topic's shard lock, then c.mu
+	}
+	s := h.shard(c.User)
+	s.mu.Lock()
+	listed, opened := c.listed, c.opened
+	if listed {
+		h.unlinkLocked(s, c)
+	}
+	s.mu.Unlock()
+	if !listed {
+		return
+	}
+	if opened {
+		h.open.Add(-1)
+		h.metrics.transports[c.Transport].connections.Dec()
+		h.metrics.disconnect(code)
+	}
+	if dropped > 0 {
+		h.metrics.droppedSlow.Add(float64(dropped))
+		h.log.Info("slow consumer cut", "user", c.User, "transport", c.Transport.String(), "dropped", dropped)
+	}
+}
+
+func (h *Hub) unlinkLocked(s *shard, c *Client) {
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		s.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next, c.listed, c.opened = nil, nil, false, false
+}
+
+// JoinUser puts c in its user's set: messages to the user reach it from now
+// on (queued behind whatever its protocol sends first).
+func (h *Hub) JoinUser(c *Client) {
+	s := h.shard(c.User)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !c.inUser {
+		c.userPos, c.inUser = addTo(s.users, c.User, c), true
+	}
+}
+
+// LeaveUser takes c out of its user's set, if it is in it.
+func (h *Hub) LeaveUser(c *Client) {
+	s := h.shard(c.User)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !c.inUser {
+		return
+	}
+	c.inUser = false
+	if moved := removeFrom(s.users, c.User, c.userPos); moved != nil {
+		moved.userPos = c.userPos // same user, same shard: under this lock
+	}
+}
+
+// JoinTopic adds c to a topic's set, if it is not in it. name must not be
+// part of a larger string that should not stay alive with the client.
+func (h *Hub) JoinTopic(c *Client, name string) {
+	s := h.shard(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if topicIndex(c.topics, name) >= 0 {
+		return
+	}
+	c.topics = append(c.topics, topicRef{name: name, pos: addTo(s.topics, name, c)})
+}
+
+// LeaveTopic takes c out of a topic's set, if it is in it.
+func (h *Hub) LeaveTopic(c *Client, name string) {
+	s := h.shard(name)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	c.mu.Lock()
+	i := topicIndex(c.topics, name)
+	if i < 0 {
+		c.mu.Unlock()
+		return
+	}
+	pos := c.topics[i].pos
+	c.topics = append(c.topics[:i:i], c.topics[i+1:]...)
+	c.mu.Unlock()
+	if moved := removeFrom(s.topics, name, pos); moved != nil {
+		moved.mu.Lock()
+		if j := topicIndex(moved.topics, name); j >= 0 {
+			moved.topics[j].pos = pos
+		}
+		moved.mu.Unlock()
+	}
+}
+
+func topicIndex(ts []topicRef, name string) int {
+	for i := range ts {
+		if ts[i].name == name {
+			return i
+		}
+	}
+	return -1
+}
+
+func addTo(m map[string]set, name string, c *Client) int32 {
+	s := m[name]
+	s.clients = append(s.clients, c)
+	m[name] = s
+	return int32(len(s.clients) - 1)
+}
+
+// removeFrom deletes position pos of a set by moving the last client there,
+// and returns the moved client (nil if none moved).
+func removeFrom(m map[string]set, name string, pos int32) *Client {
+	s := m[name]
+	last := int32(len(s.clients) - 1)
+	var moved *Client
+	if pos != last {
+		moved = s.clients[last]
+		s.clients[pos] = moved
+	}
+	s.clients[last] = nil
+	s.clients = s.clients[:last]
+	switch {
+	case last == 0:
+		delete(m, name)
+		return moved
+	case cap(s.clients) > 64 && len(s.clients) < cap(s.clients)/4:
+		// A topic that shrank a lot gives its memory back.
+		s.clients = append([]*Client(nil), s.clients...)
+	}
+	m[name] = s
+	return moved
+}
+
+// ---- lookups ----
+
+// Clients returns every registered client, joined to anything or not.
+func (h *Hub) Clients() []*Client {
+	var out []*Client
+	for i := range h.shards {
+		s := &h.shards[i]
+		s.mu.RLock()
+		for c := s.head; c != nil; c = c.next {
+			out = append(out, c)
+		}
+		s.mu.RUnlock()
+	}
+	return out
+}
+
+// UserClients returns the clients in user's set.
+func (h *Hub) UserClients(user string) []*Client {
+	s := h.shard(user)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return append([]*Client(nil), s.users[user].clients...)
+}
+
+// UserCount returns how many clients are in user's set.
+func (h *Hub) UserCount(user string) int {
+	s := h.shard(user)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return len(s.users[user].clients)
+}
+
+// Open returns how many clients are open (Opened and not yet Removed): the
+// sum of notify_connections over its transports.
+func (h *Hub) Open() int64 { return h.open.Load() }
