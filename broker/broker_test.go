@@ -14,6 +14,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
 
@@ -121,14 +122,22 @@ type nopHandler struct{}
 func (nopHandler) Deliver(Target, string) {}
 func (nopHandler) Control(string)         {}
 
-// run starts b.Run in a goroutine, stopped (and waited for) by t.Cleanup.
-// It does not wait for readiness.
-func run(t *testing.T, b Broker) *recorder {
+// run starts b.Run in a goroutine with a recorder, stopped (and waited for)
+// by t.Cleanup. It does not wait for readiness.
+func run(t testing.TB, b Broker) *recorder {
 	t.Helper()
 	rec := newRecorder(t)
+	runWith(t, b, rec)
+	return rec
+}
+
+// runWith starts b.Run(h) in a goroutine, stopped (and waited for) by
+// t.Cleanup.
+func runWith(t testing.TB, b Broker, h Handler) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- b.Run(ctx, rec) }()
+	go func() { done <- b.Run(ctx, h) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -140,27 +149,14 @@ func run(t *testing.T, b Broker) *recorder {
 			t.Errorf("Run did not return within %s of cancel", waitTimeout)
 		}
 	})
-	return rec
 }
 
 // runReady is run plus waiting for Ready() == nil.
-func runReady(t *testing.T, b Broker) *recorder {
+func runReady(t testing.TB, b Broker) *recorder {
 	t.Helper()
 	rec := run(t, b)
-	waitFor(t, "Ready() == nil", func() bool { return b.Ready() == nil })
+	await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
 	return rec
-}
-
-// waitFor polls cond until it holds or waitTimeout passes.
-func waitFor(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(waitTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", waitTimeout, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }
 
 // expect reads exactly want from the recorder, in order.
@@ -324,7 +320,7 @@ func TestRunLifecycle(t *testing.T) {
 		done := make(chan error, 1)
 		calls := newRecorder(t)
 		go func() { done <- b.Run(ctx, calls) }()
-		waitFor(t, "Ready() == nil", func() bool { return b.Ready() == nil })
+		await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
 
 		// A second Run at the same time is refused.
 		if err := b.Run(context.Background(), nopHandler{}); err == nil {
@@ -472,7 +468,7 @@ func TestMetricsSameForBothBackends(t *testing.T) {
 			reg := prometheus.NewRegistry()
 			b := im.new(t, reg)
 			runReady(t, b)
-			waitFor(t, "notify_broker_up 1", func() bool { return gaugeValue(t, reg, "notify_broker_up") == 1 })
+			await.True(t, "notify_broker_up 1", func() bool { return gaugeValue(t, reg, "notify_broker_up") == 1 })
 			mfs, err := reg.Gather()
 			if err != nil {
 				t.Fatal(err)
@@ -526,12 +522,9 @@ func gaugeValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 
 func BenchmarkMemoryPublish(b *testing.B) {
 	m := NewMemory(nil)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = m.Run(ctx, nopHandler{}) }()
-	for m.Ready() != nil {
-		time.Sleep(time.Millisecond)
-	}
+	runWith(b, m, nopHandler{})
+	await.True(b, "Ready() == nil", func() bool { return m.Ready() == nil })
+	ctx := context.Background()
 	payload := []byte(`{"kind":"message","body":"hello"}`)
 	ch := UserChannel("bench")
 	b.ReportAllocs()

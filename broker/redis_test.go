@@ -11,6 +11,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
 
@@ -51,7 +52,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	rec := run(t, r)
 
 	// Ready explains why, with the connection error.
-	waitFor(t, "Ready() error naming the refused connection", func() bool {
+	await.True(t, "Ready() error naming the refused connection", func() bool {
 		err := r.Ready()
 		return err != nil && strings.Contains(err.Error(), "connection refused")
 	})
@@ -60,7 +61,7 @@ func TestRedisDownAtStart(t *testing.T) {
 	}
 
 	s.Restart() // starts the stopped server on the same port
-	waitFor(t, "Ready() == nil after the server came up", func() bool { return r.Ready() == nil })
+	await.True(t, "Ready() == nil after the server came up", func() bool { return r.Ready() == nil })
 	if err := r.Publish(context.Background(), UserChannel("u"), []byte("first")); err != nil {
 		t.Fatal(err)
 	}
@@ -81,8 +82,8 @@ func TestRedisStopStartMidRun(t *testing.T) {
 	rec.expect(t, msg{UserChannel("u"), "before"})
 
 	s.Stop()
-	waitFor(t, "Ready() != nil while redis is down", func() bool { return r.Ready() != nil })
-	waitFor(t, "notify_broker_up 0", func() bool { return testutil.ToFloat64(r.metrics.up) == 0 })
+	await.True(t, "Ready() != nil while redis is down", func() bool { return r.Ready() != nil })
+	await.True(t, "notify_broker_up 0", func() bool { return testutil.ToFloat64(r.metrics.up) == 0 })
 	if err := r.Publish(ctx, UserChannel("u"), []byte("lost")); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Publish while down = %v, want ErrUnavailable", err)
 	}
@@ -91,8 +92,8 @@ func TestRedisStopStartMidRun(t *testing.T) {
 	}
 
 	s.Restart()
-	waitFor(t, "Ready() == nil after restart", func() bool { return r.Ready() == nil })
-	waitFor(t, "notify_broker_up 1", func() bool { return testutil.ToFloat64(r.metrics.up) == 1 })
+	await.True(t, "Ready() == nil after restart", func() bool { return r.Ready() == nil })
+	await.True(t, "notify_broker_up 1", func() bool { return testutil.ToFloat64(r.metrics.up) == 1 })
 	if err := r.Publish(ctx, UserChannel("u"), []byte("after")); err != nil {
 		t.Fatal(err)
 	}
@@ -111,8 +112,8 @@ func TestRedisRestartMidRun(t *testing.T) {
 
 	for i, payload := range []string{"one", "two", "three"} {
 		s.Restart()
-		waitFor(t, "the reconnect", func() bool { return testutil.ToFloat64(r.metrics.reconnects) == float64(i+1) })
-		waitFor(t, "Ready() == nil", func() bool { return r.Ready() == nil })
+		await.True(t, "the reconnect", func() bool { return testutil.ToFloat64(r.metrics.reconnects) == float64(i+1) })
+		await.True(t, "Ready() == nil", func() bool { return r.Ready() == nil })
 		if err := r.Publish(ctx, TopicChannel("t"), []byte(payload)); err != nil {
 			t.Fatal(err)
 		}
@@ -136,15 +137,15 @@ func TestRedisHalfDeadConnection(t *testing.T) {
 			s.Resume()
 		}
 	}()
-	waitFor(t, "Ready() != nil while redis is frozen", func() bool { return r.Ready() != nil })
+	await.True(t, "Ready() != nil while redis is frozen", func() bool { return r.Ready() != nil })
 	// Stay frozen past the silence limit so the reader gives up the connection.
 	// Only the reader's silence check clears it while the server is frozen
 	// (nothing closes the connection).
-	waitFor(t, "the reader to drop the silent connection", func() bool { return !r.subscribed.Load() })
+	await.True(t, "the reader to drop the silent connection", func() bool { return !r.subscribed.Load() })
 	s.Resume()
 	paused = false
 
-	waitFor(t, "Ready() == nil after thaw", func() bool { return r.Ready() == nil })
+	await.True(t, "Ready() == nil after thaw", func() bool { return r.Ready() == nil })
 	if n := testutil.ToFloat64(r.metrics.reconnects); n < 1 {
 		t.Fatalf("reconnects = %v, want >= 1", n)
 	}
@@ -219,7 +220,7 @@ func TestRedisCloseEndsRun(t *testing.T) {
 	r := newTestRedis(t, s.Addr, nil)
 	done := make(chan error, 1)
 	go func() { done <- r.Run(context.Background(), nopHandler{}) }()
-	waitFor(t, "Ready() == nil", func() bool { return r.Ready() == nil })
+	await.True(t, "Ready() == nil", func() bool { return r.Ready() == nil })
 	if err := r.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -243,9 +244,9 @@ func TestRedisRunLeavesNoGoroutine(t *testing.T) {
 		done := make(chan error, 1)
 		go func() { done <- r.Run(ctx, nopHandler{}) }()
 		if phase == "up" {
-			waitFor(t, "Ready() == nil", func() bool { return r.Ready() == nil })
+			await.True(t, "Ready() == nil", func() bool { return r.Ready() == nil })
 		} else {
-			waitFor(t, "Ready() error", func() bool {
+			await.True(t, "Ready() error", func() bool {
 				err := r.Ready()
 				return err != nil && strings.Contains(err.Error(), "refused")
 			})
@@ -266,7 +267,7 @@ func TestRedisRunLeavesNoGoroutine(t *testing.T) {
 	}
 	// go-redis's own dial prober sleeps 1s between attempts before it
 	// notices the closed client.
-	waitFor(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= before })
+	await.True(t, "goroutines back to the baseline", func() bool { return runtime.NumGoroutine() <= before })
 }
 
 func TestNewRedisOptions(t *testing.T) {
@@ -345,16 +346,11 @@ func BenchmarkRedisPublishReceive(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer r.Close()
-	ctx, cancel := context.WithCancel(context.Background())
+	b.Cleanup(func() { _ = r.Close() }) // after Run has returned: cleanups run last in, first out
 	got := make(signalHandler, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = r.Run(ctx, got)
-	}()
-	defer func() { cancel(); <-done }()
-	waitFor(b, "Ready() == nil", func() bool { return r.Ready() == nil })
+	runWith(b, r, got)
+	await.True(b, "Ready() == nil", func() bool { return r.Ready() == nil })
+	ctx := context.Background()
 
 	payload := []byte(`{"kind":"message","body":"hello"}`)
 	ch := UserChannel("bench")
