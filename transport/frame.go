@@ -24,7 +24,6 @@ const (
 	CloseAbnormal        = 1006 // never sent: the TCP connection ended without a close frame
 	CloseInvalidPayload  = 1007
 	CloseTooBig          = 1009
-	CloseInternalError   = 1011
 	CloseServiceRestart  = 1012 // reason "shutdown" or "moved": reconnect, with jitter
 	CloseTokenExpired    = 4001
 	CloseDisconnected    = 4003

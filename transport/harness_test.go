@@ -5,6 +5,8 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -209,7 +211,7 @@ func (rc *rawClient) write(b []byte) {
 func (rc *rawClient) read() ws.Frame {
 	rc.t.Helper()
 	_ = rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
-	f, err := ws.ReadFrame(rc.br)
+	f, err := readFrame(rc.br)
 	if err != nil {
 		rc.t.Fatalf("read frame: %v", err)
 	}
@@ -217,6 +219,27 @@ func (rc *rawClient) read() ws.Frame {
 		rc.t.Fatal("server frame is masked")
 	}
 	return f
+}
+
+// maxTestFrame bounds the payload a test client reads (the largest a test
+// sends is 1 MiB).
+const maxTestFrame = 8 << 20
+
+// readFrame reads one frame, refusing a declared length over maxTestFrame
+// (ws.ReadFrame would allocate whatever the peer declares).
+func readFrame(r io.Reader) (ws.Frame, error) {
+	h, err := ws.ReadHeader(r)
+	if err != nil {
+		return ws.Frame{}, err
+	}
+	if h.Length > maxTestFrame {
+		return ws.Frame{}, fmt.Errorf("frame of %d bytes: over the test limit", h.Length)
+	}
+	f := ws.Frame{Header: h, Payload: make([]byte, h.Length)}
+	if _, err := io.ReadFull(r, f.Payload); err != nil {
+		return ws.Frame{}, err
+	}
+	return f, nil
 }
 
 // expectClose reads until a close frame and checks its code.

@@ -514,6 +514,9 @@ func (l *loop) closing(c *Conn, flushed bool) {
 	}
 }
 
+// closesWithoutHandshake: the socket closes as soon as our last bytes are out.
+func (c *Conn) closesWithoutHandshake() bool { return c.raw != nil || c.rd.peerClosed }
+
 func (l *loop) closeFD(c *Conn, code int) {
 	fd := int(c.io.fd)
 	if fd < 0 {

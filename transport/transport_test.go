@@ -479,7 +479,7 @@ func TestManyConnections(t *testing.T) {
 			defer wg.Done()
 			_ = rc.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
 			for i := 0; i < msgs; i++ {
-				f, err := ws.ReadFrame(rc.br)
+				f, err := readFrame(rc.br)
 				if err != nil {
 					errs <- err
 					return
