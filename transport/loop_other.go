@@ -195,6 +195,12 @@ func (l *loop) flush(c *Conn) (flushed, closing bool, err error) {
 		_ = c.io.nc.SetWriteDeadline(time.Now().Add(l.srv.cfg.CloseTimeout))
 		n, werr := bufs.WriteTo(c.io.nc)
 		c.mu.Lock()
+		if c.state == stateClosed {
+			// finish ran meanwhile (the reader saw the peer go, or the
+			// server closed) and dropped the queue: nothing left to consume.
+			c.mu.Unlock()
+			return false, closing, net.ErrClosed
+		}
 		if n > 0 {
 			c.consumeLocked(int(n))
 		}

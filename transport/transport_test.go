@@ -298,6 +298,31 @@ func TestPeerVanishes(t *testing.T) {
 	}
 }
 
+// TestPeerVanishesMidWrite: the peer goes while a large frame is being
+// written to it; the connection ends (the write stops part way) and reports
+// the vanished peer.
+func TestPeerVanishesMidWrite(t *testing.T) {
+	cfg := testConfig()
+	cfg.SendQueueBytes = 8 << 20
+	ts := startServer(t, cfg, serverOpts{})
+	big := DataFrame(strings.Repeat("w", 4<<20))
+	for i := 0; i < 5; i++ {
+		rc := dialRaw(t, ts.addr, nil)
+		c := ts.nextConn(t)
+		if !c.Send(big) {
+			t.Fatal("frame refused")
+		}
+		// Take a little of it, so the write is under way, then vanish.
+		if _, err := io.ReadFull(rc.br, make([]byte, 64<<10)); err != nil {
+			t.Fatal(err)
+		}
+		rc.nc.Close()
+		if ev := ts.rec.waitClose(t); ev.c != c || ev.info.Code != CloseAbnormal {
+			t.Fatalf("round %d: OnClose code %d, want %d", i, ev.info.Code, CloseAbnormal)
+		}
+	}
+}
+
 func TestBadInput(t *testing.T) {
 	long := strings.Repeat("a", 5000)
 	tests := []struct {
@@ -450,6 +475,30 @@ func TestServerCloseEndsEverything(t *testing.T) {
 		if ev := ts.rec.waitClose(t); ev.info.Code != CloseGoingAway {
 			t.Fatalf("code %d", ev.info.Code)
 		}
+	}
+}
+
+// TestServerCloseMidWrite: Close while a frame larger than the socket
+// buffers is being written to a client that stopped reading; the write stops
+// part way and the connection ends with CloseGoingAway.
+func TestServerCloseMidWrite(t *testing.T) {
+	cfg := testConfig()
+	cfg.SendQueueBytes = 64 << 20
+	cfg.CloseTimeout = time.Minute // the fallback's write deadline
+	ts := startServer(t, cfg, serverOpts{})
+	rc := dialRaw(t, ts.addr, nil)
+	c := ts.nextConn(t)
+	if !c.Send(DataFrame(strings.Repeat("w", 32<<20))) {
+		t.Fatal("frame refused")
+	}
+	// A little of it came: the write is under way, and the rest cannot fit
+	// in the socket buffers while the client reads no more.
+	if _, err := io.ReadFull(rc.br, make([]byte, 64<<10)); err != nil {
+		t.Fatal(err)
+	}
+	ts.srv.Close()
+	if ev := ts.rec.waitClose(t); ev.c != c || ev.info.Code != CloseGoingAway {
+		t.Fatalf("OnClose code %d, want %d", ev.info.Code, CloseGoingAway)
 	}
 }
 
