@@ -105,3 +105,20 @@ func validCloseCode(code int) bool {
 	}
 	return false
 }
+
+// FramePayload returns the payload of a complete, unmasked server frame
+// built by DataFrame or TextFrame (a long-poll client gets the text a
+// WebSocket client gets framed).
+func FramePayload(frame []byte) []byte {
+	if len(frame) < 2 {
+		return nil
+	}
+	switch n := frame[1] & 0x7f; {
+	case n < 126:
+		return frame[2:]
+	case n == 126:
+		return frame[4:]
+	default:
+		return frame[10:]
+	}
+}
