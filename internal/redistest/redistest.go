@@ -12,11 +12,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 // readyTimeout bounds how long a started server may take to answer PING.
@@ -101,25 +102,6 @@ func (s *Server) Restart() {
 	}
 }
 
-// Pause freezes the server process (SIGSTOP): connections stay open but
-// nothing is read or answered, like a half-dead peer. Resume undoes it.
-func (s *Server) Pause() { s.signal(syscall.SIGSTOP) }
-
-// Resume continues a paused server (SIGCONT).
-func (s *Server) Resume() { s.signal(syscall.SIGCONT) }
-
-func (s *Server) signal(sig syscall.Signal) {
-	s.t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.cmd == nil {
-		s.t.Fatalf("redistest: %v to a stopped server", sig)
-	}
-	if err := s.cmd.Process.Signal(sig); err != nil {
-		s.t.Fatalf("redistest: %v: %v", sig, err)
-	}
-}
-
 // Client returns a client of the server, closed by t.Cleanup.
 func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
@@ -174,25 +156,27 @@ func (s *Server) start() error {
 		close(done)
 	}()
 
-	deadline := time.Now().Add(readyTimeout)
-	for {
+	exited := false
+	ready := await.Poll(readyTimeout, func() bool {
 		select {
 		case <-done:
-			s.cmd = nil
-			return fmt.Errorf("redis-server exited: %v: %s", s.err, tail(logPath))
+			exited = true
+			return true
 		default:
 		}
-		if ping(s.Addr) == nil {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			_ = cmd.Process.Kill()
-			<-done
-			s.cmd = nil
-			return fmt.Errorf("redis-server on %s did not answer PING within %s: %s", s.Addr, readyTimeout, tail(logPath))
-		}
-		time.Sleep(10 * time.Millisecond)
+		return ping(s.Addr) == nil
+	})
+	switch {
+	case exited:
+		s.cmd = nil
+		return fmt.Errorf("redis-server exited: %v: %s", s.err, tail(logPath))
+	case ready:
+		return nil
 	}
+	_ = cmd.Process.Kill()
+	<-done
+	s.cmd = nil
+	return fmt.Errorf("redis-server on %s did not answer PING within %s: %s", s.Addr, readyTimeout, tail(logPath))
 }
 
 // ping sends a PING in RESP and expects +PONG.

@@ -4,6 +4,8 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 func TestStartRestartStop(t *testing.T) {
@@ -63,13 +65,7 @@ func TestPauseResume(t *testing.T) {
 		t.Fatal("a paused server answered PING")
 	}
 	s.Resume()
-	deadline := time.Now().Add(5 * time.Second)
-	for ping(s.Addr) != nil {
-		if time.Now().After(deadline) {
-			t.Fatal("no PING answer after Resume")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.Within(t, 5*time.Second, "a PING answer after Resume", func() bool { return ping(s.Addr) == nil })
 }
 
 func TestTwoServers(t *testing.T) {
