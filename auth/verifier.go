@@ -310,6 +310,29 @@ func topics(mc jwt.MapClaims) ([]string, error) {
 // input that is not a JSON number or whose result exceeds max bytes (checked
 // before building it, so 1e999999999 costs nothing).
 func decimalString(num string, max int) (string, bool) {
+	d, ok := parseDecimal(num)
+	if !ok {
+		return "", false
+	}
+	if d.digits == "" {
+		return "0", true
+	}
+	return d.format(max)
+}
+
+// decimal is a JSON number taken apart: its value is
+// (-)0.<digits> * 10^point, digits without leading or trailing zeros, and
+// empty for zero (whatever the sign and exponent).
+type decimal struct {
+	neg    bool
+	digits string
+	point  int64
+}
+
+// parseDecimal validates num as a JSON number and takes it apart. A zero
+// mantissa is zero before the exponent is read, so 0e99999999999999 is
+// valid; a non-zero one with an exponent outside int32 is not.
+func parseDecimal(num string) (decimal, bool) {
 	neg := strings.HasPrefix(num, "-")
 	if neg {
 		num = num[1:]
@@ -320,69 +343,86 @@ func decimalString(num string, max int) (string, bool) {
 	}
 	intPart, frac, hasPoint := strings.Cut(mant, ".")
 	if !allDigits(intPart) || !allDigits(frac) || intPart == "" || (hasPoint && frac == "") {
-		return "", false
+		return decimal{}, false
 	}
-	expDigits := expPart
-	if expDigits != "" && (expDigits[0] == '+' || expDigits[0] == '-') {
-		expDigits = expDigits[1:]
-	}
-	if hasExp && (expDigits == "" || !allDigits(expDigits)) {
-		return "", false
+	if hasExp && !exponentSyntax(expPart) {
+		return decimal{}, false
 	}
 	all := intPart + frac
 	digits := strings.TrimLeft(all, "0")
 	if digits == "" {
-		return "0", true
+		return decimal{}, true
 	}
 	leadingZeros := len(all) - len(digits)
-	digits = strings.TrimRight(digits, "0")
 
 	var exp int64
 	if hasExp {
 		e, err := strconv.ParseInt(expPart, 10, 32)
 		if err != nil {
 			// Out of int32 with a non-zero mantissa: far too long anyway.
-			return "", false
+			return decimal{}, false
 		}
 		exp = e
 	}
-	// The value is 0.<digits> * 10^point.
-	point := int64(len(intPart)) + exp - int64(leadingZeros)
-	n := int64(len(digits))
+	return decimal{
+		neg:    neg,
+		digits: strings.TrimRight(digits, "0"),
+		point:  int64(len(intPart)) + exp - int64(leadingZeros),
+	}, true
+}
 
+// exponentSyntax reports whether s, the text after e or E, is an optional
+// sign followed by one or more digits.
+func exponentSyntax(s string) bool {
+	if s != "" && (s[0] == '+' || s[0] == '-') {
+		s = s[1:]
+	}
+	return s != "" && allDigits(s)
+}
+
+// size is the length of d written in plain decimal.
+func (d decimal) size() int64 {
+	n := int64(len(d.digits))
 	var size int64
 	switch {
-	case point <= 0:
-		size = 2 - point + n // "0." + zeros + digits
-	case point >= n:
-		size = point // digits + zeros
+	case d.point <= 0:
+		size = 2 - d.point + n // "0." + zeros + digits
+	case d.point >= n:
+		size = d.point // digits + zeros
 	default:
 		size = n + 1 // digits with a point inside
 	}
-	if neg {
+	if d.neg {
 		size++
 	}
+	return size
+}
+
+// format writes a non-zero d in plain decimal, or reports false without
+// building anything when that would take more than max bytes.
+func (d decimal) format(max int) (string, bool) {
+	size := d.size()
 	if size > int64(max) {
 		return "", false
 	}
-
+	n := int64(len(d.digits))
 	var b strings.Builder
 	b.Grow(int(size))
-	if neg {
+	if d.neg {
 		b.WriteByte('-')
 	}
 	switch {
-	case point <= 0:
+	case d.point <= 0:
 		b.WriteString("0.")
-		b.WriteString(strings.Repeat("0", int(-point)))
-		b.WriteString(digits)
-	case point >= n:
-		b.WriteString(digits)
-		b.WriteString(strings.Repeat("0", int(point-n)))
+		b.WriteString(strings.Repeat("0", int(-d.point)))
+		b.WriteString(d.digits)
+	case d.point >= n:
+		b.WriteString(d.digits)
+		b.WriteString(strings.Repeat("0", int(d.point-n)))
 	default:
-		b.WriteString(digits[:point])
+		b.WriteString(d.digits[:d.point])
 		b.WriteByte('.')
-		b.WriteString(digits[point:])
+		b.WriteString(d.digits[d.point:])
 	}
 	return b.String(), true
 }

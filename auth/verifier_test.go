@@ -290,3 +290,80 @@ func TestDecimalString(t *testing.T) {
 		}
 	}
 }
+
+// The edge cases of each step: parsing (zeros, exponents, malformed input)
+// and formatting (the size limit in each output form).
+func TestDecimalStringEdges(t *testing.T) {
+	tests := []struct {
+		in     string
+		want   string
+		wantOK bool
+	}{
+		// Leading and trailing zeros.
+		{"007", "7", true},
+		{"00.0012", "0.0012", true},
+		{"120e-1", "12", true},
+		{"1.5e0", "1.5", true},
+		{"-0.0e5", "0", true},
+		{"-0e-99999999999", "0", true},
+		{"-1e-2", "-0.01", true},
+		// Exponent syntax and range.
+		{"1e-0", "1", true},
+		{"1e+", "", false},
+		{"1e-", "", false},
+		{"1e--2", "", false},
+		{"1e5.0", "", false},
+		{"0eA", "", false},
+		{"0e", "", false},
+		{"1e2147483647", "", false},
+		{"1e2147483648", "", false},
+		{"1e-2147483648", "", false},
+		{"1e-2147483649", "", false},
+		// Other malformed mantissas.
+		{"+1", "", false},
+		{"--1", "", false},
+		{"-.5", "", false},
+		{"1.2.3", "", false},
+		// The size limit in each form, the sign included.
+		{"-1e510", "-1" + strings.Repeat("0", 510), true},
+		{"-1e511", "", false},
+		{"1e-510", "0." + strings.Repeat("0", 509) + "1", true},
+		{"1e-511", "", false},
+		{"-1e-509", "-0." + strings.Repeat("0", 508) + "1", true},
+		{"-1e-510", "", false},
+		{"1." + strings.Repeat("1", 510), "1." + strings.Repeat("1", 510), true},
+		{"1." + strings.Repeat("1", 511), "", false},
+	}
+	for _, tt := range tests {
+		got, ok := decimalString(tt.in, maxUserIDLen)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("decimalString(%q) = %q, %v; want %q, %v", tt.in, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}
+
+// The size check in each output form, against a small limit.
+func TestDecimalStringMax(t *testing.T) {
+	tests := []struct {
+		in     string
+		max    int
+		want   string
+		wantOK bool
+	}{
+		{"12.5", 4, "12.5", true},
+		{"12.5", 3, "", false},
+		{"-12.5", 5, "-12.5", true},
+		{"-12.5", 4, "", false},
+		{"5e-2", 4, "0.05", true},
+		{"5e-2", 3, "", false},
+		{"1e3", 4, "1000", true},
+		{"1e3", 3, "", false},
+		{"-1e3", 4, "", false},
+	}
+	for _, tt := range tests {
+		got, ok := decimalString(tt.in, tt.max)
+		if got != tt.want || ok != tt.wantOK {
+			t.Errorf("decimalString(%q, %d) = %q, %v; want %q, %v", tt.in, tt.max, got, ok, tt.want, tt.wantOK)
+		}
+	}
+}

@@ -38,9 +38,51 @@ func relayRun(o options, redisAddr string, rdb *redis.Client, clients []*clientP
 			return err
 		}
 	}
+	rb := &relayBench{o: o, rdb: rdb, a: a, b: b, clients: clients}
+	rb.relayed, rb.direct = ownedByB(o.relayConns)
+	idle, err := rb.connect()
+	if err != nil {
+		return err
+	}
+	lat, err := rb.latencyRun()
+	if err != nil {
+		return err
+	}
+	printRelayFigures(o.relayConns, idle, lat)
+
+	if err := apiRun(o, a); err != nil {
+		return err
+	}
+	return protocolsRun(o, redisAddr, clients)
+}
+
+// relayBench is what the phases of the relay run share: users owned by
+// bench-b, relayed ones connected to bench-a through clients[0], direct ones
+// to bench-b through clients[1].
+type relayBench struct {
+	o               options
+	rdb             *redis.Client
+	a, b            *notifyProc
+	clients         []*clientProc2
+	relayed, direct []string
+}
+
+// relayIdle is bench-a's RSS and goroutines before and after the
+// connections.
+type relayIdle struct {
+	rss0, rss1 int64
+	g0, g1     float64
+}
+
+// relayLatency is what the relay latency run measured.
+type relayLatency struct {
+	sent   int
+	rr, dr reply // the relayed and the direct clients' reports
+}
+
+// ownedByB returns k relayed and k direct user ids, all owned by bench-b.
+func ownedByB(k int) (relayed, direct []string) {
 	r, _ := ring.New(ring.DefaultConfig(), []string{"bench-a", "bench-b"})
-	k := o.relayConns
-	var relayed, direct []string
 	for i := 0; len(relayed)+len(direct) < 2*k; i++ {
 		if u := "user-" + strconv.Itoa(i); r.Locate(u) == "bench-b" {
 			if len(relayed) < k {
@@ -50,60 +92,73 @@ func relayRun(o options, redisAddr string, rdb *redis.Client, clients []*clientP
 			}
 		}
 	}
+	return relayed, direct
+}
 
-	rss0, g0 := a.steadyRSS(), a.metric("go_goroutines")
-	if rep, err := clients[0].call(command{Cmd: "connect", URL: "ws://" + a.addr + "/notify/ws", Src: clients[0].src, Users: relayed, Secret: secret, Concurrency: o.concurrency}); err != nil || rep.Failed > 0 {
-		return fmt.Errorf("relayed clients: %v %+v", err, rep)
+// connect opens the relayed and the direct connections and measures what
+// the relayed ones cost bench-a.
+func (rb *relayBench) connect() (relayIdle, error) {
+	k := rb.o.relayConns
+	var m relayIdle
+	m.rss0, m.g0 = rb.a.steadyRSS(), rb.a.metric("go_goroutines")
+	if rep, err := rb.clients[0].call(command{Cmd: "connect", URL: "ws://" + rb.a.addr + "/notify/ws", Src: rb.clients[0].src, Users: rb.relayed, Secret: secret, Concurrency: rb.o.concurrency}); err != nil || rep.Failed > 0 {
+		return m, fmt.Errorf("relayed clients: %v %+v", err, rep)
 	}
-	if rep, err := clients[1].call(command{Cmd: "connect", URL: "ws://" + b.addr + "/notify/ws", Src: clients[1].src, Users: direct, Secret: secret, Concurrency: o.concurrency}); err != nil || rep.Failed > 0 {
-		return fmt.Errorf("direct clients: %v %+v", err, rep)
+	if rep, err := rb.clients[1].call(command{Cmd: "connect", URL: "ws://" + rb.b.addr + "/notify/ws", Src: rb.clients[1].src, Users: rb.direct, Secret: secret, Concurrency: rb.o.concurrency}); err != nil || rep.Failed > 0 {
+		return m, fmt.Errorf("direct clients: %v %+v", err, rep)
 	}
-	if got := a.metric("notify_forwarded_connections"); int(got) != k {
-		return fmt.Errorf("bench-a relays %v connections, want %d", got, k)
+	if got := rb.a.metric("notify_forwarded_connections"); int(got) != k {
+		return m, fmt.Errorf("bench-a relays %v connections, want %d", got, k)
 	}
 	time.Sleep(3 * time.Second)
-	rss1, g1 := a.steadyRSS(), a.metric("go_goroutines")
-	info("relay: bench-a relays %d connections: rss %s -> %s, goroutines %.0f -> %.0f", k, mib(rss0), mib(rss1), g0, g1)
+	m.rss1, m.g1 = rb.a.steadyRSS(), rb.a.metric("go_goroutines")
+	info("relay: bench-a relays %d connections: rss %s -> %s, goroutines %.0f -> %.0f", k, mib(m.rss0), mib(m.rss1), m.g0, m.g1)
+	return m, nil
+}
 
-	for _, c := range clients[:2] {
+// latencyRun publishes o.relayRate messages/s, alternately to a relayed
+// and a direct user, then closes both groups' connections.
+func (rb *relayBench) latencyRun() (relayLatency, error) {
+	k := rb.o.relayConns
+	var m relayLatency
+	for _, c := range rb.clients[:2] {
 		if _, err := c.call(command{Cmd: "reset"}); err != nil {
-			return err
+			return m, err
 		}
 	}
-	sent := publish(rdb, o.relayRate, o.duration, func(i int) string {
+	m.sent = publish(rb.rdb, rb.o.relayRate, rb.o.duration, func(i int) string {
 		if i%2 == 0 {
-			return "notify:" + relayed[(i/2)%k]
+			return "notify:" + rb.relayed[(i/2)%k]
 		}
-		return "notify:" + direct[(i/2)%k]
+		return "notify:" + rb.direct[(i/2)%k]
 	})
 	time.Sleep(time.Second)
-	rr, err := clients[0].call(command{Cmd: "report"})
-	if err != nil {
-		return err
+	var err error
+	if m.rr, err = rb.clients[0].call(command{Cmd: "report"}); err != nil {
+		return m, err
 	}
-	dr, err := clients[1].call(command{Cmd: "report"})
-	if err != nil {
-		return err
+	if m.dr, err = rb.clients[1].call(command{Cmd: "report"}); err != nil {
+		return m, err
 	}
-	info("relay latency run: published %d, relayed clients got %d, direct clients got %d", sent, rr.Received, dr.Received)
-	for _, c := range clients[:2] {
+	info("relay latency run: published %d, relayed clients got %d, direct clients got %d", m.sent, m.rr.Received, m.dr.Received)
+	for _, c := range rb.clients[:2] {
 		if _, err := c.call(command{Cmd: "close"}); err != nil {
-			return err
+			return m, err
 		}
 	}
+	return m, nil
+}
 
-	pr, pd := percentile(rr.Hist, 0.99), percentile(dr.Hist, 0.99)
-	figure("relay_rss_per_connection", float64(rss1-rss0)/float64(k), "bytes")
-	figure("relay_goroutines_added", g1-g0, "goroutines")
+// printRelayFigures prints the relay run's figures for k relayed
+// connections.
+func printRelayFigures(k int, idle relayIdle, lat relayLatency) {
+	pr, pd := percentile(lat.rr.Hist, 0.99), percentile(lat.dr.Hist, 0.99)
+	figure("relay_rss_per_connection", float64(idle.rss1-idle.rss0)/float64(k), "bytes")
+	figure("relay_goroutines_added", idle.g1-idle.g0, "goroutines")
 	figure("relay_p99_direct", pd, "ms")
 	figure("relay_p99_relayed", pr, "ms")
 	figure("relay_p99_added", pr-pd, "ms")
-	figure("relay_lost", float64(int64(sent)-rr.Received-dr.Received), "messages")
-
-	if err := apiRun(o, a); err != nil {
-		return err
-	}
-	return protocolsRun(o, redisAddr, clients)
+	figure("relay_lost", float64(int64(lat.sent)-lat.rr.Received-lat.dr.Received), "messages")
 }
 
 // apiRun measures Publish through Twirp (protobuf) in batches of 1,000

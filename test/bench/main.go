@@ -103,139 +103,242 @@ func run(o options) error {
 		defer clients[i].quit()
 	}
 
-	// Idle baseline: the node up and ready, no client. RSS is read after a
-	// collection (forced through the pprof listener) and a pause for the
-	// scavenger: the state an idle Go server reaches by itself within two
-	// minutes (the runtime's periodic GC), without waiting for it.
-	time.Sleep(3 * time.Second)
-	rss0 := srv.steadyRSS()
-	g0 := srv.metric("go_goroutines")
-	info("baseline: rss %s, goroutines %.0f", mib(rss0), g0)
+	b := &bench{o: o, rdb: rdb, srv: srv, clients: clients,
+		url: "ws://" + srv.addr + "/notify/ws", topics: []string{"bench"}}
+	m, err := b.measure()
+	if err != nil {
+		return err
+	}
+	printFigures(o, m)
 
-	url := "ws://" + srv.addr + "/notify/ws"
-	topics := []string{"bench"}
-	// 100 connections.
-	if r, err := clients[0].call(command{Cmd: "connect", URL: url, Src: clients[0].src, First: 0, Count: 100, Topics: topics, Secret: secret, Concurrency: 16}); err != nil || r.Failed > 0 {
-		return fmt.Errorf("connect 100: %v %+v", err, r)
+	// Free the first node's connections before the cluster runs.
+	if err := b.each(command{Cmd: "close"}); err != nil {
+		return err
+	}
+	srv.stop()
+	return relayRun(o, redisAddr, rdb, clients)
+}
+
+// bench is what the phases of the single-node run share: every client
+// process connects to srv's WebSocket endpoint at url, joined to topics.
+type bench struct {
+	o       options
+	rdb     *redis.Client
+	srv     *notifyProc
+	clients []*clientProc2
+	url     string
+	topics  []string
+}
+
+// measurements are the single-node run's results, printed by printFigures.
+type measurements struct {
+	rss0   int64   // idle baseline, after a collection
+	g100   float64 // goroutines at 100 connections
+	hs     handshakes
+	rssNow int64   // at o.idleConns connections, 10 s after the ramp
+	rssN   int64   // the same, after a collection
+	gN     float64 // goroutines at o.idleConns connections
+	lat    timed
+	fan    timed
+}
+
+// handshakes is what the handshake ramp measured.
+type handshakes struct {
+	count   int           // handshakes made by the ramp (o.idleConns - 100)
+	elapsed time.Duration // wall time of the ramp
+	cpu     float64       // server CPU seconds it took
+}
+
+// timed is what one timed publishing run measured.
+type timed struct {
+	sent      int     // messages published
+	delivered float64 // notify_messages_delivered_total added
+	cpu       float64 // server CPU seconds used
+	hist      []uint64
+	received  int64
+	closed    int64
+}
+
+// measure runs the single-node phases in order.
+func (b *bench) measure() (measurements, error) {
+	var m measurements
+	var err error
+	m.rss0 = b.idleBaseline()
+	if m.g100, err = b.firstHundred(); err != nil {
+		return m, err
+	}
+	if m.hs, err = b.handshakeRamp(); err != nil {
+		return m, err
+	}
+	m.rssNow, m.rssN, m.gN = b.idleRSS()
+	if m.lat, err = b.latencyRun(); err != nil {
+		return m, err
+	}
+	if m.fan, err = b.fanoutRun(); err != nil {
+		return m, err
+	}
+	return m, nil
+}
+
+// idleBaseline returns the RSS of the node up and ready, no client. RSS is
+// read after a collection (forced through the pprof listener) and a pause
+// for the scavenger: the state an idle Go server reaches by itself within
+// two minutes (the runtime's periodic GC), without waiting for it.
+func (b *bench) idleBaseline() int64 {
+	time.Sleep(3 * time.Second)
+	rss0 := b.srv.steadyRSS()
+	g0 := b.srv.metric("go_goroutines")
+	info("baseline: rss %s, goroutines %.0f", mib(rss0), g0)
+	return rss0
+}
+
+// firstHundred opens 100 connections and returns the goroutines the node
+// then runs.
+func (b *bench) firstHundred() (float64, error) {
+	c := b.clients[0]
+	if r, err := c.call(command{Cmd: "connect", URL: b.url, Src: c.src, First: 0, Count: 100, Topics: b.topics, Secret: secret, Concurrency: 16}); err != nil || r.Failed > 0 {
+		return 0, fmt.Errorf("connect 100: %v %+v", err, r)
 	}
 	time.Sleep(time.Second)
-	g100 := srv.metric("go_goroutines")
+	return b.srv.metric("go_goroutines"), nil
+}
 
-	// The rest, as fast as the clients can: the handshake rate.
-	rest := o.idleConns - 100
-	per := rest / len(clients)
+// handshakeRamp opens the rest of o.idleConns, as fast as the clients can:
+// the handshake rate.
+func (b *bench) handshakeRamp() (handshakes, error) {
+	rest := b.o.idleConns - 100
+	per := rest / len(b.clients)
 	var wg sync.WaitGroup
-	replies := make([]reply, len(clients))
-	errs := make([]error, len(clients))
-	cpu0 := srv.cpu()
+	replies := make([]reply, len(b.clients))
+	errs := make([]error, len(b.clients))
+	cpu0 := b.srv.cpu()
 	start := time.Now()
-	for i, c := range clients {
+	for i, c := range b.clients {
 		n := per
-		if i == len(clients)-1 {
-			n = rest - per*(len(clients)-1)
+		if i == len(b.clients)-1 {
+			n = rest - per*(len(b.clients)-1)
 		}
 		first := 100 + i*per
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			replies[i], errs[i] = c.call(command{Cmd: "connect", URL: url, Src: c.src, First: first, Count: n, Topics: topics, Secret: secret, Concurrency: o.concurrency})
+			replies[i], errs[i] = c.call(command{Cmd: "connect", URL: b.url, Src: c.src, First: first, Count: n, Topics: b.topics, Secret: secret, Concurrency: b.o.concurrency})
 		}()
 	}
-	stopProf := srv.profileCPU(o.profile, "handshakes", 2*time.Second)
+	stopProf := b.srv.profileCPU(b.o.profile, "handshakes", 2*time.Second)
 	wg.Wait()
-	elapsed := time.Since(start)
-	hsCPU := srv.cpu() - cpu0
+	hs := handshakes{count: rest}
+	hs.elapsed = time.Since(start)
+	hs.cpu = b.srv.cpu() - cpu0
 	stopProf()
 	for i, r := range replies {
 		if errs[i] != nil || r.Failed > 0 {
-			return fmt.Errorf("client %d: %v failed=%d first error: %s", i, errs[i], r.Failed, r.Err)
+			return hs, fmt.Errorf("client %d: %v failed=%d first error: %s", i, errs[i], r.Failed, r.Err)
 		}
 	}
-	if got := srv.metric("notify_connections"); int(got) != o.idleConns {
-		return fmt.Errorf("server has %v connections, want %d", got, o.idleConns)
+	if got := b.srv.metric("notify_connections"); int(got) != b.o.idleConns {
+		return hs, fmt.Errorf("server has %v connections, want %d", got, b.o.idleConns)
 	}
-	info("%d handshakes in %v, server cpu %.2fs", rest, elapsed.Round(time.Millisecond), hsCPU)
+	info("%d handshakes in %v, server cpu %.2fs", rest, hs.elapsed.Round(time.Millisecond), hs.cpu)
+	return hs, nil
+}
 
+// idleRSS returns the RSS 10 s after the ramp, the RSS after a collection
+// and the goroutines, all at o.idleConns connections. With -profile it also
+// reports the heap figures and saves a heap profile.
+func (b *bench) idleRSS() (rssNow, rssN int64, gN float64) {
 	time.Sleep(10 * time.Second)
-	rssNow := srv.rss()
-	rssN := srv.steadyRSS()
-	gN := srv.metric("go_goroutines")
-	info("at %d connections: rss %s 10s after the ramp, %s after a collection; goroutines %.0f", o.idleConns, mib(rssNow), mib(rssN), gN)
-	if o.profile != "" {
+	rssNow = b.srv.rss()
+	rssN = b.srv.steadyRSS()
+	gN = b.srv.metric("go_goroutines")
+	info("at %d connections: rss %s 10s after the ramp, %s after a collection; goroutines %.0f", b.o.idleConns, mib(rssNow), mib(rssN), gN)
+	if b.o.profile != "" {
 		for _, m := range []string{"go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
 			"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "go_memstats_sys_bytes"} {
-			info("  %s %s", m, mib(int64(srv.metric(m))))
+			info("  %s %s", m, mib(int64(b.srv.metric(m))))
 		}
-		srv.saveHeap(o.profile)
+		b.srv.saveHeap(b.o.profile)
 	}
+	return rssNow, rssN, gN
+}
 
-	// Latency: o.rate messages/s, each to one user, round robin over
-	// latencyConns users (one connection each).
-	for _, c := range clients {
-		if _, err := c.call(command{Cmd: "reset"}); err != nil {
-			return err
-		}
-	}
-	del0, cpuL0 := srv.metric("notify_messages_delivered_total"), srv.cpu()
-	wait := srv.profileCPU(o.profile, "latency", o.duration-time.Second)
-	sent := publish(rdb, o.rate, o.duration, func(i int) string { return "notify:user-" + strconv.Itoa(i%o.latencyConns) })
-	wait()
-	time.Sleep(time.Second) // the tail
-	delL, cpuL := srv.metric("notify_messages_delivered_total")-del0, srv.cpu()-cpuL0
-	hist, received, closed, err := collect(clients)
+// latencyRun publishes o.rate messages/s, each to one user, round robin
+// over latencyConns users (one connection each).
+func (b *bench) latencyRun() (timed, error) {
+	t, err := b.timedRun("latency", b.o.rate, time.Second, func(i int) string { return "notify:user-" + strconv.Itoa(i%b.o.latencyConns) })
 	if err != nil {
-		return err
+		return t, err
 	}
-	if closed > 0 {
-		return fmt.Errorf("%d connections closed during the latency run", closed)
+	if t.closed > 0 {
+		return t, fmt.Errorf("%d connections closed during the latency run", t.closed)
 	}
-	info("latency run: published %d, delivered %.0f, received %d, server cpu %.2fs", sent, delL, received, cpuL)
+	info("latency run: published %d, delivered %.0f, received %d, server cpu %.2fs", t.sent, t.delivered, t.received, t.cpu)
+	return t, nil
+}
 
-	// Fan-out: every message to a topic all connections joined.
-	for _, c := range clients {
-		if _, err := c.call(command{Cmd: "reset"}); err != nil {
-			return err
-		}
-	}
-	del0, cpuF0 := srv.metric("notify_messages_delivered_total"), srv.cpu()
-	wait = srv.profileCPU(o.profile, "fanout", o.duration-time.Second)
-	fsent := publish(rdb, o.fanoutRate, o.duration, func(int) string { return "notify_topic:bench" })
-	wait()
-	time.Sleep(2 * time.Second)
-	delF, cpuF := srv.metric("notify_messages_delivered_total")-del0, srv.cpu()-cpuF0
-	fhist, freceived, fclosed, err := collect(clients)
+// fanoutRun publishes every message to a topic all connections joined.
+func (b *bench) fanoutRun() (timed, error) {
+	t, err := b.timedRun("fanout", b.o.fanoutRate, 2*time.Second, func(int) string { return "notify_topic:bench" })
 	if err != nil {
-		return err
+		return t, err
 	}
 	info("fan-out run: published %d to %d connections, delivered %.0f, received %d, closed %d, server cpu %.2fs",
-		fsent, o.idleConns, delF, freceived, fclosed, cpuF)
+		t.sent, b.o.idleConns, t.delivered, t.received, t.closed, t.cpu)
+	return t, nil
+}
 
-	figure("idle_rss_per_connection", float64(rssN-rss0)/float64(o.idleConns), "bytes")
-	figure("idle_rss_per_connection_before_gc", float64(rssNow-rss0)/float64(o.idleConns), "bytes")
-	figure("idle_rss_baseline", float64(rss0)/(1<<20), "MiB")
-	figure("goroutines_at_100_connections", g100, "goroutines")
-	figure(fmt.Sprintf("goroutines_at_%d_connections", o.idleConns), gN, "goroutines")
-	figure("handshakes_per_second", float64(rest)/elapsed.Seconds(), "handshakes/s")
-	figure("handshake_server_cpu", hsCPU/float64(rest)*1e6, "us/handshake")
-	figure("latency_publish_rate", float64(sent)/o.duration.Seconds(), "messages/s")
-	figure("latency_p50", percentile(hist, 0.50), "ms")
-	figure("latency_p99", percentile(hist, 0.99), "ms")
-	figure("latency_p999", percentile(hist, 0.999), "ms")
-	figure("latency_lost", float64(int64(sent)-received), "messages")
-	figure("latency_run_deliveries_per_cpu_second", delL/cpuL, "deliveries/cpu-s")
-	figure("fanout_deliveries_per_second", delF/o.duration.Seconds(), "deliveries/s")
-	figure("fanout_deliveries_per_cpu_second", delF/cpuF, "deliveries/cpu-s")
-	figure("fanout_p99", percentile(fhist, 0.99), "ms")
-	figure("fanout_lost", float64(int64(fsent)*int64(o.idleConns)-freceived), "deliveries")
+// timedRun resets the clients' counts, publishes rate messages/s to
+// channel for o.duration (profiled as name), waits tail for the last
+// deliveries and collects what the node and the clients counted.
+func (b *bench) timedRun(name string, rate int, tail time.Duration, channel func(i int) string) (timed, error) {
+	if err := b.each(command{Cmd: "reset"}); err != nil {
+		return timed{}, err
+	}
+	del0, cpu0 := b.srv.metric("notify_messages_delivered_total"), b.srv.cpu()
+	wait := b.srv.profileCPU(b.o.profile, name, b.o.duration-time.Second)
+	var t timed
+	t.sent = publish(b.rdb, rate, b.o.duration, channel)
+	wait()
+	time.Sleep(tail)
+	t.delivered, t.cpu = b.srv.metric("notify_messages_delivered_total")-del0, b.srv.cpu()-cpu0
+	var err error
+	if t.hist, t.received, t.closed, err = collect(b.clients); err != nil {
+		return timed{}, err
+	}
+	return t, nil
+}
 
-	// Free the first node's connections before the cluster runs.
-	for _, c := range clients {
-		if _, err := c.call(command{Cmd: "close"}); err != nil {
+// each sends cmd to every client process in turn, stopping at the first
+// error.
+func (b *bench) each(cmd command) error {
+	for _, c := range b.clients {
+		if _, err := c.call(cmd); err != nil {
 			return err
 		}
 	}
-	srv.stop()
-	return relayRun(o, redisAddr, rdb, clients)
+	return nil
+}
+
+// printFigures prints the single-node run's figures, one "name value unit"
+// line each.
+func printFigures(o options, m measurements) {
+	figure("idle_rss_per_connection", float64(m.rssN-m.rss0)/float64(o.idleConns), "bytes")
+	figure("idle_rss_per_connection_before_gc", float64(m.rssNow-m.rss0)/float64(o.idleConns), "bytes")
+	figure("idle_rss_baseline", float64(m.rss0)/(1<<20), "MiB")
+	figure("goroutines_at_100_connections", m.g100, "goroutines")
+	figure(fmt.Sprintf("goroutines_at_%d_connections", o.idleConns), m.gN, "goroutines")
+	figure("handshakes_per_second", float64(m.hs.count)/m.hs.elapsed.Seconds(), "handshakes/s")
+	figure("handshake_server_cpu", m.hs.cpu/float64(m.hs.count)*1e6, "us/handshake")
+	figure("latency_publish_rate", float64(m.lat.sent)/o.duration.Seconds(), "messages/s")
+	figure("latency_p50", percentile(m.lat.hist, 0.50), "ms")
+	figure("latency_p99", percentile(m.lat.hist, 0.99), "ms")
+	figure("latency_p999", percentile(m.lat.hist, 0.999), "ms")
+	figure("latency_lost", float64(int64(m.lat.sent)-m.lat.received), "messages")
+	figure("latency_run_deliveries_per_cpu_second", m.lat.delivered/m.lat.cpu, "deliveries/cpu-s")
+	figure("fanout_deliveries_per_second", m.fan.delivered/o.duration.Seconds(), "deliveries/s")
+	figure("fanout_deliveries_per_cpu_second", m.fan.delivered/m.fan.cpu, "deliveries/cpu-s")
+	figure("fanout_p99", percentile(m.fan.hist, 0.99), "ms")
+	figure("fanout_lost", float64(int64(m.fan.sent)*int64(o.idleConns)-m.fan.received), "deliveries")
 }
 
 func info(format string, a ...any) {
