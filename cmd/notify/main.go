@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"golang.org/x/sys/unix"
 
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/internal/flagext"
@@ -153,22 +152,6 @@ type redisLog struct{ log *slog.Logger }
 
 func (l redisLog) Printf(ctx context.Context, format string, v ...any) {
 	l.log.DebugContext(ctx, fmt.Sprintf(format, v...), "component", "go-redis")
-}
-
-// raiseFileLimit lifts the soft open-files limit to the hard one: every
-// connection is a descriptor.
-func raiseFileLimit(log *slog.Logger) {
-	var rl unix.Rlimit
-	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-		return
-	}
-	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-			log.Warn("cannot raise the open files limit", "err", err)
-		}
-	}
-	log.Info("open files limit", "limit", rl.Cur)
 }
 
 func token(args []string, stdout, stderr io.Writer) int {
