@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/internal/await"
 )
 
 // binary is the notify command built once for the process tests.
@@ -168,20 +169,14 @@ func TestServeAndSIGTERM(t *testing.T) {
 		close(lines)
 	}()
 	base := "http://127.0.0.1" + port
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	await.Within(t, 10*time.Second, "the node to become ready (/readyz 200)", func() bool {
 		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("node never became ready")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
