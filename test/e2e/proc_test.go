@@ -481,12 +481,12 @@ func (e *env) startHAProxy(nodes []*node) *haproxy {
 	// ("Cannot raise FD limit"): with the usual hard limit of 20000,
 	// maxconn 20000 would need 40000.
 	maxConn := 20000
-	var rl syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl) == nil && rl.Max < 1<<20 {
-		maxConn = min(maxConn, int(rl.Max/2)-100)
+	hard, ok := openFilesHardLimit()
+	if ok && hard < 1<<20 {
+		maxConn = min(maxConn, int(hard/2)-100)
 	}
 	if maxConn < 4000 {
-		e.t.Fatalf("the open-files hard limit (%d) is too low for haproxy to proxy 3,000 clients (2 descriptors each); raise ulimit -Hn", rl.Max)
+		e.t.Fatalf("the open-files hard limit (%d) is too low for haproxy to proxy 3,000 clients (2 descriptors each); raise ulimit -Hn", hard)
 	}
 	h := &haproxy{
 		addr:  net.JoinHostPort("127.0.0.1", strconv.Itoa(freePort(e.t, "127.0.0.1", false))),
