@@ -14,7 +14,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 	"time"
 )
@@ -42,7 +41,8 @@ func runMain(m *testing.M) int {
 	}
 	notifyBin = filepath.Join(dir, "notify")
 	start := time.Now()
-	cmd := exec.Command(goTool(), "build", "-o", notifyBin, "./cmd/notify")
+	// go test puts its own toolchain's bin first on PATH: this "go" is it.
+	cmd := exec.Command("go", "build", "-o", notifyBin, "./cmd/notify")
 	cmd.Dir = root
 	if out, err := cmd.CombinedOutput(); err != nil {
 		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/notify in %s: %v\n%s", root, err, out)
@@ -52,14 +52,6 @@ func runMain(m *testing.M) int {
 		fmt.Printf("e2e: built %s in %s\n", notifyBin, time.Since(start).Round(time.Millisecond))
 	}
 	return m.Run()
-}
-
-// goTool is the go command: the one on PATH, else the one of this toolchain.
-func goTool() string {
-	if p, err := exec.LookPath("go"); err == nil {
-		return p
-	}
-	return filepath.Join(runtime.GOROOT(), "bin", "go")
 }
 
 // requireTools skips the test when a program it starts is not on PATH.
