@@ -1,7 +1,12 @@
 // Package cluster is the membership of notify nodes: gossip through
 // hashicorp/memberlist, compact versioned metadata, periodic rejoin from the
-// seed addresses (so a split cluster heals), and one goroutine that applies
-// changes and tells the node.
+// seed addresses (so a split cluster heals), and Run, which applies changes
+// and tells the node.
+//
+// Lifecycle: New binds the gossip port, Join makes the first join, Run
+// applies changes and rejoins until its context ends and then shuts gossip
+// down; Leave, while Run runs, tells the others first. Close is for a Cluster
+// whose Run never ran.
 package cluster
 
 import (
@@ -64,8 +69,11 @@ type Member struct {
 	MetaError  string `json:"meta_error,omitempty"` // its metadata could not be read
 }
 
-// ErrDuplicateName is returned by Start when another member has this name.
+// ErrDuplicateName is returned by Join when another member has this name.
 var ErrDuplicateName = errors.New("node name already in use")
+
+// errClosed: gossip is shut down.
+var errClosed = errors.New("cluster: gossip is shut down")
 
 // Cluster is this node's view of the membership.
 type Cluster struct {
@@ -85,8 +93,11 @@ type Cluster struct {
 	joined  bool
 	joinErr error
 
-	stop chan struct{}
-	done sync.WaitGroup
+	// lifeMu orders Run, Leave and the shutdown of gossip: memberlist panics
+	// on a Leave after its Shutdown.
+	lifeMu sync.Mutex
+	ran    bool // Run has started; guarded by lifeMu
+	down   bool // gossip is shut down; guarded by lifeMu
 }
 
 type event struct {
@@ -94,8 +105,10 @@ type event struct {
 	m    Member
 }
 
-// New creates the member and binds its gossip port. Start joins. onChange
-// receives every new view, from one goroutine, in order.
+// New creates the member and binds its gossip port. It starts no goroutine of
+// its own (memberlist's run until gossip is shut down, by Run or Close). Join
+// joins, Run keeps the view: onChange receives every new view, from Run's
+// goroutine, in order.
 func New(cfg Config, onChange func([]Member)) (*Cluster, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -109,8 +122,28 @@ func New(cfg Config, onChange func([]Member)) (*Cluster, error) {
 		onChange: onChange,
 		signal:   make(chan struct{}, 1),
 		members:  make(map[string]Member),
-		stop:     make(chan struct{}),
 	}
+	mc, err := c.memberlistConfig()
+	if err != nil {
+		return nil, err
+	}
+	list, err := memberlist.Create(mc)
+	if err != nil {
+		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
+	}
+	c.list = list
+	// Our own metadata needs our advertised address, which memberlist knows
+	// only once created: refresh it now.
+	if err := c.list.UpdateNode(time.Second); err != nil {
+		c.log.Debug("update node metadata", "err", err)
+	}
+	return c, nil
+}
+
+// memberlistConfig turns c.cfg into memberlist's configuration, with c's
+// delegates.
+func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
+	cfg := c.cfg
 	mc := memberlist.DefaultLANConfig()
 	if cfg.Local {
 		mc = memberlist.DefaultLocalConfig()
@@ -143,13 +176,7 @@ func New(cfg Config, onChange func([]Member)) (*Cluster, error) {
 	mc.Delegate = metaDelegate{c}
 	mc.Events = eventDelegate{c}
 	mc.Conflict = conflictDelegate{c}
-
-	list, err := memberlist.Create(mc)
-	if err != nil {
-		return nil, fmt.Errorf("start gossip on %s: %w", cfg.BindAddr, err)
-	}
-	c.list = list
-	return c, nil
+	return mc, nil
 }
 
 // meta is this node's metadata; the relay host is the address memberlist
@@ -168,26 +195,51 @@ func (c *Cluster) GossipAddr() string { return c.list.LocalNode().Address() }
 // LocalMeta is what this node advertises.
 func (c *Cluster) LocalMeta() Meta { return c.meta() }
 
-// Start joins the cluster (retrying until it works) and keeps rejoining from
-// the seeds every RejoinInterval, until Shutdown. With no seed the node is a
-// cluster of one at once. It fails only on a duplicate node name.
-func (c *Cluster) Start(ctx context.Context) error {
-	// Our own metadata needs our advertised address: refresh it now.
-	if err := c.list.UpdateNode(time.Second); err != nil {
-		c.log.Debug("update node metadata", "err", err)
-	}
-	c.done.Add(1)
-	go c.applyLoop()
+// Join makes the first join: with no seed the node is a cluster of one at
+// once, else it contacts the seeds. It fails only when another member has
+// this node's name (ErrDuplicateName; Close the Cluster then). Other failures
+// are retried by Run and reported by Joined. The membership events the join
+// brings wait for Run, which applies them first. Call it before Run.
+func (c *Cluster) Join(ctx context.Context) error {
 	if len(c.cfg.Join) == 0 {
 		c.setJoined(nil)
-	} else if err := c.join(ctx); errors.Is(err, ErrDuplicateName) {
-		close(c.stop)
-		c.done.Wait()
-		_ = c.list.Shutdown()
+		return nil
+	}
+	if err := c.join(ctx); errors.Is(err, ErrDuplicateName) {
 		return err
 	}
-	c.done.Add(1)
-	go c.rejoinLoop()
+	return nil
+}
+
+// Run applies membership changes (onChange sees every new view, from this
+// goroutine) and rejoins from the seeds until ctx ends: quickly while the node
+// has not joined, then every RejoinInterval. Then it shuts gossip down, without
+// a Leave (call Leave before, to tell the others), and returns nil once every
+// goroutine it started has ended; a join attempt in flight is waited for (it
+// is bounded by memberlist's TCP timeout). Run runs at most once, and not
+// after Close.
+func (c *Cluster) Run(ctx context.Context) error {
+	if err := c.begin(); err != nil {
+		return err
+	}
+	var wg sync.WaitGroup
+	wg.Go(func() { c.rejoinLoop(ctx) })
+	c.applyLoop(ctx)
+	wg.Wait()
+	return c.shutdown()
+}
+
+// begin marks Run as started, refusing a second Run and a Run after Close.
+func (c *Cluster) begin() error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	switch {
+	case c.down:
+		return errClosed
+	case c.ran:
+		return errors.New("cluster: Run already ran")
+	}
+	c.ran = true
 	return nil
 }
 
@@ -305,9 +357,9 @@ func (c *Cluster) resolveSeeds(ctx context.Context) ([]string, error) {
 }
 
 // rejoinLoop retries a failed join quickly and, once joined, rejoins
-// periodically: halves of a split cluster never merge by themselves.
-func (c *Cluster) rejoinLoop() {
-	defer c.done.Done()
+// periodically until ctx ends: halves of a split cluster never merge by
+// themselves.
+func (c *Cluster) rejoinLoop(ctx context.Context) {
 	if len(c.cfg.Join) == 0 {
 		return
 	}
@@ -318,53 +370,56 @@ func (c *Cluster) rejoinLoop() {
 			wait = retry
 			retry = min(2*retry, c.cfg.RejoinInterval)
 		}
-		select {
-		case <-c.stop:
+		if !sleepCtx(ctx, wait) {
 			return
-		case <-time.After(wait):
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		err := c.join(ctx)
+		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.join(jctx)
 		cancel()
-		if err != nil {
+		if err != nil && ctx.Err() == nil {
 			c.log.Warn("cluster join failed, retrying", "err", err)
 		}
 	}
 }
 
-// applyLoop turns memberlist's events into views for the node.
-func (c *Cluster) applyLoop() {
-	defer c.done.Done()
+// applyLoop applies the queued membership events, those queued before it
+// started first, until ctx ends.
+func (c *Cluster) applyLoop(ctx context.Context) {
 	for {
 		select {
-		case <-c.stop:
+		case <-ctx.Done():
 			return
 		case <-c.signal:
 		}
-		c.evMu.Lock()
-		evs := c.events
-		c.events = nil
-		c.evMu.Unlock()
-		c.mu.Lock()
-		for _, e := range evs {
-			switch e.kind {
-			case memberlist.NodeJoin, memberlist.NodeUpdate:
-				if old, ok := c.members[e.m.Name]; !ok || old != e.m {
-					c.logChange(e, ok)
-				}
-				c.members[e.m.Name] = e.m
-			case memberlist.NodeLeave:
-				if _, ok := c.members[e.m.Name]; ok {
-					c.log.Info("member left or failed", "member", e.m.Name, "addr", e.m.GossipAddr)
-				}
-				delete(c.members, e.m.Name)
+		c.apply()
+	}
+}
+
+// apply turns memberlist's queued events into a view for the node.
+func (c *Cluster) apply() {
+	c.evMu.Lock()
+	evs := c.events
+	c.events = nil
+	c.evMu.Unlock()
+	c.mu.Lock()
+	for _, e := range evs {
+		switch e.kind {
+		case memberlist.NodeJoin, memberlist.NodeUpdate:
+			if old, ok := c.members[e.m.Name]; !ok || old != e.m {
+				c.logChange(e, ok)
 			}
+			c.members[e.m.Name] = e.m
+		case memberlist.NodeLeave:
+			if _, ok := c.members[e.m.Name]; ok {
+				c.log.Info("member left or failed", "member", e.m.Name, "addr", e.m.GossipAddr)
+			}
+			delete(c.members, e.m.Name)
 		}
-		view := c.viewLocked()
-		c.mu.Unlock()
-		if c.onChange != nil {
-			c.onChange(view)
-		}
+	}
+	view := c.viewLocked()
+	c.mu.Unlock()
+	if c.onChange != nil {
+		c.onChange(view)
 	}
 }
 
@@ -395,20 +450,50 @@ func (c *Cluster) Members() []Member {
 	return c.viewLocked()
 }
 
-// Leave tells the others this node is going, so they drop it at once.
+// Leave tells the others this node is going, so they drop it at once,
+// waiting up to timeout for the message to spread. Call it while Run runs;
+// once gossip is shut down it is an error.
 func (c *Cluster) Leave(timeout time.Duration) error {
-	return c.list.Leave(timeout)
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.down {
+		return errClosed
+	}
+	if err := c.list.Leave(timeout); err != nil {
+		return fmt.Errorf("leave: %w", err)
+	}
+	return nil
 }
 
-// Shutdown stops gossip and the goroutines.
-func (c *Cluster) Shutdown() error {
-	select {
-	case <-c.stop:
-	default:
-		close(c.stop)
+// Close shuts gossip down, for a Cluster whose Run never ran (Join failed,
+// say). After Run it does nothing, and so does a second Close. While Run runs
+// it shuts gossip down under it: end Run's context instead.
+func (c *Cluster) Close() error { return c.shutdown() }
+
+// shutdown shuts gossip down once.
+func (c *Cluster) shutdown() error {
+	c.lifeMu.Lock()
+	defer c.lifeMu.Unlock()
+	if c.down {
+		return nil
 	}
-	c.done.Wait()
-	return c.list.Shutdown()
+	c.down = true
+	if err := c.list.Shutdown(); err != nil {
+		return fmt.Errorf("shut gossip down: %w", err)
+	}
+	return nil
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }
 
 // ---- memberlist delegates: they run under memberlist's locks, so they only

@@ -11,13 +11,23 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 // testMember is a cluster member on loopback with its latest view.
 type testMember struct {
 	*Cluster
+	stop func() // ends Run and waits for it; also run by t.Cleanup
+
 	mu   sync.Mutex
 	view []Member
+}
+
+func (m *testMember) setView(v []Member) {
+	m.mu.Lock()
+	m.view = v
+	m.mu.Unlock()
 }
 
 func (m *testMember) names() []string {
@@ -37,7 +47,20 @@ func logger(t *testing.T) *slog.Logger {
 	return nil
 }
 
+// newMember creates, joins and runs a member; Run ends with the test.
 func newMember(t *testing.T, name string, mutate func(*Config)) (*testMember, error) {
+	t.Helper()
+	tm, err := newJoined(t, name, mutate)
+	if err != nil {
+		return nil, err
+	}
+	tm.run(t)
+	return tm, nil
+}
+
+// newJoined creates a member and makes its first join, without running it.
+// Gossip is shut down at the end of the test (a Close after Run is harmless).
+func newJoined(t *testing.T, name string, mutate func(*Config)) (*testMember, error) {
 	t.Helper()
 	cfg := Config{
 		NodeName:       name,
@@ -53,20 +76,40 @@ func newMember(t *testing.T, name string, mutate func(*Config)) (*testMember, er
 		mutate(&cfg)
 	}
 	tm := &testMember{}
-	c, err := New(cfg, func(v []Member) {
-		tm.mu.Lock()
-		tm.view = v
-		tm.mu.Unlock()
-	})
+	c, err := New(cfg, tm.setView)
 	if err != nil {
 		return nil, err
 	}
 	tm.Cluster = c
-	if err := c.Start(context.Background()); err != nil {
+	t.Cleanup(func() {
+		if err := c.Close(); err != nil {
+			t.Errorf("%s: Close: %v", name, err)
+		}
+	})
+	if err := c.Join(context.Background()); err != nil {
 		return nil, err
 	}
-	t.Cleanup(func() { _ = c.Shutdown() })
 	return tm, nil
+}
+
+// run starts m.Run, ended (and waited for) by m.stop or the end of the test.
+func (m *testMember) run(t *testing.T) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	m.stop = sync.OnceFunc(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("%s: Run = %v, want nil", m.cfg.NodeName, err)
+			}
+		case <-time.After(await.DefaultTimeout):
+			t.Errorf("%s: Run did not return within %s of its context ending", m.cfg.NodeName, await.DefaultTimeout)
+		}
+	})
+	t.Cleanup(m.stop)
 }
 
 func mustMember(t *testing.T, name string, mutate func(*Config)) *testMember {
@@ -79,17 +122,6 @@ func mustMember(t *testing.T, name string, mutate func(*Config)) *testMember {
 }
 
 func (m *testMember) addr() string { return m.list.LocalNode().Address() }
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
 
 func joinTo(ms ...*testMember) func(*Config) {
 	return func(c *Config) {
@@ -124,7 +156,7 @@ func TestThreeMembersAndLeave(t *testing.T) {
 	c := mustMember(t, "c", joinTo(b))
 	want := []string{"a", "b", "c"}
 	for _, m := range []*testMember{a, b, c} {
-		eventually(t, "three members in "+m.cfg.NodeName+"'s view", func() bool { return slices.Equal(m.names(), want) })
+		await.True(t, "three members in "+m.cfg.NodeName+"'s view", func() bool { return slices.Equal(m.names(), want) })
 		if err := m.Joined(); err != nil {
 			t.Fatalf("%s: %v", m.cfg.NodeName, err)
 		}
@@ -140,7 +172,62 @@ func TestThreeMembersAndLeave(t *testing.T) {
 	if err := c.Leave(time.Second); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "c gone from a's view", func() bool { return slices.Equal(a.names(), []string{"a", "b"}) })
+	await.True(t, "c gone from a's view", func() bool { return slices.Equal(a.names(), []string{"a", "b"}) })
+}
+
+// Events that arrive before Run (the local node's own join during New, the
+// seeds' during Join) are applied when Run starts: nothing about a happens
+// after b's Join, so a view without a means they were lost.
+func TestEventsBeforeRunApplied(t *testing.T) {
+	a := mustMember(t, "a", nil)
+	b, err := newJoined(t, "b", joinTo(a))
+	if err != nil {
+		t.Fatal(err)
+	}
+	await.True(t, "b in a's view", func() bool { return slices.Equal(a.names(), []string{"a", "b"}) })
+	if v := b.names(); v != nil {
+		t.Fatalf("b has a view %v before Run", v)
+	}
+	b.run(t)
+	await.True(t, "a and b in b's view once b runs", func() bool { return slices.Equal(b.names(), []string{"a", "b"}) })
+}
+
+// Run runs once, not after Close; once it has returned gossip is down: Leave
+// is an error (not memberlist's panic), Close does nothing, the view stays.
+func TestLifecycle(t *testing.T) {
+	a := mustMember(t, "a", nil)
+	await.True(t, "a's Run to apply its own join", func() bool { return slices.Equal(a.names(), []string{"a"}) })
+	ended, cancel := context.WithCancel(context.Background())
+	cancel() // a second Run that is not refused returns at once
+	if err := a.Run(ended); err == nil {
+		t.Fatal("a second Run succeeded")
+	}
+	a.stop() // Run returns nil
+	if err := a.Leave(time.Second); err == nil {
+		t.Fatal("Leave after Run returned succeeded")
+	}
+	if err := a.Close(); err != nil {
+		t.Fatalf("Close after Run = %v", err)
+	}
+	if err := a.Joined(); err != nil {
+		t.Fatalf("Joined after Run = %v", err)
+	}
+	if got := a.Members(); len(got) != 1 || got[0].Name != "a" {
+		t.Fatalf("Members after Run = %v", got)
+	}
+
+	b, err := newJoined(t, "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		if err := b.Close(); err != nil {
+			t.Fatalf("Close = %v", err)
+		}
+	}
+	if err := b.Run(ended); err == nil {
+		t.Fatal("Run after Close succeeded")
+	}
 }
 
 func TestNotAdmitted(t *testing.T) {
@@ -184,27 +271,27 @@ func TestJoinRetriesUntilSeedAppears(t *testing.T) {
 	// Reserve an address for the seed, start the joiner first.
 	probe := mustMember(t, "probe", nil)
 	seedAddr := probe.addr()
-	_ = probe.Shutdown()
+	probe.stop()
 	b := mustMember(t, "b", func(c *Config) { c.Join = []string{seedAddr} })
 	if b.Joined() == nil {
 		t.Fatal("joined a seed that is not there")
 	}
 	a := mustMember(t, "a", func(c *Config) { c.BindAddr = seedAddr })
-	eventually(t, "b joined a", func() bool { return b.Joined() == nil && slices.Equal(a.names(), []string{"a", "b"}) })
+	await.True(t, "b joined a", func() bool { return b.Joined() == nil && slices.Equal(a.names(), []string{"a", "b"}) })
 }
 
 func TestDNSSeeds(t *testing.T) {
 	a := mustMember(t, "a", nil)
 	_, port, _ := strings.Cut(a.addr(), ":")
 	b := mustMember(t, "b", func(c *Config) { c.Join = []string{"dns+localhost:" + port} })
-	eventually(t, "b joined through dns+", func() bool { return slices.Equal(b.names(), []string{"a", "b"}) })
+	await.True(t, "b joined through dns+", func() bool { return slices.Equal(b.names(), []string{"a", "b"}) })
 }
 
 func TestSelfSeedIsJoined(t *testing.T) {
 	// The first pod of a StatefulSet resolves the headless service to itself.
 	probe := mustMember(t, "probe", nil)
 	addr := probe.addr()
-	_ = probe.Shutdown()
+	probe.stop()
 	a := mustMember(t, "a", func(c *Config) { c.BindAddr = addr; c.Join = []string{addr} })
 	if err := a.Joined(); err != nil {
 		t.Fatal(err)
