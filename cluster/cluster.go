@@ -192,9 +192,6 @@ func (c *Cluster) meta() Meta {
 // GossipAddr is the address other members reach this one at.
 func (c *Cluster) GossipAddr() string { return c.list.LocalNode().Address() }
 
-// LocalMeta is what this node advertises.
-func (c *Cluster) LocalMeta() Meta { return c.meta() }
-
 // Join makes the first join: with no seed the node is a cluster of one at
 // once, else it contacts the seeds. It fails only when another member has
 // this node's name (ErrDuplicateName; Close the Cluster then). Other failures
