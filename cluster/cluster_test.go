@@ -9,8 +9,11 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/memberlist"
 
 	"github.com/notify-dev/notify/internal/await"
 )
@@ -45,6 +48,52 @@ func logger(t *testing.T) *slog.Logger {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
 	}
 	return nil
+}
+
+// refusalCounter is a slog.Handler that counts the errors memberlist logs
+// (each stream or packet it refuses for a wrong key, a missing key or another
+// label is one) and passes every record on to next.
+type refusalCounter struct {
+	next slog.Handler
+	n    *atomic.Int64
+}
+
+// countRefusals returns a logger that counts into n and logs through l (nil:
+// nowhere).
+func countRefusals(l *slog.Logger, n *atomic.Int64) *slog.Logger {
+	next := slog.DiscardHandler
+	if l != nil {
+		next = l.Handler()
+	}
+	return slog.New(refusalCounter{next, n})
+}
+
+func (h refusalCounter) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= slog.LevelError || h.next.Enabled(ctx, l)
+}
+
+func (h refusalCounter) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelError {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "component" && a.Value.String() == "memberlist" {
+				h.n.Add(1)
+				return false
+			}
+			return true
+		})
+	}
+	if !h.next.Enabled(ctx, r.Level) {
+		return nil
+	}
+	return h.next.Handle(ctx, r)
+}
+
+func (h refusalCounter) WithAttrs(as []slog.Attr) slog.Handler {
+	return refusalCounter{h.next.WithAttrs(as), h.n}
+}
+
+func (h refusalCounter) WithGroup(g string) slog.Handler {
+	return refusalCounter{h.next.WithGroup(g), h.n}
 }
 
 // newMember creates, joins and runs a member; Run ends with the test.
@@ -233,7 +282,11 @@ func TestLifecycle(t *testing.T) {
 func TestNotAdmitted(t *testing.T) {
 	key := base64.StdEncoding.EncodeToString([]byte("0123456789abcdef"))
 	other := base64.StdEncoding.EncodeToString([]byte("fedcba9876543210"))
-	a := mustMember(t, "a", func(c *Config) { c.GossipKey = key })
+	var refused atomic.Int64
+	a := mustMember(t, "a", func(c *Config) {
+		c.GossipKey = key
+		c.Logger = countRefusals(c.Logger, &refused)
+	})
 	tests := []struct {
 		name   string
 		mutate func(*Config)
@@ -244,11 +297,21 @@ func TestNotAdmitted(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			before := refused.Load()
 			m := mustMember(t, "intruder-"+strings.ReplaceAll(tt.name, " ", "-"), func(c *Config) {
 				tt.mutate(c)
 				joinTo(a)(c)
 			})
-			time.Sleep(500 * time.Millisecond)
+			admitted := func() bool {
+				return slices.ContainsFunc(a.list.Members(), func(n *memberlist.Node) bool { return n.Name == m.cfg.NodeName })
+			}
+			// a refuses the first join and the first retry (a second after).
+			await.True(t, "a to refuse two join attempts (or to admit the intruder)", func() bool {
+				return refused.Load() >= before+2 || admitted()
+			})
+			if admitted() {
+				t.Fatalf("%s is in a's gossip membership", m.cfg.NodeName)
+			}
 			if slices.Contains(a.names(), m.cfg.NodeName) {
 				t.Fatalf("%s was admitted", m.cfg.NodeName)
 			}
