@@ -23,6 +23,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
 
@@ -107,6 +108,24 @@ func (p *proc) stop(grace time.Duration) {
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
+}
+
+// logged counts the JSON log lines of the process whose message is msg.
+func (p *proc) logged(msg string) int {
+	b, err := os.ReadFile(p.logPath)
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, l := range strings.Split(string(b), "\n") {
+		var rec struct {
+			Msg string `json:"msg"`
+		}
+		if json.Unmarshal([]byte(l), &rec) == nil && rec.Msg == msg {
+			n++
+		}
+	}
+	return n
 }
 
 // tail is the end of the process's output, long runs of one log message (a
@@ -286,20 +305,21 @@ func (e *env) start(n *node, join []string, wantReady bool) {
 	}
 	n.p = startProc(e.t, e.dir, n.name, notifyBin, nil, append(cleanEnviron(), env...))
 	e.track(n.p)
-	deadline := time.Now().Add(startTimeout)
-	for {
-		code, body, err := n.get("/readyz")
-		if err == nil && (code == http.StatusOK || !wantReady) {
-			return
-		}
-		if n.p.exited() {
-			e.t.Fatalf("%s exited while starting: %v\n%s", n.name, n.p.err, n.p.tail(40))
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("%s: /readyz is not 200 after %s: %d %s %v", n.name, startTimeout, code, body, err)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var code int
+	var body string
+	var err error
+	up := func() bool { return err == nil && (code == http.StatusOK || !wantReady) }
+	await.Poll(startTimeout, func() bool {
+		code, body, err = n.get("/readyz")
+		return up() || n.p.exited()
+	})
+	switch {
+	case up():
+		return
+	case n.p.exited():
+		e.t.Fatalf("%s exited while starting: %v\n%s", n.name, n.p.err, n.p.tail(40))
 	}
+	e.t.Fatalf("%s: /readyz is not 200 after %s: %d %s %v", n.name, startTimeout, code, body, err)
 }
 
 // cleanEnviron is this process's environment without the settings a node
@@ -391,16 +411,35 @@ func (n *node) cluster(user string) (clusterStatus, error) {
 // labels (given as k, v, k, v, ...). It reports an error when no sample has
 // that name at all.
 func (n *node) metric(name string, labels ...string) (float64, error) {
-	code, body, err := n.get("/metrics")
+	m, err := n.scrape()
 	if err != nil {
 		return 0, err
 	}
-	if code != http.StatusOK {
-		return 0, fmt.Errorf("/metrics: %d", code)
+	return m.sum(name, labels...)
+}
+
+// metrics is one answer of a node's /metrics.
+type metrics struct {
+	node string
+	body string
+}
+
+func (n *node) scrape() (metrics, error) {
+	code, body, err := n.get("/metrics")
+	if err != nil {
+		return metrics{}, err
 	}
+	if code != http.StatusOK {
+		return metrics{}, fmt.Errorf("/metrics: %d", code)
+	}
+	return metrics{node: n.name, body: body}, nil
+}
+
+// sum is what node.metric says, from this one scrape.
+func (m metrics) sum(name string, labels ...string) (float64, error) {
 	sum, found := 0.0, false
 lines:
-	for _, l := range strings.Split(body, "\n") {
+	for _, l := range strings.Split(m.body, "\n") {
 		if !strings.HasPrefix(l, name+" ") && !strings.HasPrefix(l, name+"{") {
 			continue
 		}
@@ -416,7 +455,7 @@ lines:
 		sum, found = sum+v, true
 	}
 	if !found {
-		return 0, fmt.Errorf("%s: no sample of %s", n.name, name)
+		return 0, fmt.Errorf("%s: no sample of %s", m.node, name)
 	}
 	return sum, nil
 }
@@ -511,19 +550,19 @@ func (e *env) startHAProxy(nodes []*node) *haproxy {
 	}
 	h.p = startProc(e.t, e.dir, "haproxy", bin, []string{"-f", path, "-db"}, os.Environ())
 	e.track(h.p)
-	deadline := time.Now().Add(startTimeout)
-	for {
-		if _, err := h.servers(); err == nil {
-			return h
-		}
-		if h.p.exited() {
-			e.t.Fatalf("haproxy exited: %v\n%s", h.p.err, h.p.tail(40))
-		}
-		if time.Now().After(deadline) {
-			e.t.Fatalf("haproxy's stats page does not answer after %s", startTimeout)
-		}
-		time.Sleep(20 * time.Millisecond)
+	var statsErr error
+	await.Poll(startTimeout, func() bool {
+		_, statsErr = h.servers()
+		return statsErr == nil || h.p.exited()
+	})
+	switch {
+	case statsErr == nil:
+		return h
+	case h.p.exited():
+		e.t.Fatalf("haproxy exited: %v\n%s", h.p.err, h.p.tail(40))
 	}
+	e.t.Fatalf("haproxy's stats page does not answer after %s: %v", startTimeout, statsErr)
+	return nil
 }
 
 // servers is haproxy's view: server name -> status ("UP", "DOWN", ...).
@@ -562,23 +601,19 @@ func (h *haproxy) servers() (map[string]string, error) {
 // waitServers waits until haproxy sees exactly the servers in up as UP.
 func (h *haproxy) waitServers(t *testing.T, up ...string) {
 	t.Helper()
-	deadline := time.Now().Add(startTimeout)
-	for {
-		st, err := h.servers()
-		if err == nil {
-			ok := true
-			for name, s := range st {
-				if strings.HasPrefix(s, "UP") != slices.Contains(up, name) {
-					ok = false
-				}
-			}
-			if ok {
-				return
+	var st map[string]string
+	var err error
+	if !await.Poll(startTimeout, func() bool {
+		if st, err = h.servers(); err != nil {
+			return false
+		}
+		for name, s := range st {
+			if strings.HasPrefix(s, "UP") != slices.Contains(up, name) {
+				return false
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("haproxy: servers %v (%v), want exactly %v up", st, err, up)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return true
+	}) {
+		t.Fatalf("haproxy: servers %v (%v), want exactly %v up", st, err, up)
 	}
 }

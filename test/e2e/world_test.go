@@ -14,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/ring"
 )
 
@@ -211,26 +212,26 @@ func (w *world) round(t *testing.T, n int) {
 // test listing some of those still pending.
 func (w *world) waitFor(t *testing.T, what string, timeout time.Duration, pending func(*client) string) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for {
-		var waiting []string
-		n := 0
-		for _, c := range w.clients {
-			if why := pending(c); why != "" {
-				n++
-				if len(waiting) < 10 {
-					waiting = append(waiting, fmt.Sprintf("%v: %s [%s]", c, why, c.describe()))
-				}
+	if await.Poll(timeout, func() bool { n, _ := w.pendingClients(pending, 0); return n == 0 }) {
+		return
+	}
+	if n, waiting := w.pendingClients(pending, 10); n > 0 {
+		t.Fatalf("after %s, %d clients are not there yet (%s):\n  %s", timeout, n, what, strings.Join(waiting, "\n  "))
+	}
+}
+
+// pendingClients counts the clients for which pending reports a reason, and
+// describes up to show of them.
+func (w *world) pendingClients(pending func(*client) string, show int) (n int, waiting []string) {
+	for _, c := range w.clients {
+		if why := pending(c); why != "" {
+			n++
+			if len(waiting) < show {
+				waiting = append(waiting, fmt.Sprintf("%v: %s [%s]", c, why, c.describe()))
 			}
 		}
-		if n == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after %s, %d clients are not there yet (%s):\n  %s", timeout, n, what, strings.Join(waiting, "\n  "))
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
+	return n, waiting
 }
 
 // describe summarizes a client for failure messages.
@@ -509,15 +510,13 @@ func waitRing(t *testing.T, live []*node, want []string) {
 	want = slices.Sorted(slices.Values(want))
 	deadline := time.Now().Add(30 * time.Second)
 	for _, n := range live {
-		for {
-			st, err := n.cluster("")
-			if err == nil && slices.Equal(st.Ring.Members, want) && slices.Equal(st.memberNames(), want) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: ring %v, members %v (%v); want %v", n.name, st.Ring.Members, st.memberNames(), err, want)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var st clusterStatus
+		var err error
+		if !await.Poll(time.Until(deadline), func() bool {
+			st, err = n.cluster("")
+			return err == nil && slices.Equal(st.Ring.Members, want) && slices.Equal(st.memberNames(), want)
+		}) {
+			t.Fatalf("%s: ring %v, members %v (%v); want %v", n.name, st.Ring.Members, st.memberNames(), err, want)
 		}
 	}
 }
@@ -617,12 +616,16 @@ func (w *world) checkMetrics(t *testing.T, live []*node) {
 			relayed[s.lb]++
 		}
 	}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		var diffs []string
+	var diffs []string
+	if await.Poll(15*time.Second, func() bool {
+		diffs = nil
 		for _, n := range live {
+			m, scrapeErr := n.scrape()
 			check := func(name string, want int, labels ...string) {
-				got, err := n.metric(name, labels...)
+				got, err := 0.0, scrapeErr
+				if err == nil {
+					got, err = m.sum(name, labels...)
+				}
 				if err != nil || int(got) != want {
 					diffs = append(diffs, fmt.Sprintf("%s: %s%v = %v (%v), want %d", n.name, name, labels, got, err, want))
 				}
@@ -631,15 +634,11 @@ func (w *world) checkMetrics(t *testing.T, live []*node) {
 			check("notify_forwarded_connections", relayed[n.name])
 			check("notify_cluster_members", len(live))
 		}
-		if len(diffs) == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Errorf("metrics disagree with the clients:\n  %s", strings.Join(diffs, "\n  "))
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(diffs) == 0
+	}) {
+		return
 	}
+	t.Errorf("metrics disagree with the clients:\n  %s", strings.Join(diffs, "\n  "))
 }
 
 // sumMetric adds a counter over nodes.
