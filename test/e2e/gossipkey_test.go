@@ -5,7 +5,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
-	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 // TestWrongGossipKeyNotAdmitted: a node whose NOTIFY_GOSSIP_KEY differs from
@@ -24,10 +25,10 @@ func TestWrongGossipKeyNotAdmitted(t *testing.T) {
 	intruder := e.planNode("intruder", "127.0.0.8")
 	intruder.key = newGossipKey(t)
 	e.start(intruder, []string{a.gossip, b.gossip}, false)
-	// It tries at start, then again after 1 s and 2 s of backoff: watch
-	// for longer than that.
-	watch := time.Now().Add(4 * time.Second)
-	for time.Now().Before(watch) {
+	// It tries at start, then again after 1 s and 2 s of backoff: until
+	// it has logged both retries failing, nobody may list it; nor after.
+	noAdmission := func() {
+		t.Helper()
 		for _, n := range members {
 			st, err := n.cluster("")
 			if err != nil {
@@ -44,8 +45,12 @@ func TestWrongGossipKeyNotAdmitted(t *testing.T) {
 		if slices.Contains(st.memberNames(), a.name) || slices.Contains(st.memberNames(), b.name) {
 			t.Fatalf("the intruder sees members %v", st.memberNames())
 		}
-		time.Sleep(200 * time.Millisecond)
 	}
+	await.True(t, "the intruder to log two failed join retries", func() bool {
+		noAdmission()
+		return intruder.p.logged("cluster join failed, retrying") >= 2
+	})
+	noAdmission()
 	code, body, err := intruder.get("/readyz")
 	if err != nil || code != http.StatusServiceUnavailable || !strings.Contains(body, "not joined") {
 		t.Errorf("intruder /readyz: %d %s %v; want 503, not joined", code, body, err)
