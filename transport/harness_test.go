@@ -65,9 +65,10 @@ type testServer struct {
 
 // serverOpts tune the per-connection setup of a test server.
 type serverOpts struct {
-	conn  func(r *http.Request) ConnOptions
-	first func(c *Conn) [][]byte
-	held  func(c *Conn) // runs between NewConn and Attach
+	conn   func(r *http.Request) ConnOptions
+	first  func(c *Conn) [][]byte
+	held   func(c *Conn) // runs between NewConn and Attach
+	header http.Header   // of the 101 response
 }
 
 func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
@@ -95,7 +96,7 @@ func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
 		if so.held != nil {
 			so.held(c)
 		}
-		nc, buffered, err := Upgrade(w, r, nil)
+		nc, buffered, err := Upgrade(w, r, so.header)
 		if err != nil {
 			t.Errorf("upgrade: %v", err)
 			return
@@ -141,18 +142,22 @@ type rawClient struct {
 
 func dialRaw(t testing.TB, addr string, extra []byte) *rawClient {
 	t.Helper()
+	rc, _ := dialRawHeader(t, addr, "", extra)
+	return rc
+}
+
+// dialRawHeader is dialRaw with more request header lines (each ending in
+// CRLF); it also returns the server's response.
+func dialRawHeader(t testing.TB, addr, header string, extra []byte) (*rawClient, *http.Response) {
+	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { nc.Close() })
-	key := make([]byte, 16)
-	_, _ = rand.Read(key)
-	req := "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
-		"Sec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\nSec-WebSocket-Version: 13\r\n\r\n"
 	// extra goes in the same write as the handshake: the server must not lose
 	// bytes it read ahead.
-	if _, err := nc.Write(append([]byte(req), extra...)); err != nil {
+	if _, err := nc.Write(append([]byte(handshakeRequest(addr, header)), extra...)); err != nil {
 		t.Fatal(err)
 	}
 	br := bufio.NewReader(nc)
@@ -163,7 +168,15 @@ func dialRaw(t testing.TB, addr string, extra []byte) *rawClient {
 	if resp.StatusCode != http.StatusSwitchingProtocols {
 		t.Fatalf("handshake status %d", resp.StatusCode)
 	}
-	return &rawClient{t: t, nc: nc, br: br}
+	return &rawClient{t: t, nc: nc, br: br}, resp
+}
+
+// handshakeRequest is a client's WebSocket handshake for path /.
+func handshakeRequest(addr, header string) string {
+	key := make([]byte, 16)
+	_, _ = rand.Read(key)
+	return "GET / HTTP/1.1\r\nHost: " + addr + "\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key) + "\r\nSec-WebSocket-Version: 13\r\n" + header + "\r\n"
 }
 
 // clientFrame builds a client frame; masked=false or rsv!=0 make it invalid.

@@ -60,16 +60,7 @@ func Upgrade(w http.ResponseWriter, r *http.Request, header http.Header) (net.Co
 		}
 		return nil, nil, fmt.Errorf("websocket upgrade: %w", err)
 	}
-	var buffered []byte
-	if n := rw.Reader.Buffered(); n > 0 {
-		buffered, err = rw.Reader.Peek(n)
-		if err != nil {
-			nc.Close()
-			return nil, nil, fmt.Errorf("websocket upgrade: %w", err)
-		}
-		buffered = append([]byte(nil), buffered...)
-	}
-	return nc, buffered, nil
+	return nc, readAhead(rw.Reader), nil
 }
 
 // IsUpgradeError reports whether err is a handshake refusal and returns it.
