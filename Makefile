@@ -72,12 +72,26 @@ deps:
 		else echo "missing: node/npm (the browser tests are skipped)"; fi; \
 	fi
 
+# staticcheck at a pinned version, installed into bin/tools (like the
+# generate plugins) when missing or of another version.
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK = $(TOOLS)/staticcheck
+
+# Format, vet (here, with the fallback transport, and for macOS and Windows:
+# the project builds everywhere), go.mod and go.sum tidy, staticcheck.
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null; find . -name '*.go' -newer go.mod 2>/dev/null) | sort -u); \
 	if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags notify_noepoll ./transport/
-	GOOS=darwin $(GO) vet ./transport/ ./node/ ./cmd/...
+	GOOS=darwin $(GO) vet ./transport/ ./node/ ./cmd/... ./test/e2e/
+	GOOS=windows $(GO) vet ./...
+	$(GO) mod tidy -diff
+	@$(GO) version -m $(STATICCHECK) 2>/dev/null | grep -q '^[[:space:]]*mod[[:space:]]*honnef.co/go/tools[[:space:]]*$(STATICCHECK_VERSION)[[:space:]]' || \
+		{ echo "GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)"; \
+		GOBIN=$(TOOLS) $(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION); }
+	$(STATICCHECK) ./...
+	$(STATICCHECK) -tags notify_noepoll ./transport/
 
 # Figures, one per line as "name value unit": micro-benchmarks of the hot
 # paths, then the load run (real redis-server, a notify process, client
