@@ -24,14 +24,16 @@ type ioState struct {
 }
 
 type loop struct {
-	srv   *Server
-	mu    sync.Mutex
-	conns map[*Conn]struct{}
-	stopd bool
+	srv     *Server
+	mu      sync.Mutex
+	conns   map[*Conn]struct{}
+	relays  map[*relayPair]struct{}
+	relayWG sync.WaitGroup // a relay's goroutines, until its onClose has run
+	stopd   bool
 }
 
 func newLoop(s *Server) (*loop, error) {
-	return &loop{srv: s, conns: make(map[*Conn]struct{})}, nil
+	return &loop{srv: s, conns: make(map[*Conn]struct{}), relays: make(map[*relayPair]struct{})}, nil
 }
 
 func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) error {
@@ -78,10 +80,21 @@ func (l *loop) stop() {
 	for c := range l.conns {
 		conns = append(conns, c)
 	}
+	relays := make([]*relayPair, 0, len(l.relays))
+	for p := range l.relays {
+		relays = append(relays, p)
+	}
 	l.mu.Unlock()
 	for _, c := range conns {
 		l.finish(c, CloseGoingAway)
 	}
+	// Closing both sockets ends the copies; the relay's onClose runs before
+	// stop returns, as on the event loop.
+	for _, p := range relays {
+		p.a.Close()
+		p.b.Close()
+	}
+	l.relayWG.Wait()
 }
 
 func (l *loop) afterFeed(c *Conn) {

@@ -178,7 +178,11 @@ func (l *loop) closeRelay(p *relayPair) {
 	for i := range p.ends {
 		e := &p.ends[i]
 		if e.fd >= 0 {
-			l.relays[e.fd] = nil
+			// A pair closed before it was registered (the loop stopped) is in
+			// no table yet.
+			if int(e.fd) < len(l.relays) {
+				l.relays[e.fd] = nil
+			}
 			unix.Close(int(e.fd))
 			e.fd = -1
 		}

@@ -8,8 +8,23 @@ import (
 	"sync"
 )
 
+// relayPair is a relayed pair of connections, known to the loop so that
+// stop can end it.
+type relayPair struct{ a, b net.Conn }
+
 // attachRelay, fallback: a goroutine per direction.
 func (l *loop) attachRelay(a net.Conn, aBuf []byte, b net.Conn, bBuf []byte, onClose func()) error {
+	p := &relayPair{a, b}
+	l.mu.Lock()
+	if l.stopd {
+		l.mu.Unlock()
+		a.Close()
+		b.Close()
+		return ErrServerClosed
+	}
+	l.relays[p] = struct{}{}
+	l.relayWG.Add(1)
+	l.mu.Unlock()
 	var wg sync.WaitGroup
 	pipe := func(dst, src net.Conn, first []byte) {
 		defer wg.Done()
@@ -29,9 +44,13 @@ func (l *loop) attachRelay(a net.Conn, aBuf []byte, b net.Conn, bBuf []byte, onC
 	go pipe(b, a, aBuf)
 	go pipe(a, b, bBuf)
 	go func() {
+		defer l.relayWG.Done()
 		wg.Wait()
 		a.Close()
 		b.Close()
+		l.mu.Lock()
+		delete(l.relays, p)
+		l.mu.Unlock()
 		if onClose != nil {
 			onClose()
 		}

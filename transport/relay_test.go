@@ -3,11 +3,14 @@ package transport
 import (
 	"bytes"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 // tcpPair returns both ends of a real TCP connection.
@@ -141,4 +144,36 @@ func TestRelayDataWithFIN(t *testing.T) {
 			t.Fatalf("round %d: pair not closed", i)
 		}
 	}
+}
+
+// TestRelayThenClose: Close right after Relay, before or after the loop has
+// taken the pair: both sockets close and onClose runs once.
+func TestRelayThenClose(t *testing.T) {
+	for i := 0; i < 30; i++ {
+		cfg := testConfig()
+		cfg.Loops = 1
+		srv, err := NewServer(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		client, a := tcpPair(t)
+		b, owner := tcpPair(t)
+		var closes atomic.Int32
+		if err := srv.Relay(a, nil, b, nil, func() { closes.Add(1) }); err != nil {
+			t.Fatal(err)
+		}
+		srv.Close()
+		for _, c := range []net.Conn{client, owner} {
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := c.Read(make([]byte, 1)); err == nil || isTimeout(err) {
+				t.Fatalf("round %d: read after Close: %v, want the connection ended", i, err)
+			}
+		}
+		await.True(t, "onClose", func() bool { return closes.Load() == 1 })
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }

@@ -159,7 +159,7 @@ func (s *Server) Relay(a net.Conn, aBuffered []byte, b net.Conn, bBuffered []byt
 
 // Close stops the loops and closes every socket at once, without a closing
 // handshake (drain connections before, with Conn.Close). Each connection's
-// Handler.OnClose runs with CloseGoingAway.
+// Handler.OnClose runs with CloseGoingAway, and each relay's onClose runs.
 func (s *Server) Close() {
 	if s.closed.Swap(true) {
 		return
