@@ -200,19 +200,20 @@ func (l *loop) stop() {
 	<-l.done
 }
 
+// batch is the work other goroutines queued for the loop, taken in one go.
+// The loop swaps its own emptied slices in, so taking work allocates nothing.
+type batch struct {
+	adds      []*Conn
+	pending   []*Conn
+	relayAdds []*relayPair
+}
+
 func (l *loop) run() {
 	defer close(l.done)
 	events := make([]unix.EpollEvent, maxEvents)
-	var adds, pending []*Conn
-	var relayAdds []*relayPair
+	var b batch
 	for {
-		timeout := -1
-		if len(l.again) > 0 || len(l.relayAgain) > 0 {
-			timeout = 0
-		} else {
-			timeout = int((l.wheel.untilNext(l.clock()) + int64(time.Millisecond) - 1) / int64(time.Millisecond))
-		}
-		n, err := unix.EpollWait(l.epfd, events, timeout)
+		n, err := unix.EpollWait(l.epfd, events, l.waitTimeout())
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.srv.log.Error("epoll_wait failed; event loop stops", "err", err)
 			l.shutdown()
@@ -220,83 +221,120 @@ func (l *loop) run() {
 		}
 		l.now = l.clock()
 		for i := 0; i < n; i++ {
-			ev := &events[i]
-			fd := int(ev.Fd)
-			if fd == l.efd {
-				var b [8]byte
-				_, _ = unix.Read(l.efd, b[:])
-				continue
-			}
-			if fd < len(l.relays) && l.relays[fd] != nil {
-				l.relayEvent(l.relays[fd], ev.Events)
-				continue
-			}
-			if fd >= len(l.conns) || l.conns[fd] == nil {
-				continue
-			}
-			c := l.conns[fd]
-			if ev.Events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
-				l.read(c, ev.Events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
-			}
-			if ev.Events&unix.EPOLLOUT != 0 && c.io.fd >= 0 {
-				c.mu.Lock()
-				c.blocked = false
-				c.mu.Unlock()
-				l.flush(c)
-			}
+			l.event(&events[i])
 		}
-
-		l.mu.Lock()
-		adds, l.adds = l.adds, adds[:0]
-		pending, l.pending = l.pending, pending[:0]
-		relayAdds, l.relayAdds = l.relayAdds, relayAdds[:0]
-		l.signaled = false
-		stopping := l.stopping
-		l.mu.Unlock()
-		if stopping {
-			for _, p := range relayAdds {
-				l.closeRelay(p)
-			}
-			for _, c := range adds {
-				unix.Close(int(c.io.fd))
-				c.io.fd = -1
-				c.markClosed()
-				c.handler.OnClose(c, CloseInfo{Code: CloseGoingAway})
-			}
+		if stopping := l.take(&b); stopping {
+			l.abandon(&b)
 			l.shutdown()
 			return
 		}
-		for i, c := range adds {
-			l.register(c)
-			adds[i] = nil
-		}
-		for i, c := range pending {
-			l.flush(c)
-			pending[i] = nil
-		}
-		for i, p := range relayAdds {
-			l.registerRelay(p)
-			relayAdds[i] = nil
-		}
-		if len(l.relayAgain) > 0 {
-			again := l.relayAgain
-			l.relayAgain = nil
-			for _, e := range again {
-				e.again = false
-				l.relayRead(e)
-			}
-		}
-		if len(l.again) > 0 {
-			again := l.again
-			l.again = nil
-			for _, c := range again {
-				c.io.again = false
-				if c.io.fd >= 0 {
-					l.read(c, true)
-				}
-			}
-		}
+		l.runBatch(&b)
+		l.readAgain()
 		l.wheel.advance(l.now, l.fire)
+	}
+}
+
+// waitTimeout is epoll_wait's timeout in milliseconds: none while input is
+// left unread, else until the wheel's next tick.
+func (l *loop) waitTimeout() int {
+	if len(l.again) > 0 || len(l.relayAgain) > 0 {
+		return 0
+	}
+	return int((l.wheel.untilNext(l.clock()) + int64(time.Millisecond) - 1) / int64(time.Millisecond))
+}
+
+// event dispatches one epoll event: the wake-up eventfd, a relay end or a
+// connection.
+func (l *loop) event(ev *unix.EpollEvent) {
+	fd := int(ev.Fd)
+	switch {
+	case fd == l.efd:
+		var b [8]byte
+		_, _ = unix.Read(l.efd, b[:])
+	case fd < len(l.relays) && l.relays[fd] != nil:
+		l.relayEvent(l.relays[fd], ev.Events)
+	case fd < len(l.conns) && l.conns[fd] != nil:
+		l.connEvent(l.conns[fd], ev.Events)
+	}
+}
+
+func (l *loop) connEvent(c *Conn, events uint32) {
+	if events&(unix.EPOLLIN|unix.EPOLLRDHUP|unix.EPOLLHUP|unix.EPOLLERR) != 0 {
+		l.read(c, events&(unix.EPOLLRDHUP|unix.EPOLLHUP) != 0)
+	}
+	if events&unix.EPOLLOUT != 0 && c.io.fd >= 0 {
+		c.mu.Lock()
+		c.blocked = false
+		c.mu.Unlock()
+		l.flush(c)
+	}
+}
+
+// take moves the queued work into b, giving the queues b's emptied slices,
+// and reports whether the loop is stopping.
+func (l *loop) take(b *batch) (stopping bool) {
+	l.mu.Lock()
+	b.adds, l.adds = l.adds, b.adds[:0]
+	b.pending, l.pending = l.pending, b.pending[:0]
+	b.relayAdds, l.relayAdds = l.relayAdds, b.relayAdds[:0]
+	l.signaled = false
+	stopping = l.stopping
+	l.mu.Unlock()
+	return stopping
+}
+
+// runBatch registers new connections and relays and flushes the connections
+// that asked for it. Entries are cleared so the slices, reused, keep nothing
+// alive.
+func (l *loop) runBatch(b *batch) {
+	for i, c := range b.adds {
+		l.register(c)
+		b.adds[i] = nil
+	}
+	for i, c := range b.pending {
+		l.flush(c)
+		b.pending[i] = nil
+	}
+	for i, p := range b.relayAdds {
+		l.registerRelay(p)
+		b.relayAdds[i] = nil
+	}
+}
+
+// abandon ends what was queued when the loop stopped: connections and relays
+// never registered are closed (flushes do not matter any more).
+func (l *loop) abandon(b *batch) {
+	for _, p := range b.relayAdds {
+		l.closeRelay(p)
+	}
+	for _, c := range b.adds {
+		unix.Close(int(c.io.fd))
+		c.io.fd = -1
+		c.markClosed()
+		c.handler.OnClose(c, CloseInfo{Code: CloseGoingAway})
+	}
+}
+
+// readAgain reads on the sockets that had more input than their share of
+// the last turn. Entries added meanwhile wait for the next turn.
+func (l *loop) readAgain() {
+	if len(l.relayAgain) > 0 {
+		again := l.relayAgain
+		l.relayAgain = nil
+		for _, e := range again {
+			e.again = false
+			l.relayRead(e)
+		}
+	}
+	if len(l.again) > 0 {
+		again := l.again
+		l.again = nil
+		for _, c := range again {
+			c.io.again = false
+			if c.io.fd >= 0 {
+				l.read(c, true)
+			}
+		}
 	}
 }
 
@@ -449,19 +487,7 @@ func (l *loop) flush(c *Conn) {
 			}
 			return
 		}
-		iov, total := l.iov[:0], 0
-		for i, f := range c.queue {
-			if i == maxIOV {
-				break
-			}
-			if i == 0 {
-				f = f[c.head:]
-			}
-			v := unix.Iovec{Base: &f[0]}
-			v.SetLen(len(f))
-			iov = append(iov, v)
-			total += len(f)
-		}
+		iov, total := l.iovecsLocked(c)
 		c.mu.Unlock()
 
 		// Frames are immutable and only this goroutine removes them from the
@@ -481,6 +507,25 @@ func (l *loop) flush(c *Conn) {
 			return
 		}
 	}
+}
+
+// iovecsLocked points the loop's iovec array at c's queued frames (at most
+// maxIOV of them) and returns it with the bytes it covers.
+func (l *loop) iovecsLocked(c *Conn) ([]unix.Iovec, int) {
+	iov, total := l.iov[:0], 0
+	for i, f := range c.queue {
+		if i == maxIOV {
+			break
+		}
+		if i == 0 {
+			f = f[c.head:]
+		}
+		v := unix.Iovec{Base: &f[0]}
+		v.SetLen(len(f))
+		iov = append(iov, v)
+		total += len(f)
+	}
+	return iov, total
 }
 
 func writev(fd int, iov []unix.Iovec) (int, error) {

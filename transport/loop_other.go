@@ -133,58 +133,85 @@ func (l *loop) writer(c *Conn) {
 	ping := l.srv.cfg.PingInterval
 	tick := time.NewTicker(min(max(ping/8, time.Millisecond), time.Second))
 	defer tick.Stop()
-	nextPing := time.Now().Add(ping)
-	var closeAt time.Time
+	t := writerTimers{nextPing: time.Now().Add(ping)}
 	for {
 		select {
 		case <-c.io.done:
 			return
 		case <-c.io.wakeCh:
 		case now := <-tick.C:
-			if !closeAt.IsZero() {
-				if now.After(closeAt) {
-					l.finish(c, c.getCloseCode())
-					return
-				}
-				break
-			}
-			c.mu.Lock()
-			switch {
-			case c.state != stateOpen:
-			case c.expiry != 0 && now.UnixNano() >= c.expiry:
-				c.closeLocked(CloseTokenExpired, "token expired")
-			case c.raw == nil && now.UnixNano()-c.io.lastRecv.Load() >= 2*int64(ping):
-				c.closeLocked(CloseNormal, "idle timeout")
-			case now.After(nextPing):
-				if p := c.pingFrame(); len(p) > 0 {
-					c.sendControlLocked(p)
-				}
-				nextPing = now.Add(ping)
-			}
-			c.mu.Unlock()
-		}
-		flushed, closing, err := l.flush(c)
-		if err != nil {
-			code := CloseAbnormal
-			if closing {
-				code = c.getCloseCode()
-			}
-			l.finish(c, code)
-			return
-		}
-		if closing && closeAt.IsZero() {
-			closeAt = time.Now().Add(l.srv.cfg.CloseTimeout)
-		}
-		if closing && flushed {
-			if tc, ok := c.io.nc.(interface{ CloseWrite() error }); ok {
-				_ = tc.CloseWrite()
-			}
-			if c.io.peerDone.Load() || c.raw != nil {
-				l.finish(c, c.getCloseCode())
+			if !l.onTick(c, now, &t) {
 				return
 			}
 		}
+		if !l.flushAndClose(c, &t) {
+			return
+		}
 	}
+}
+
+// writerTimers are the deadlines the writer keeps for its connection.
+type writerTimers struct {
+	nextPing time.Time
+	closeAt  time.Time // zero until the connection is closing
+}
+
+// onTick runs the connection's timers: the closing handshake's deadline,
+// or token expiry, the idle timeout and the ping. It reports false when the
+// connection is finished.
+func (l *loop) onTick(c *Conn, now time.Time, t *writerTimers) bool {
+	if !t.closeAt.IsZero() {
+		if now.After(t.closeAt) {
+			l.finish(c, c.getCloseCode())
+			return false
+		}
+		return true
+	}
+	ping := l.srv.cfg.PingInterval
+	c.mu.Lock()
+	switch {
+	case c.state != stateOpen:
+	case c.expiry != 0 && now.UnixNano() >= c.expiry:
+		c.closeLocked(CloseTokenExpired, "token expired")
+	case c.raw == nil && now.UnixNano()-c.io.lastRecv.Load() >= 2*int64(ping):
+		c.closeLocked(CloseNormal, "idle timeout")
+	case now.After(t.nextPing):
+		if p := c.pingFrame(); len(p) > 0 {
+			c.sendControlLocked(p)
+		}
+		t.nextPing = now.Add(ping)
+	}
+	c.mu.Unlock()
+	return true
+}
+
+// flushAndClose writes the queue and advances a closing connection: arm
+// the deadline, half-close once the close frame is out, finish when the
+// peer's close came or no handshake is expected. It reports false when the
+// connection is finished.
+func (l *loop) flushAndClose(c *Conn, t *writerTimers) bool {
+	flushed, closing, err := l.flush(c)
+	if err != nil {
+		code := CloseAbnormal
+		if closing {
+			code = c.getCloseCode()
+		}
+		l.finish(c, code)
+		return false
+	}
+	if closing && t.closeAt.IsZero() {
+		t.closeAt = time.Now().Add(l.srv.cfg.CloseTimeout)
+	}
+	if closing && flushed {
+		if tc, ok := c.io.nc.(interface{ CloseWrite() error }); ok {
+			_ = tc.CloseWrite()
+		}
+		if c.io.peerDone.Load() || c.raw != nil {
+			l.finish(c, c.getCloseCode())
+			return false
+		}
+	}
+	return true
 }
 
 // flush writes the whole queue (blocking, bounded by the close timeout).

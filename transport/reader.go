@@ -212,39 +212,45 @@ func (c *Conn) control(op byte, payload []byte) {
 	case opPong:
 		// Any input counts as liveness; the driver has recorded it already.
 	case opClose:
-		code, reason := CloseNoStatus, []byte(nil)
-		switch {
-		case len(payload) == 1:
-			c.fail(CloseProtocolError, "invalid close frame")
-			return
-		case len(payload) >= 2:
-			code = int(binary.BigEndian.Uint16(payload))
-			reason = payload[2:]
-			if !validCloseCode(code) {
-				c.fail(CloseProtocolError, "invalid close code")
-				return
-			}
-			var v utf8Validator
-			if !v.write(reason) || !v.complete() {
-				c.fail(CloseInvalidPayload, "invalid UTF-8")
-				return
-			}
-		}
-		c.rd.done = true
-		c.rd.peerClosed = true
-		c.mu.Lock()
-		if c.state < stateClosing {
-			// Echo the peer's code (RFC 6455 section 5.5.1); the socket closes
-			// once the echo is written.
-			echo := code
-			if code == CloseNoStatus {
-				echo = 0
-			}
-			c.closeLocked(echo, "")
-			c.closeCode = int16(code)
-		}
-		c.mu.Unlock()
+		c.peerClose(payload)
 	}
+}
+
+// peerClose handles the peer's close frame: a valid one is echoed and ends
+// the input; an invalid one fails the connection.
+func (c *Conn) peerClose(payload []byte) {
+	code, reason := CloseNoStatus, []byte(nil)
+	switch {
+	case len(payload) == 1:
+		c.fail(CloseProtocolError, "invalid close frame")
+		return
+	case len(payload) >= 2:
+		code = int(binary.BigEndian.Uint16(payload))
+		reason = payload[2:]
+		if !validCloseCode(code) {
+			c.fail(CloseProtocolError, "invalid close code")
+			return
+		}
+		var v utf8Validator
+		if !v.write(reason) || !v.complete() {
+			c.fail(CloseInvalidPayload, "invalid UTF-8")
+			return
+		}
+	}
+	c.rd.done = true
+	c.rd.peerClosed = true
+	c.mu.Lock()
+	if c.state < stateClosing {
+		// Echo the peer's code (RFC 6455 section 5.5.1); the socket closes
+		// once the echo is written.
+		echo := code
+		if code == CloseNoStatus {
+			echo = 0
+		}
+		c.closeLocked(echo, "")
+		c.closeCode = int16(code)
+	}
+	c.mu.Unlock()
 }
 
 // fail ends the connection after a protocol violation: a close frame with

@@ -26,23 +26,9 @@ func (l *loop) attachRelay(a net.Conn, aBuf []byte, b net.Conn, bBuf []byte, onC
 	l.relayWG.Add(1)
 	l.mu.Unlock()
 	var wg sync.WaitGroup
-	pipe := func(dst, src net.Conn, first []byte) {
-		defer wg.Done()
-		if len(first) > 0 {
-			if _, err := dst.Write(first); err != nil {
-				return
-			}
-		}
-		_, _ = io.Copy(dst, src)
-		if tc, ok := dst.(interface{ CloseWrite() error }); ok {
-			_ = tc.CloseWrite()
-		} else {
-			dst.Close()
-		}
-	}
 	wg.Add(2)
-	go pipe(b, a, aBuf)
-	go pipe(a, b, bBuf)
+	go pipe(&wg, b, a, aBuf)
+	go pipe(&wg, a, b, bBuf)
 	go func() {
 		defer l.relayWG.Done()
 		wg.Wait()
@@ -56,4 +42,20 @@ func (l *loop) attachRelay(a net.Conn, aBuf []byte, b net.Conn, bBuf []byte, onC
 		}
 	}()
 	return nil
+}
+
+// pipe copies src to dst, first bytes first, then passes src's EOF on.
+func pipe(wg *sync.WaitGroup, dst, src net.Conn, first []byte) {
+	defer wg.Done()
+	if len(first) > 0 {
+		if _, err := dst.Write(first); err != nil {
+			return
+		}
+	}
+	_, _ = io.Copy(dst, src)
+	if tc, ok := dst.(interface{ CloseWrite() error }); ok {
+		_ = tc.CloseWrite()
+	} else {
+		dst.Close()
+	}
 }

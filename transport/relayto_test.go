@@ -1,6 +1,7 @@
 package transport
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -143,40 +144,46 @@ func TestRelayToWebSocket(t *testing.T) {
 	rn.waitEnded(t)
 }
 
-// TestRelayToEventStream: an event stream (200 text/event-stream from a
-// plain net/http handler, chunked) relayed as it came; the client's hang-up
-// reaches the owner, and the relay ends.
-func TestRelayToEventStream(t *testing.T) {
-	type request struct {
-		uri    string
-		header http.Header
-	}
-	seen := make(chan request, 1)
-	next := make(chan struct{})
-	ownerSawEnd := make(chan struct{})
-	owner := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen <- request{r.URL.RequestURI(), r.Header.Clone()}
+// eventStreamOwner is a plain net/http event stream (chunked): "one", then
+// "two" once next is closed, then it waits for the client to hang up.
+type eventStreamOwner struct {
+	http   *httptest.Server
+	seen   chan *http.Request // a copy of the request it got
+	next   chan struct{}
+	sawEnd chan struct{} // the client hung up
+}
+
+func startEventStreamOwner(t *testing.T) *eventStreamOwner {
+	o := &eventStreamOwner{seen: make(chan *http.Request, 1), next: make(chan struct{}), sawEnd: make(chan struct{})}
+	o.http = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		o.seen <- r.Clone(context.Background())
 		w.Header().Set("Content-Type", "text/event-stream")
 		w.Header().Set("X-Notify-Node", "owner")
 		rc := http.NewResponseController(w)
 		_, _ = io.WriteString(w, "data: one\n\n")
 		_ = rc.Flush()
 		select {
-		case <-next:
+		case <-o.next:
 		case <-r.Context().Done():
 			return // the test failed and went
 		}
 		_, _ = io.WriteString(w, "data: two\n\n")
 		_ = rc.Flush()
 		<-r.Context().Done() // the client hung up, through the relay
-		close(ownerSawEnd)
+		close(o.sawEnd)
 	}))
-	t.Cleanup(owner.Close)
+	t.Cleanup(o.http.Close)
+	return o
+}
+
+// TestRelayToEventStream: an event stream (200 text/event-stream) relayed
+// as it came; the client's hang-up reaches the owner, and the relay ends.
+func TestRelayToEventStream(t *testing.T) {
+	owner := startEventStreamOwner(t)
 	rn := startRelayNode(t, RelayOptions{
-		Addr:   strings.TrimPrefix(owner.URL, "http://"),
+		Addr:   strings.TrimPrefix(owner.http.URL, "http://"),
 		Header: http.Header{"X-Notify-Forwarded-By": {"front"}},
 	})
-
 	tr := &http.Transport{}
 	t.Cleanup(tr.CloseIdleConnections)
 	req, err := http.NewRequest(http.MethodGet, rn.http.URL+"/notify/sse?topic=a", nil)
@@ -195,9 +202,9 @@ func TestRelayToEventStream(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Header.Get("X-Notify-Node") != "owner" {
 		t.Fatalf("status %d, X-Notify-Node %q: want the owner's 200", resp.StatusCode, resp.Header.Get("X-Notify-Node"))
 	}
-	r := <-seen
-	if r.uri != "/notify/sse?topic=a" || r.header.Get("X-Notify-Forwarded-By") != "front" || r.header.Get("X-Forwarded-For") != "127.0.0.1" {
-		t.Fatalf("owner saw %s with %v", r.uri, r.header)
+	r := <-owner.seen
+	if r.RequestURI != "/notify/sse?topic=a" || r.Header.Get("X-Notify-Forwarded-By") != "front" || r.Header.Get("X-Forwarded-For") != "127.0.0.1" {
+		t.Fatalf("owner saw %s with %v", r.RequestURI, r.Header)
 	}
 	expect := func(want string) {
 		t.Helper()
@@ -207,12 +214,12 @@ func TestRelayToEventStream(t *testing.T) {
 		}
 	}
 	expect("data: one\n\n")
-	close(next)
+	close(owner.next)
 	expect("data: two\n\n")
 
 	resp.Body.Close() // hangs up: the body is unfinished
 	select {
-	case <-ownerSawEnd:
+	case <-owner.sawEnd:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the owner did not see the client go")
 	}
