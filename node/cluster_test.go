@@ -11,6 +11,7 @@ import (
 
 	"github.com/notify-dev/notify/api/notifypb"
 	"github.com/notify-dev/notify/internal/redistest"
+	"github.com/notify-dev/notify/node/internal/placement"
 	"github.com/notify-dev/notify/ring"
 	"github.com/notify-dev/notify/transport"
 )
@@ -37,6 +38,7 @@ func startClusterNode(t *testing.T, rs *redistest.Server, name string, seeds []*
 		c.APIKey = testAPIKey
 		c.RebalanceRate = 1000
 		c.RejoinEvery = 500 * time.Millisecond
+		c.ClusterSecret = testClusterSecret
 		for _, s := range seeds {
 			c.Join = append(c.Join, s.gossipAddr())
 		}
@@ -53,15 +55,15 @@ func waitMembers(t *testing.T, nodes []*testNode, want int) {
 	t.Helper()
 	for _, n := range nodes {
 		eventually(t, fmt.Sprintf("%s sees %d members", n.cfg.NodeName, want), func() bool {
-			return len(n.view().ring.Members()) == want
+			return len(n.place.Ring().Members()) == want
 		})
 	}
 }
 
-func (tn *testNode) clusterStatus(user string) clusterStatus {
+func (tn *testNode) clusterStatus(user string) placement.Status {
 	tn.t.Helper()
 	_, body := tn.get("/cluster?user=" + user)
-	var st clusterStatus
+	var st placement.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		tn.t.Fatalf("/cluster: %v: %s", err, body)
 	}
@@ -71,7 +73,7 @@ func (tn *testNode) clusterStatus(user string) clusterStatus {
 // userOwnedBy finds a user id owned by node, per the ring of nodes[0].
 func userOwnedBy(t *testing.T, nodes []*testNode, node string, skip int) string {
 	t.Helper()
-	r := nodes[0].view().ring
+	r := nodes[0].place.Ring()
 	for i := 0; i < 100000; i++ {
 		u := fmt.Sprint("u-", i)
 		if r.Locate(u) == node {
@@ -150,12 +152,13 @@ func TestRelayToOwner(t *testing.T) {
 
 func TestRelayOwnerUnreachableServesLocally(t *testing.T) {
 	rs := redistest.Start(t)
-	nodes := startCluster(t, rs, 2, nil)
+	// node-1 tells the others it takes relays at a closed port.
+	nodes := startCluster(t, rs, 2, func(i int, c *Config) {
+		if i == 1 {
+			c.AdvertiseRelayPort = 1
+		}
+	})
 	user := userOwnedBy(t, nodes, "node-1", 0)
-	// node-0 believes node-1 is at a closed port.
-	v := *nodes[0].view()
-	v.relay = map[string]string{"node-0": v.relay["node-0"], "node-1": "127.0.0.1:1"}
-	nodes[0].cview.Store(&v)
 	c := nodes[0].dial(token(t, user, nil, time.Hour), "")
 	if got := c.resp.Header.Get("X-Notify-Node"); got != "node-0" {
 		t.Fatalf("served by %q, want node-0 (locally)", got)
@@ -175,7 +178,7 @@ func TestForwardedHandshakeIsNeverRelayedAgain(t *testing.T) {
 	rs := redistest.Start(t)
 	nodes := startCluster(t, rs, 2, nil)
 	user := userOwnedBy(t, nodes, "node-1", 0)
-	c, err := nodes[0].tryDial(token(t, user, nil, time.Hour), "", http.Header{forwardedByHeader: {"node-9"}})
+	c, err := nodes[0].tryDial(token(t, user, nil, time.Hour), "", http.Header{placement.ForwardedByHeader: {"node-9"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,16 +196,16 @@ func TestRebalanceOnJoin(t *testing.T) {
 	clients := map[string]*wsClient{}
 	for i := 0; i < users; i++ {
 		u := fmt.Sprint("r-", i)
-		owner := byName(nodes, nodes[0].view().ring.Locate(u))
+		owner := byName(nodes, nodes[0].place.Ring().Locate(u))
 		c := owner.dial(token(t, u, nil, time.Hour), "")
 		c.handshake(u)
 		clients[u] = c
 	}
-	before := nodes[0].view().ring
+	before := nodes[0].place.Ring()
 	third := startClusterNode(t, rs, "node-2", nodes, nil)
 	all := append(nodes, third)
 	waitMembers(t, all, 3)
-	after := nodes[0].view().ring
+	after := nodes[0].place.Ring()
 	moved := 0
 	for u, c := range clients {
 		if before.Locate(u) == after.Locate(u) {
@@ -259,9 +262,11 @@ func TestOtherRingSettingsKeptOffTheRing(t *testing.T) {
 	odd := startClusterNode(t, rs, "odd", nodes, func(c *Config) {
 		c.Ring = ring.Config{Partitions: 1021, ReplicationFactor: 40, Load: 1.25}
 	})
-	eventually(t, "odd is a member", func() bool { return len(nodes[0].cluster.Members()) == 2 })
-	time.Sleep(200 * time.Millisecond)
-	if got := nodes[0].view().ring.Members(); !slices.Equal(got, []string{"node-0"}) {
+	// The view that lists odd is the one that decided the ring.
+	eventually(t, "node-0's placement saw odd", func() bool {
+		return slices.ContainsFunc(nodes[0].place.Status("").Members, func(m placement.Member) bool { return m.Name == "odd" })
+	})
+	if got := nodes[0].place.Ring().Members(); !slices.Equal(got, []string{"node-0"}) {
 		t.Fatalf("ring %v: a member with other ring settings was placed", got)
 	}
 	st := nodes[0].clusterStatus("")

@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -15,6 +14,7 @@ import (
 	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/cluster"
 	"github.com/notify-dev/notify/internal/flagext"
+	"github.com/notify-dev/notify/node/internal/admission"
 	"github.com/notify-dev/notify/ring"
 	"github.com/notify-dev/notify/transport"
 )
@@ -41,6 +41,7 @@ type Config struct {
 	Join           flagext.StringSlice // NOTIFY_JOIN
 	GossipKey      string              // NOTIFY_GOSSIP_KEY
 	ClusterLabel   string              // NOTIFY_CLUSTER_LABEL
+	ClusterSecret  string              // NOTIFY_CLUSTER_SECRET: nodes authenticate each other with it
 	RebalanceRate  float64             // NOTIFY_REBALANCE_RATE
 
 	// Not settings: tuning for tests and benchmarks.
@@ -52,6 +53,9 @@ type Config struct {
 	Ring          ring.Config   // zero: ring.DefaultConfig()
 	LongPollHold  time.Duration // how long a poll waits for messages (default 10s)
 	LongPollIdle  time.Duration // no poll for this long ends a session (default 25s)
+	// AdvertiseRelayPort is the relay port told to peers instead of PORT's:
+	// how a test makes this node unreachable for relays only.
+	AdvertiseRelayPort int
 }
 
 // DefaultConfig returns the defaults of the contract (DESIGN.md section 2).
@@ -84,78 +88,99 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.Var(&c.Join, "notify-join", "comma-separated seeds: host:port or dns+name:port (every address of name), re-resolved periodically")
 	fs.StringVar(&c.GossipKey, "notify-gossip-key", "", "base64 AES key (16, 24 or 32 bytes) encrypting gossip")
 	fs.StringVar(&c.ClusterLabel, "notify-cluster-label", "notify", "memberlist label; nodes of other clusters are refused")
+	fs.StringVar(&c.ClusterSecret, "notify-cluster-secret", "", "secret nodes sign their calls to each other with (at least 16 bytes); empty = derived from NOTIFY_GOSSIP_KEY; with neither, nodes refuse each other's calls")
 	fs.Float64Var(&c.RebalanceRate, "notify-rebalance-rate", 100, "connections closed per second with 1012 \"moved\" after a membership change")
 }
 
 // Validate reports every setting out of range, naming it by its environment
 // variable.
 func (c *Config) Validate() error {
-	var errs []error
-	bad := func(name, value, why string) {
-		errs = append(errs, fmt.Errorf("invalid %s %q: %s", name, value, why))
+	v := &validation{}
+	c.validateListeners(v)
+	c.validateClients(v)
+	c.validateCluster(v)
+	return errors.Join(v.errs...)
+}
+
+// validation collects what is wrong with a config.
+type validation struct{ errs []error }
+
+func (v *validation) bad(name, value, why string) {
+	v.errs = append(v.errs, fmt.Errorf("invalid %s %q: %s", name, value, why))
+}
+
+func (v *validation) err(err error) {
+	if err != nil {
+		v.errs = append(v.errs, err)
 	}
+}
+
+func (c *Config) validateListeners(v *validation) {
 	if _, err := normalizeAddr(c.Port); err != nil {
-		bad("PORT", c.Port, err.Error())
+		v.bad("PORT", c.Port, err.Error())
 	}
-	if c.PprofPort != "off" {
-		if _, err := normalizeAddr(c.PprofPort); err != nil {
-			bad("PPROF_PORT", c.PprofPort, err.Error()+` (or "off")`)
+	for _, l := range []struct{ name, value string }{{"PPROF_PORT", c.PprofPort}, {"GRPC_PORT", c.GRPCPort}} {
+		if l.value == "off" {
+			continue
 		}
-	}
-	if c.GRPCPort != "off" {
-		if _, err := normalizeAddr(c.GRPCPort); err != nil {
-			bad("GRPC_PORT", c.GRPCPort, err.Error()+` (or "off")`)
+		if _, err := normalizeAddr(l.value); err != nil {
+			v.bad(l.name, l.value, err.Error()+` (or "off")`)
 		}
 	}
 	if c.MaxPublishSize < 1 || c.MaxPublishSize > c.SendQueueBytes {
-		bad("NOTIFY_MAX_PUBLISH_SIZE", strconv.Itoa(c.MaxPublishSize), "must be positive and at most NOTIFY_SEND_QUEUE_BYTES (a bigger message could never be delivered)")
+		v.bad("NOTIFY_MAX_PUBLISH_SIZE", strconv.Itoa(c.MaxPublishSize), "must be positive and at most NOTIFY_SEND_QUEUE_BYTES (a bigger message could never be delivered)")
 	}
-	if err := c.Auth.Validate(); err != nil {
-		errs = append(errs, err)
-	}
+	v.err(c.Auth.Validate())
 	if c.Redis.Enabled() {
-		if _, err := c.Redis.Options(); err != nil {
-			errs = append(errs, err)
-		}
+		_, err := c.Redis.Options()
+		v.err(err)
 	}
+}
+
+func (c *Config) validateClients(v *validation) {
 	for _, o := range c.AllowedOrigins {
-		if _, err := parseOriginPattern(o); err != nil {
-			bad("NOTIFY_ALLOWED_ORIGINS", o, err.Error())
+		if err := admission.ParseOrigin(o); err != nil {
+			v.bad("NOTIFY_ALLOWED_ORIGINS", o, err.Error())
 		}
 	}
 	if c.PingInterval < 100*time.Millisecond {
-		bad("NOTIFY_PING_INTERVAL", c.PingInterval.String(), "must be at least 100ms")
+		v.bad("NOTIFY_PING_INTERVAL", c.PingInterval.String(), "must be at least 100ms")
 	}
 	if c.MaxMessageSize < 125 || c.MaxMessageSize > 64<<20 {
-		bad("NOTIFY_MAX_MESSAGE_SIZE", strconv.Itoa(c.MaxMessageSize), "must be between 125 and 67108864 bytes")
+		v.bad("NOTIFY_MAX_MESSAGE_SIZE", strconv.Itoa(c.MaxMessageSize), "must be between 125 and 67108864 bytes")
 	}
 	if c.SendQueueBytes < 4096 || c.SendQueueBytes > 1<<30 {
-		bad("NOTIFY_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes), "must be between 4096 and 1073741824 bytes")
-	}
-	if strings.TrimSpace(c.NodeName) == "" {
-		bad("NOTIFY_NODE_NAME", c.NodeName, "must not be empty")
+		v.bad("NOTIFY_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes), "must be between 4096 and 1073741824 bytes")
 	}
 	if c.DrainTimeout < 0 {
-		bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")
+		v.bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")
+	}
+}
+
+func (c *Config) validateCluster(v *validation) {
+	if strings.TrimSpace(c.NodeName) == "" {
+		v.bad("NOTIFY_NODE_NAME", c.NodeName, "must not be empty")
 	}
 	if _, err := normalizeAddr(c.GossipAddr); err != nil {
-		bad("NOTIFY_GOSSIP_ADDR", c.GossipAddr, err.Error())
+		v.bad("NOTIFY_GOSSIP_ADDR", c.GossipAddr, err.Error())
 	}
 	if _, err := cluster.DecodeKey(c.GossipKey); err != nil {
-		errs = append(errs, fmt.Errorf("invalid NOTIFY_GOSSIP_KEY: %w", err))
+		v.err(fmt.Errorf("invalid NOTIFY_GOSSIP_KEY: %w", err))
 	}
 	for _, j := range c.Join {
 		if _, _, err := net.SplitHostPort(strings.TrimPrefix(j, "dns+")); err != nil {
-			bad("NOTIFY_JOIN", j, "want host:port or dns+name:port")
+			v.bad("NOTIFY_JOIN", j, "want host:port or dns+name:port")
 		}
 	}
 	if c.ClusterLabel == "" || len(c.ClusterLabel) > 255 {
-		bad("NOTIFY_CLUSTER_LABEL", c.ClusterLabel, "must be 1 to 255 bytes")
+		v.bad("NOTIFY_CLUSTER_LABEL", c.ClusterLabel, "must be 1 to 255 bytes")
+	}
+	if c.ClusterSecret != "" && len(c.ClusterSecret) < 16 {
+		v.bad("NOTIFY_CLUSTER_SECRET", "(not shown)", "must be at least 16 bytes")
 	}
 	if c.RebalanceRate <= 0 {
-		bad("NOTIFY_REBALANCE_RATE", strconv.FormatFloat(c.RebalanceRate, 'f', -1, 64), "must be positive")
+		v.bad("NOTIFY_REBALANCE_RATE", strconv.FormatFloat(c.RebalanceRate, 'f', -1, 64), "must be positive")
 	}
-	return errors.Join(errs...)
 }
 
 // transportConfig is the part of the config the transport needs.
@@ -187,33 +212,4 @@ func normalizeAddr(s string) (string, error) {
 		return "", errors.New("port must be a number from 0 to 65535")
 	}
 	return s, nil
-}
-
-// originPattern is one entry of the Origin allowlist: scheme and host, where
-// the host may start with "*." to allow every subdomain.
-type originPattern struct {
-	scheme, host string // host lower-cased, with port if given
-	wildcard     bool   // host is a suffix: "*.example.com" -> ".example.com"
-}
-
-func parseOriginPattern(s string) (originPattern, error) {
-	u, err := url.Parse(strings.TrimSpace(s))
-	if err != nil || u.Scheme == "" || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
-		return originPattern{}, errors.New("want scheme://host[:port], e.g. https://app.example.com or https://*.example.com")
-	}
-	p := originPattern{scheme: strings.ToLower(u.Scheme), host: strings.ToLower(u.Host)}
-	if rest, ok := strings.CutPrefix(p.host, "*."); ok {
-		p.wildcard, p.host = true, "."+rest
-	}
-	return p, nil
-}
-
-func (p originPattern) match(scheme, host string) bool {
-	if scheme != p.scheme {
-		return false
-	}
-	if p.wildcard {
-		return strings.HasSuffix(host, p.host) && len(host) > len(p.host)
-	}
-	return host == p.host
 }

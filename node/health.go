@@ -2,11 +2,13 @@ package node
 
 import (
 	"net/http"
+
+	"github.com/notify-dev/notify/node/internal/respond"
 )
 
 // serveHealth is GET /healthz: the process runs.
 func (n *Node) serveHealth(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	respond.JSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
 // readiness is the JSON body of /readyz.
@@ -16,18 +18,19 @@ type readiness struct {
 }
 
 // serveReady is GET /readyz: 200 only while the broker delivers (a probe made
-// the round trip recently) and the node is not draining.
+// the round trip recently), the node has joined its cluster, and it is not
+// draining; else 503 with the reasons.
 func (n *Node) serveReady(w http.ResponseWriter, _ *http.Request) {
 	if reasons := n.notReady(); len(reasons) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, readiness{Status: "not ready", Reasons: reasons})
+		respond.JSON(w, http.StatusServiceUnavailable, readiness{Status: "not ready", Reasons: reasons})
 		return
 	}
-	writeJSON(w, http.StatusOK, readiness{Status: "ready"})
+	respond.JSON(w, http.StatusOK, readiness{Status: "ready"})
 }
 
 func (n *Node) notReady() []string {
 	var reasons []string
-	if n.draining.Load() {
+	if n.draining() {
 		reasons = append(reasons, "draining")
 	}
 	if err := n.broker.Ready(); err != nil {
@@ -39,4 +42,14 @@ func (n *Node) notReady() []string {
 		reasons = append(reasons, "cluster: not joined: "+err.Error())
 	}
 	return reasons
+}
+
+// serveCluster is GET /cluster: the members, the ring and this node's
+// connections; ?user=ID also names the user's owner.
+func (n *Node) serveCluster(w http.ResponseWriter, r *http.Request) {
+	st := n.place.Status(r.URL.Query().Get("user"))
+	st.Node.Connections = n.hub.Open()
+	st.Node.Joined = n.cluster != nil && n.cluster.Joined() == nil
+	st.Node.Draining = n.draining()
+	respond.JSON(w, http.StatusOK, st)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"testing"
@@ -13,10 +14,14 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
 
-const testSecret = "node-test-secret"
+const (
+	testSecret        = "node-test-secret"
+	testClusterSecret = "node-test-cluster-secret"
+)
 
 // testNode is a started node and what tests need to drive it.
 type testNode struct {
@@ -78,20 +83,14 @@ func (tn *testNode) wsURL(query string) string {
 // waitReady polls /readyz until it answers want.
 func (tn *testNode) waitReady(want int) {
 	tn.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	await.True(tn.t, fmt.Sprintf("/readyz answering %d", want), func() bool {
 		resp, err := http.Get(tn.url("/readyz"))
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == want {
-				return
-			}
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			tn.t.Fatalf("/readyz did not become %d", want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		resp.Body.Close()
+		return resp.StatusCode == want
+	})
 }
 
 // publish sends payload on channel through Redis or the memory broker.
@@ -214,14 +213,19 @@ func (c *wsClient) expectClose(code int) string {
 	}
 }
 
-// expectSilence checks that nothing arrives for d. coder/websocket closes the
-// connection when a read's context ends, so this is the last use of c.
+// expectSilence checks that nothing arrives for d, and that the connection
+// is still open then. coder/websocket closes the connection when a read's
+// context ends, so this is the last use of c.
 func (c *wsClient) expectSilence(d time.Duration) {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
-	if _, b, err := c.conn.Read(ctx); err == nil {
+	_, b, err := c.conn.Read(ctx)
+	switch {
+	case err == nil:
 		c.t.Fatalf("unexpected message %q", b)
+	case !errors.Is(err, context.DeadlineExceeded):
+		c.t.Fatalf("connection ended (%v) where silence was expected", err)
 	}
 }
 
@@ -276,11 +280,5 @@ func (tn *testNode) metric(name string, labels ...string) float64 {
 // eventually polls cond until it holds.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	await.True(t, what, cond)
 }

@@ -2,10 +2,13 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"os"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+	"go.uber.org/goleak"
 )
 
 type quietRedis struct{}
@@ -16,5 +19,15 @@ func TestMain(m *testing.M) {
 	// go-redis logs every failed dial; the Redis-down tests would drown the
 	// output. The broker logs what matters through slog.
 	redis.SetLogger(quietRedis{})
-	os.Exit(m.Run())
+	code := m.Run()
+	if code == 0 {
+		// Every node the tests started was shut down: nothing of theirs may
+		// still run. The tests' own HTTP clients keep idle connections.
+		http.DefaultClient.CloseIdleConnections()
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goroutines left behind:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
 }

@@ -1,87 +1,77 @@
-// Package node wires a notify node together: broker and state store, the
-// client transports, the delivery hub, HTTP routes, and the lifecycle from
-// start to drain.
+// Package node is the composition root of a notify node: it builds the
+// parts (broker and state store, event loops, hub, admission, placement,
+// peers, the protocol endpoints, the API), routes HTTP to them, and runs
+// their one lifecycle from start to drain. Each job lives in a package of
+// its own under node/internal; this package only wires them.
 package node
 
 import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/pprof"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"google.golang.org/grpc"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/notify-dev/notify/api"
-	"github.com/notify-dev/notify/api/notifypb"
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/cluster"
-	"github.com/notify-dev/notify/ring"
+	"github.com/notify-dev/notify/internal/service"
+	"github.com/notify-dev/notify/node/internal/admission"
+	"github.com/notify-dev/notify/node/internal/hub"
+	"github.com/notify-dev/notify/node/internal/notifyproto"
+	"github.com/notify-dev/notify/node/internal/pages"
+	"github.com/notify-dev/notify/node/internal/peers"
+	"github.com/notify-dev/notify/node/internal/phoenix"
+	"github.com/notify-dev/notify/node/internal/placement"
 	"github.com/notify-dev/notify/transport"
 )
 
 // Node is one notify server.
 type Node struct {
-	cfg      Config
-	log      *slog.Logger
-	reg      *prometheus.Registry
-	metrics  *metrics
-	verifier *auth.Verifier
-	origins  []originPattern
-	broker   broker.Broker
-	state    broker.StateStore
-	closer   func() error // closes the broker's connections
-	ws       *transport.Server
-	hub      *hub
-	api      *api.Server
+	cfg Config
+	log *slog.Logger
+	reg *prometheus.Registry
 
-	httpSrv  *http.Server
-	httpLn   net.Listener
-	pprofSrv *http.Server
-	pprofLn  net.Listener
-	grpcSrv  *grpc.Server
-	grpcLn   net.Listener
+	broker      broker.Broker
+	state       broker.StateStore
+	closeBroker func() error // closes the broker's connections
+	ws          *transport.Server
+	hub         *hub.Hub
+	accept      *admission.Pipeline
+	place       *placement.Placement
+	peers       *peers.Peers
+	notify      *notifyproto.Endpoint
+	phoenix     *phoenix.Endpoint
+	pages       *pages.Pages
+	api         *api.Server
 
-	draining   atomic.Bool
-	stopBroker context.CancelFunc
-	brokerDone chan struct{}
-	conns      atomic.Int64  // open client connections
-	relayed    atomic.Int64  // connections relayed to their owner through this node
-	connsZero  chan struct{} // signalled when the last connection or relay ends while draining
-	stopOnce   sync.Once
+	// Set by Start.
+	cluster   *cluster.Cluster
+	listeners *listeners
+	services  *service.Group
 
-	ringCfg       ring.Config
-	cluster       *cluster.Cluster
-	cview         atomic.Pointer[clusterView]
-	rebalanceWake chan struct{} // size 1: the ring changed
-	// size 1: a client was relayed here for a user another node owns.
-	rebalanceRecheck chan struct{}
-	peerClient       *http.Client    // presence calls to other members
-	lpTransport      *http.Transport // long-poll requests proxied to owners
-
-	// Every Phoenix socket and long-poll session, joined or not (a socket
-	// in no user's set is not in the hub's lists): an intrusive list, as a
-	// map entry would cost more than the socket.
-	phxMu          sync.Mutex
-	phxHead        *phxSocket
-	lpMu           sync.Mutex
-	lpSessions     map[string]*lpSession // by session token
-	stopBackground context.CancelFunc
-	background     sync.WaitGroup
+	stopOnce sync.Once
+	stopErr  error
 }
 
-// New builds a node from a validated config. It starts nothing.
+// brokerHandler routes what the broker's subscription brings: deliveries
+// to the hub (Hub.Deliver), node commands to peers (Peers.Control).
+type brokerHandler struct {
+	*hub.Hub
+	*peers.Peers
+}
+
+var _ broker.Handler = brokerHandler{}
+
+// New builds a node from a config. It binds nothing and joins nothing
+// (Start does); a node that is never started is released by Shutdown.
 func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -89,89 +79,36 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	n := &Node{
-		cfg:              cfg,
-		log:              log,
-		reg:              prometheus.NewRegistry(),
-		hub:              newHub(),
-		connsZero:        make(chan struct{}, 1),
-		ringCfg:          cfg.Ring,
-		rebalanceWake:    make(chan struct{}, 1),
-		rebalanceRecheck: make(chan struct{}, 1),
-		peerClient:       &http.Client{Timeout: 3 * time.Second},
-		lpSessions:       map[string]*lpSession{},
-		lpTransport: &http.Transport{
-			MaxIdleConnsPerHost:   64,
-			IdleConnTimeout:       90 * time.Second,
-			ResponseHeaderTimeout: lpHold + 5*time.Second,
-		},
-	}
-	if n.ringCfg == (ring.Config{}) {
-		n.ringCfg = ring.DefaultConfig()
-	}
-	// Until the cluster reports, the node is a cluster of one.
-	r, err := ring.New(n.ringCfg, []string{cfg.NodeName})
+	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
+	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	verifier, err := n.newVerifier()
 	if err != nil {
 		return nil, err
 	}
-	n.cview.Store(&clusterView{ring: r, relay: map[string]string{}})
-	n.metrics = newMetrics(n.reg)
-	n.metrics.members.Set(1)
-	n.metrics.partitions.Set(float64(r.Owned(cfg.NodeName)))
-
-	if cfg.Auth.Secret == "" && len(cfg.Auth.PublicKeyFiles) == 0 {
-		n.cfg.Auth.Secret = randomSecret()
-		log.Warn("no NOTIFY_JWT_SECRET or NOTIFY_JWT_PUBLIC_KEYS set: using a random secret for this process; tokens signed elsewhere will be refused")
-	}
-	v, err := auth.NewVerifier(n.cfg.Auth)
-	if err != nil {
+	if err := n.newBroker(); err != nil {
 		return nil, err
 	}
-	n.verifier = v
-	for _, o := range cfg.AllowedOrigins {
-		p, _ := parseOriginPattern(o) // checked by Validate
-		n.origins = append(n.origins, p)
-	}
-
-	if cfg.Redis.Enabled() {
-		opts, err := cfg.Redis.Options()
-		if err != nil {
-			return nil, err
-		}
-		r, err := broker.NewRedis(opts, broker.RedisOptions{
-			Logger:        log,
-			Registerer:    n.reg,
-			NodeID:        cfg.NodeName,
-			ProbeInterval: cfg.ProbeInterval,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("redis broker: %w", err)
-		}
-		n.broker, n.state, n.closer = r, r, r.Close
-	} else {
-		m := broker.NewMemory(n.reg)
-		n.broker, n.state, n.closer = m, m, func() error { return nil }
-	}
-
-	n.api = api.NewServer(apiBackend{StateStore: n.state, n: n}, api.Config{
-		APIKey:         cfg.APIKey,
-		MaxPublishSize: cfg.MaxPublishSize,
-		Logger:         log,
-		Registerer:     n.reg,
-	})
-	if cfg.APIKey == "" {
-		log.Warn("NOTIFY_API_KEY is not set: the server API refuses every call but Auth")
-	}
-
 	tc := cfg.transportConfig()
-	tc.Handler = wsEvents{n}
 	tc.Logger = log
-	ws, err := transport.NewServer(tc)
-	if err != nil {
+	if n.ws, err = transport.NewServer(tc); err != nil {
+		_ = n.closeBroker()
 		return nil, err
 	}
-	n.ws = ws
+	if err := n.newParts(verifier); err != nil {
+		n.ws.Close()
+		_ = n.closeBroker()
+		return nil, err
+	}
 	return n, nil
+}
+
+func (n *Node) newVerifier() (*auth.Verifier, error) {
+	ac := n.cfg.Auth
+	if ac.Secret == "" && len(ac.PublicKeyFiles) == 0 {
+		ac.Secret = randomSecret()
+		n.log.Warn("no NOTIFY_JWT_SECRET or NOTIFY_JWT_PUBLIC_KEYS set: using a random secret for this process; tokens signed elsewhere will be refused")
+	}
+	return auth.NewVerifier(ac)
 }
 
 func randomSecret() string {
@@ -180,96 +117,171 @@ func randomSecret() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
+// newBroker is Redis when it is configured, else the embedded broker.
+func (n *Node) newBroker() error {
+	if !n.cfg.Redis.Enabled() {
+		m := broker.NewMemory(n.reg)
+		n.broker, n.state, n.closeBroker = m, m, func() error { return nil }
+		return nil
+	}
+	opts, err := n.cfg.Redis.Options()
+	if err != nil {
+		return err
+	}
+	r, err := broker.NewRedis(opts, broker.RedisOptions{
+		Logger:        n.log,
+		Registerer:    n.reg,
+		NodeID:        n.cfg.NodeName,
+		ProbeInterval: n.cfg.ProbeInterval,
+	})
+	if err != nil {
+		return fmt.Errorf("redis broker: %w", err)
+	}
+	n.broker, n.state, n.closeBroker = r, r, r.Close
+	return nil
+}
+
+// newParts builds the node's jobs, each from what it needs.
+func (n *Node) newParts(verifier *auth.Verifier) error {
+	cfg := n.cfg
+	n.hub = hub.New(n.reg, n.log)
+	place, err := placement.New(placement.Config{
+		NodeName: cfg.NodeName, Ring: cfg.Ring, RebalanceRate: cfg.RebalanceRate, DrainTimeout: cfg.DrainTimeout,
+		RequestTimeout: n.longPollHold() + 5*time.Second,
+		Hub:            n.hub, Transport: n.ws, Draining: n.draining, Registerer: n.reg, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.place = place
+	if n.accept, err = admission.New(admission.Config{
+		Verifier: verifier, AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
+		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
+		Hub: n.hub, Transport: n.ws, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
+	}); err != nil {
+		return err
+	}
+	if err := n.newPeers(); err != nil {
+		return err
+	}
+	n.notify = notifyproto.New(n.accept, n.ws, n.hub)
+	if n.phoenix, err = phoenix.New(phoenix.Config{
+		Accept: n.accept, Hub: n.hub, Transport: n.ws, State: n.state, Relay: place,
+		SendQueueBytes: cfg.SendQueueBytes, MaxMessageSize: cfg.MaxMessageSize,
+		LongPollHold: cfg.LongPollHold, LongPollIdle: cfg.LongPollIdle, Logger: n.log,
+	}); err != nil {
+		return err
+	}
+	if n.pages, err = pages.New(); err != nil {
+		return err
+	}
+	n.api = api.NewServer(apiBackend{n}, api.Config{
+		APIKey: cfg.APIKey, MaxPublishSize: cfg.MaxPublishSize, Logger: n.log, Registerer: n.reg,
+	})
+	if cfg.APIKey == "" {
+		n.log.Warn("NOTIFY_API_KEY is not set: the server API refuses every call but Auth")
+	}
+	return nil
+}
+
+func (n *Node) newPeers() error {
+	secret, err := cluster.Secret(n.cfg.ClusterSecret, n.cfg.GossipKey)
+	if err != nil {
+		return err
+	}
+	if secret == nil && len(n.cfg.Join) > 0 {
+		n.log.Warn("neither NOTIFY_CLUSTER_SECRET nor NOTIFY_GOSSIP_KEY is set: nodes refuse each other's calls, so Presence fails while the cluster has other members")
+	}
+	n.peers, err = peers.New(peers.Config{
+		NodeName: n.cfg.NodeName, Broker: n.broker, Hub: n.hub, Directory: n.place, Relays: n.place,
+		Auth: cluster.NewPeerAuth(secret), Logger: n.log,
+	})
+	return err
+}
+
+func (n *Node) draining() bool { return n.accept.Draining() }
+
+func (n *Node) longPollHold() time.Duration {
+	if n.cfg.LongPollHold > 0 {
+		return n.cfg.LongPollHold
+	}
+	return phoenix.DefaultLongPollHold
+}
+
 // Registry is the node's metrics registry (for tests and embedding).
 func (n *Node) Registry() *prometheus.Registry { return n.reg }
 
 // Addr is the address the HTTP listener is bound to (after Start).
-func (n *Node) Addr() string { return n.httpLn.Addr().String() }
+func (n *Node) Addr() string { return n.listeners.http.Addr().String() }
 
 // GRPCAddr is the address the gRPC listener is bound to (after Start), or ""
 // when GRPC_PORT is off.
 func (n *Node) GRPCAddr() string {
-	if n.grpcLn == nil {
+	if n.listeners == nil || n.listeners.grpc == nil {
 		return ""
 	}
-	return n.grpcLn.Addr().String()
+	return n.listeners.grpc.Addr().String()
 }
 
-// Start listens and starts the broker. The node serves until Shutdown.
+// Start binds the listeners, joins the cluster and starts every part, in
+// the order they depend on each other. The node serves until Shutdown.
 func (n *Node) Start() error {
-	addr, _ := normalizeAddr(n.cfg.Port)
-	ln, err := net.Listen("tcp", addr)
+	ls, err := n.listen()
 	if err != nil {
-		return fmt.Errorf("listen PORT %s: %w", n.cfg.Port, err)
-	}
-	n.httpLn = ln
-	n.httpSrv = &http.Server{
-		Handler:           n.routes(),
-		ReadHeaderTimeout: 10 * time.Second,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(n.log.Handler(), slog.LevelDebug),
-	}
-	if n.cfg.PprofPort != "off" {
-		paddr, _ := normalizeAddr(n.cfg.PprofPort)
-		pln, err := net.Listen("tcp", paddr)
-		if err != nil {
-			ln.Close()
-			return fmt.Errorf("listen PPROF_PORT %s: %w", n.cfg.PprofPort, err)
-		}
-		n.pprofLn = pln
-		n.pprofSrv = &http.Server{Handler: pprofRoutes(), ReadHeaderTimeout: 10 * time.Second}
-		go n.serve(n.pprofSrv, pln, "pprof")
-	}
-
-	if n.cfg.GRPCPort != "off" {
-		gaddr, _ := normalizeAddr(n.cfg.GRPCPort)
-		gln, err := net.Listen("tcp", gaddr)
-		if err != nil {
-			ln.Close()
-			if n.pprofSrv != nil {
-				n.pprofSrv.Close()
-			}
-			return fmt.Errorf("listen GRPC_PORT %s: %w", n.cfg.GRPCPort, err)
-		}
-		n.grpcLn = gln
-		n.grpcSrv = n.api.GRPCServer()
-		go func() {
-			if err := n.grpcSrv.Serve(gln); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
-				n.log.Error("gRPC listener stopped", "err", err)
-			}
-		}()
-	}
-
-	if err := n.startCluster(ln); err != nil {
-		ln.Close()
-		if n.pprofSrv != nil {
-			n.pprofSrv.Close()
-		}
-		if n.grpcSrv != nil {
-			n.grpcSrv.Stop()
-		}
 		return err
 	}
-
-	ctx, cancel := context.WithCancel(context.Background())
-	n.stopBroker = cancel
-	n.brokerDone = make(chan struct{})
-	go func() {
-		defer close(n.brokerDone)
-		if err := n.broker.Run(ctx, n.deliver); err != nil {
-			n.log.Error("broker stopped", "err", err)
+	c, err := n.joinCluster(ls.relayPort())
+	if err != nil {
+		ls.close()
+		return err
+	}
+	n.listeners, n.cluster = ls, c
+	g := service.NewGroup()
+	for _, s := range n.parts() {
+		if err := g.Go(s.name, s.svc); err != nil {
+			return err // cannot happen: the group is new
 		}
-	}()
-	go n.serve(n.httpSrv, ln, "http")
-	n.log.Info("notify node started", "addr", ln.Addr().String(), "grpc", n.GRPCAddr(), "node", n.cfg.NodeName,
+	}
+	n.services = g
+	n.log.Info("notify node started", "addr", n.Addr(), "grpc", n.GRPCAddr(), "node", n.cfg.NodeName,
 		"broker", n.brokerName(), "pprof", n.cfg.PprofPort)
 	return nil
 }
 
-// startCluster joins the cluster; relays reach this node on the HTTP
-// listener's port.
-func (n *Node) startCluster(httpLn net.Listener) error {
+type part struct {
+	name string
+	svc  service.Service
+}
+
+// parts are the node's long-running parts in start order; they stop in
+// reverse: the listeners first, the event loops last.
+func (n *Node) parts() []part {
+	return []part{
+		{"transport", service.Func(func(ctx context.Context) error {
+			<-ctx.Done()
+			n.ws.Close() // every remaining socket, at once
+			return nil
+		})},
+		{"broker", service.Func(func(ctx context.Context) error {
+			err := n.broker.Run(ctx, brokerHandler{n.hub, n.peers})
+			return errors.Join(err, n.closeBroker())
+		})},
+		{"cluster", n.cluster},
+		{"placement", n.place},
+		{"peers", n.peers},
+		{"phoenix", n.phoenix},
+		{"grpc", n.listeners.grpcService(n.api, n.log)},
+		{"pprof", n.listeners.pprofService(n.log)},
+		{"http", n.listeners.httpService(n.routes(), n.log)},
+	}
+}
+
+// joinCluster creates this node's member and joins the cluster; relays
+// reach this node on relayPort.
+func (n *Node) joinCluster(relayPort int) (*cluster.Cluster, error) {
+	if n.cfg.AdvertiseRelayPort != 0 {
+		relayPort = n.cfg.AdvertiseRelayPort
+	}
 	c, err := cluster.New(cluster.Config{
 		NodeName:       n.cfg.NodeName,
 		BindAddr:       n.cfg.GossipAddr,
@@ -277,32 +289,22 @@ func (n *Node) startCluster(httpLn net.Listener) error {
 		Join:           n.cfg.Join,
 		GossipKey:      n.cfg.GossipKey,
 		Label:          n.cfg.ClusterLabel,
-		RelayPort:      httpLn.Addr().(*net.TCPAddr).Port,
-		RingHash:       n.ringCfg.Hash(),
+		RelayPort:      relayPort,
+		RingHash:       n.place.Ring().Config().Hash(),
 		RejoinInterval: n.cfg.RejoinEvery,
 		Local:          n.cfg.GossipLocal,
 		Logger:         n.log,
-	}, n.onMembership)
+	}, n.place.OnMembership)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	bctx, cancel := context.WithCancel(context.Background())
-	n.stopBackground = cancel
-	if err := c.Start(bctx); err != nil {
-		cancel()
-		return fmt.Errorf("join cluster: %w", err)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := c.Join(ctx); err != nil {
+		_ = c.Close()
+		return nil, fmt.Errorf("join cluster: %w", err)
 	}
-	n.cluster = c
-	n.background.Add(2)
-	go func() {
-		defer n.background.Done()
-		n.rebalance(bctx)
-	}()
-	go func() {
-		defer n.background.Done()
-		n.reapSessions(bctx)
-	}()
-	return nil
+	return c, nil
 }
 
 func (n *Node) brokerName() string {
@@ -312,127 +314,55 @@ func (n *Node) brokerName() string {
 	return "memory"
 }
 
-func (n *Node) serve(srv *http.Server, ln net.Listener, name string) {
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		n.log.Error("listener stopped", "listener", name, "err", err)
-	}
-}
-
-// Run starts the node, serves until ctx ends, then drains and stops.
+// Run starts the node and serves until ctx ends or a part fails, then
+// drains and stops.
 func (n *Node) Run(ctx context.Context) error {
 	if err := n.Start(); err != nil {
 		return err
 	}
-	<-ctx.Done()
-	n.log.Info("stopping: draining connections", "drain_timeout", n.cfg.DrainTimeout.String(), "connections", n.conns.Load())
-	return n.Shutdown(context.Background())
-}
-
-func (n *Node) routes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/notify/ws", n.serveWS)
-	mux.HandleFunc("GET /notify/sse", n.serveSSE)
-	mux.HandleFunc("/pubsub/websocket", n.servePhoenixWS)
-	mux.HandleFunc("GET /pubsub/longpoll", n.serveLongPoll)
-	mux.HandleFunc("POST /pubsub/longpoll", n.serveLongPoll)
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
-	mux.HandleFunc("GET /healthz", n.serveHealth)
-	mux.HandleFunc("GET /readyz", n.serveReady)
-	mux.HandleFunc("GET /cluster", n.serveCluster)
-	mux.HandleFunc("POST /cluster/presence", n.servePresence)
-	mux.Handle(notifypb.NotifyServicePathPrefix, n.api.TwirpHandler())
-	mux.HandleFunc("GET /{$}", n.servePage)
-	mux.HandleFunc("GET /static/{file}", n.serveStatic)
-	return mux
-}
-
-func pprofRoutes() http.Handler {
-	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
-}
-
-// deliver is the broker's handler: every published message passes here.
-func (n *Node) deliver(channel, payload string) {
-	if channel == broker.ControlChannel {
-		n.onControl(payload)
-		return
+	var failed error
+	select {
+	case <-ctx.Done():
+		n.log.Info("stopping: draining connections", "drain_timeout", n.cfg.DrainTimeout.String(), "connections", n.hub.Open())
+	case f := <-n.services.Failed():
+		failed = f
+		n.log.Error("a part of the node failed; stopping", "part", f.Name, "err", f.Err)
 	}
-	n.metrics.received.Inc()
-	t, ok := broker.ParseChannel(channel)
-	switch {
-	case !ok:
-		n.metrics.droppedBad.Inc()
-		return
-	case t.Name == "":
-		n.metrics.droppedEmpty.Inc()
-		return
-	}
-	if d := n.hub.deliver(t.Topic, t.Name, payload, ""); d > 0 {
-		n.metrics.delivered.Add(float64(d))
-	}
+	return errors.Join(failed, n.Shutdown(context.Background()))
 }
 
 // Shutdown drains the node: readiness goes false, new connections are
 // refused, open ones are closed with 1012 "shutdown" spread over the drain
-// timeout; then everything stops. ctx bounds the wait.
+// timeout; then every part stops, in reverse order of start. ctx bounds the
+// wait. A node that was never started is released.
 func (n *Node) Shutdown(ctx context.Context) error {
-	var err error
-	n.stopOnce.Do(func() { err = n.shutdown(ctx) })
-	return err
+	n.stopOnce.Do(func() { n.stopErr = n.shutdown(ctx) })
+	return n.stopErr
 }
 
 func (n *Node) shutdown(ctx context.Context) error {
-	n.draining.Store(true)
+	if n.services == nil {
+		n.ws.Close()
+		return n.closeBroker()
+	}
+	n.accept.SetDraining()
 	n.api.SetServing(false)
-	if n.relayed.Load() > 0 {
+	if n.place.Relayed() > 0 {
 		// Clients relayed through this node are closed by their owners,
 		// whose close frames pass through the relay.
-		msg, _ := json.Marshal(control{Op: opDrainVia, Node: n.cfg.NodeName})
-		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := n.broker.Publish(pctx, broker.ControlChannel, msg); err != nil {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := n.peers.AnnounceDrain(actx); err != nil {
 			n.log.Warn("cannot ask owners to close relayed connections", "err", err)
 		}
 		cancel()
 	}
-	if n.cluster != nil {
-		// The others drop this node from their rings at once, so clients
-		// that reconnect land on the new owners.
-		if err := n.cluster.Leave(2 * time.Second); err != nil {
-			n.log.Warn("cluster leave", "err", err)
-		}
+	// The others drop this node from their rings at once, so clients that
+	// reconnect land on the new owners.
+	if err := n.cluster.Leave(2 * time.Second); err != nil {
+		n.log.Warn("cluster leave", "err", err)
 	}
 	n.drain(ctx)
-
-	hctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	errs := []error{n.httpSrv.Shutdown(hctx)}
-	if n.pprofSrv != nil {
-		errs = append(errs, n.pprofSrv.Shutdown(hctx))
-	}
-	if n.grpcSrv != nil {
-		stopped := make(chan struct{})
-		go func() { n.grpcSrv.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-hctx.Done():
-			n.grpcSrv.Stop()
-		}
-	}
-	n.ws.Close()
-	n.lpTransport.CloseIdleConnections()
-	n.stopBackground()
-	n.background.Wait()
-	if n.cluster != nil {
-		errs = append(errs, n.cluster.Shutdown())
-	}
-	n.stopBroker()
-	<-n.brokerDone
-	errs = append(errs, n.closer())
+	err := n.services.Stop(ctx)
 	n.log.Info("notify node stopped")
-	return errors.Join(errs...)
+	return err
 }

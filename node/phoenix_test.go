@@ -207,7 +207,7 @@ func TestPhoenixChannels(t *testing.T) {
 		t.Fatalf("%+v", m)
 	}
 	// An evented broadcast (BroadcastTextMessage): its event, the string.
-	if err := (apiBackend{StateStore: tn.state, n: tn.Node}).PublishEvent(t.Context(), []string{"p1"}, nil, "score", `{"a":1}`); err != nil {
+	if err := (apiBackend{tn.Node}).PublishEvent(t.Context(), []string{"p1"}, nil, "score", `{"a":1}`); err != nil {
 		t.Fatal(err)
 	}
 	if m := c.read(); m.Event != "score" || string(m.Payload) != `"{\"a\":1}"` {
@@ -501,7 +501,7 @@ func TestDisconnectReachesEveryTransport(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	eventually(t, "four clients", func() bool { return tn.hub.userCount("d1") == 4 })
+	eventually(t, "four clients", func() bool { return tn.hub.UserCount("d1") == 4 })
 
 	if _, err := tn.protoClient().Disconnect(withKey(t, testAPIKey), &notifypb.DisconnectRequest{UserId: "d1"}); err != nil {
 		t.Fatal(err)
@@ -525,7 +525,7 @@ func TestDisconnectReachesEveryTransport(t *testing.T) {
 	if r := l.do(http.MethodGet, l.sess, ""); r["status"] != float64(410) {
 		t.Fatalf("long-poll after disconnect: %v", r)
 	}
-	eventually(t, "no client left", func() bool { return tn.hub.userCount("d1") == 0 })
+	eventually(t, "no client left", func() bool { return tn.hub.UserCount("d1") == 0 })
 }
 
 // TestLongPollSlowConsumer: a session whose outbox overflows is ended (its

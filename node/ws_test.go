@@ -527,15 +527,17 @@ func TestDrain(t *testing.T) {
 	done := make(chan error, 1)
 	start := time.Now()
 	go func() { done <- tn.Shutdown(t.Context()) }()
-	eventually(t, "draining", func() bool { return tn.draining.Load() })
+	eventually(t, "draining", func() bool { return tn.draining() })
 	// New connections are refused while draining.
 	req := upgradeRequest(t, tn.url("/notify/ws"))
 	req.Header.Set("Authorization", "Bearer "+token(t, "late", nil, time.Hour))
-	if resp, err := http.DefaultClient.Do(req); err == nil {
-		resp.Body.Close()
-		if resp.StatusCode != 503 {
-			t.Fatalf("handshake while draining: %d", resp.StatusCode)
-		}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("handshake while draining: %v, want a 503 answer", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("handshake while draining: %d, want 503", resp.StatusCode)
 	}
 	for _, c := range cs {
 		if reason := c.expectClose(transport.CloseServiceRestart); reason != "shutdown" {

@@ -1,20 +1,20 @@
-package node
+// Package pages serves the demo page (GET /) and its assets (GET
+// /static/<file>): plain HTML, CSS and JavaScript embedded in the binary, no
+// build step, nothing fetched from elsewhere.
+package pages
 
 import (
 	"bytes"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"path"
 	"time"
 )
 
-// The demo page (GET /) and its assets (GET /static/<file>): plain HTML, CSS
-// and JavaScript embedded in the binary, no build step, nothing fetched from
-// elsewhere.
-//
 //go:embed static
 var staticFS embed.FS
 
@@ -43,13 +43,17 @@ var staticTypes = map[string]string{
 	".svg":  "image/svg+xml",
 }
 
-var staticFiles = loadStatic()
+// Pages serves the embedded files.
+type Pages struct {
+	files map[string]*staticFile
+}
 
-func loadStatic() map[string]*staticFile {
+// New loads the embedded files.
+func New() (*Pages, error) {
 	files := map[string]*staticFile{}
 	entries, err := fs.ReadDir(staticFS, "static")
 	if err != nil {
-		panic(err)
+		return nil, fmt.Errorf("demo page: %w", err)
 	}
 	for _, e := range entries {
 		ctype, ok := staticTypes[path.Ext(e.Name())]
@@ -58,7 +62,7 @@ func loadStatic() map[string]*staticFile {
 		}
 		b, err := staticFS.ReadFile("static/" + e.Name())
 		if err != nil {
-			panic(err)
+			return nil, fmt.Errorf("demo page: %w", err)
 		}
 		sum := sha256.Sum256(b)
 		files[e.Name()] = &staticFile{
@@ -68,26 +72,29 @@ func loadStatic() map[string]*staticFile {
 			body:  b,
 		}
 	}
-	return files
+	if files["index.html"] == nil {
+		return nil, fmt.Errorf("demo page: static/index.html is not embedded")
+	}
+	return &Pages{files: files}, nil
 }
 
-// servePage is GET / exactly: the demo page. The token travels in the
+// ServePage is GET / exactly: the demo page. The token travels in the
 // page's own URL (?token=), read by the script; the server ignores it.
-func (n *Node) servePage(w http.ResponseWriter, r *http.Request) {
-	serveStatic(w, r, staticFiles["index.html"])
+func (p *Pages) ServePage(w http.ResponseWriter, r *http.Request) {
+	serve(w, r, p.files["index.html"])
 }
 
-// serveStatic is GET /static/<file>: the page's script, style and icon.
-func (n *Node) serveStatic(w http.ResponseWriter, r *http.Request) {
-	f := staticFiles[r.PathValue("file")]
+// ServeStatic is GET /static/<file>: the page's script, style and icon.
+func (p *Pages) ServeStatic(w http.ResponseWriter, r *http.Request) {
+	f := p.files[r.PathValue("file")]
 	if f == nil || f.name == "index.html" {
 		http.NotFound(w, r)
 		return
 	}
-	serveStatic(w, r, f)
+	serve(w, r, f)
 }
 
-func serveStatic(w http.ResponseWriter, r *http.Request, f *staticFile) {
+func serve(w http.ResponseWriter, r *http.Request, f *staticFile) {
 	h := w.Header()
 	h.Set("Content-Type", f.ctype)
 	h.Set("Content-Security-Policy", pageCSP)

@@ -1,0 +1,96 @@
+package admission
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/notify-dev/notify/node/internal/hub"
+	"github.com/notify-dev/notify/transport"
+)
+
+// StateReadTimeout bounds the read of a user's state during a handshake.
+const StateReadTimeout = 5 * time.Second
+
+// Register puts c in the hub and in its user's and topics' sets, then reads
+// the user's state. A message published from here on reaches c (queued until
+// c is attached, behind the frames its protocol sends first) and is not
+// lost. When the state cannot be read the request is refused with 503 and c
+// unregistered.
+func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Client, topics []string) (map[string]string, bool) {
+	h := p.cfg.Hub
+	h.Add(c)
+	h.JoinUser(c)
+	for _, t := range topics {
+		h.JoinTopic(c, t)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), StateReadTimeout)
+	state, err := p.cfg.State.GetState(ctx, c.User)
+	cancel()
+	if err != nil {
+		p.fail(r, c, "state read", err)
+		p.Refuse(w, http.StatusServiceUnavailable, RejectState, "state store unavailable, retry later")
+		return nil, false
+	}
+	if state == nil {
+		state = map[string]string{}
+	}
+	return state, true
+}
+
+// Upgrade completes a WebSocket handshake, with X-Notify-Node and extra in
+// the response. On failure c is unregistered, and the failure counted and
+// logged: the connection is gone.
+func (p *Pipeline) Upgrade(w http.ResponseWriter, r *http.Request, c *hub.Client, extra http.Header) (net.Conn, []byte, bool) {
+	hdr := http.Header{"X-Notify-Node": {p.cfg.NodeName}}
+	for k, v := range extra {
+		hdr[k] = v
+	}
+	nc, buffered, err := transport.Upgrade(w, r, hdr)
+	if err != nil {
+		p.Count(RejectUpgrade)
+		p.fail(r, c, "upgrade", err)
+		return nil, nil, false
+	}
+	return nc, buffered, true
+}
+
+// Hijack takes over the connection of a streaming response (Server-Sent
+// Events); on failure as Upgrade.
+func (p *Pipeline) Hijack(w http.ResponseWriter, r *http.Request, c *hub.Client) (net.Conn, bool) {
+	nc, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		p.Count(RejectUpgrade)
+		p.fail(r, c, "hijack", err)
+		return nil, false
+	}
+	return nc, true
+}
+
+// Attach hands an upgraded connection to an event loop, the first frames
+// before anything queued meanwhile, and counts c as open. On failure c is
+// unregistered, and the failure counted and logged.
+func (p *Pipeline) Attach(r *http.Request, c *hub.Client, conn *transport.Conn, nc net.Conn, buffered []byte, first ...[]byte) {
+	if err := p.cfg.Transport.Attach(conn, nc, buffered, first...); err != nil {
+		p.Count(RejectUpgrade)
+		p.fail(r, c, "attach", err)
+		return
+	}
+	p.cfg.Hub.Opened(c)
+	p.log.Debug("connected", "user", c.User, "transport", c.Transport.String(), "remote", r.RemoteAddr)
+}
+
+// fail unregisters the client of a handshake that was admitted but could
+// not be completed, and logs it (the caller counts it): what the client
+// caused (it hung up mid-handshake) at debug, what the node caused at warn.
+func (p *Pipeline) fail(r *http.Request, c *hub.Client, stage string, err error) {
+	p.cfg.Hub.Remove(c, 0, 0)
+	level := slog.LevelDebug
+	if stage == "attach" || stage == "state read" {
+		level = slog.LevelWarn
+	}
+	p.log.Log(r.Context(), level, "handshake failed", "stage", stage, "user", c.User,
+		"transport", c.Transport.String(), "remote", r.RemoteAddr, "err", err)
+}

@@ -1,0 +1,207 @@
+// Package admission is the one accept pipeline every client endpoint goes
+// through: the checks before anything is upgraded (a valid handshake, not
+// draining, an allowed Origin, a valid token, allowed topics), the relay to
+// the user's owner, and then the steps that make an admitted request a live
+// client (register, read state, upgrade, attach). Every refusal and every
+// failure is answered, counted and logged here, the same way for every
+// protocol.
+package admission
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/node/internal/hub"
+	"github.com/notify-dev/notify/node/internal/respond"
+	"github.com/notify-dev/notify/transport"
+)
+
+// Owners decides where a client is served (placement implements it).
+type Owners interface {
+	// RelayToOwner relays the handshake to the user's owner when another
+	// node owns the user, and reports whether it did (the request is then
+	// answered); false means serve it here.
+	RelayToOwner(w http.ResponseWriter, r *http.Request, user string) bool
+	// RelayedBy names the node that relayed r here, or "".
+	RelayedBy(r *http.Request) string
+}
+
+// Config of a Pipeline.
+type Config struct {
+	Verifier       *auth.Verifier
+	AllowedOrigins []string // NOTIFY_ALLOWED_ORIGINS, each valid for ParseOrigin
+	OpenTopics     bool     // NOTIFY_OPEN_TOPICS
+	SessionCookie  string   // NOTIFY_SESSION_COOKIE
+	NodeName       string   // sent as X-Notify-Node on every accepted handshake
+	Hub            *hub.Hub
+	Transport      *transport.Server
+	State          broker.StateStore
+	Owners         Owners
+	Registerer     prometheus.Registerer
+	Logger         *slog.Logger
+}
+
+// Pipeline admits clients.
+type Pipeline struct {
+	cfg      Config
+	log      *slog.Logger
+	origins  []originPattern
+	draining atomic.Bool
+	rejected map[string]prometheus.Counter // by reason
+}
+
+// Rejection reasons (label of notify_connections_rejected_total).
+const (
+	RejectBadRequest   = "bad_request"
+	RejectDraining     = "draining"
+	RejectOrigin       = "origin"
+	RejectUnauthorized = "unauthorized"
+	RejectTopic        = "topic"
+	RejectState        = "state_unavailable"
+	RejectUpgrade      = "upgrade_failed"
+)
+
+var rejectReasons = []string{RejectBadRequest, RejectDraining, RejectOrigin, RejectUnauthorized, RejectTopic, RejectState, RejectUpgrade}
+
+// New returns a pipeline; its metrics are registered on cfg.Registerer.
+func New(cfg Config) (*Pipeline, error) {
+	if cfg.Verifier == nil || cfg.Hub == nil || cfg.Transport == nil || cfg.State == nil || cfg.Owners == nil {
+		return nil, errors.New("admission: verifier, hub, transport, state store and owners are required")
+	}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger, rejected: make(map[string]prometheus.Counter, len(rejectReasons))}
+	if p.log == nil {
+		p.log = slog.New(slog.DiscardHandler)
+	}
+	for _, o := range cfg.AllowedOrigins {
+		op, err := parseOriginPattern(o)
+		if err != nil {
+			return nil, fmt.Errorf("NOTIFY_ALLOWED_ORIGINS %q: %w", o, err)
+		}
+		p.origins = append(p.origins, op)
+	}
+	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "notify_connections_rejected_total",
+		Help: "Connection attempts refused, by reason.",
+	}, []string{"reason"})
+	for _, r := range rejectReasons {
+		p.rejected[r] = vec.WithLabelValues(r) // every series from the start
+	}
+	if cfg.Registerer != nil {
+		if err := cfg.Registerer.Register(vec); err != nil {
+			return nil, fmt.Errorf("admission metrics: %w", err)
+		}
+	}
+	return p, nil
+}
+
+// SetDraining makes every new client be refused with 503 from now on.
+func (p *Pipeline) SetDraining() { p.draining.Store(true) }
+
+// Draining reports whether the node is draining.
+func (p *Pipeline) Draining() bool { return p.draining.Load() }
+
+// NodeName is the name sent as X-Notify-Node.
+func (p *Pipeline) NodeName() string { return p.cfg.NodeName }
+
+// Verify checks a client token.
+func (p *Pipeline) Verify(token string) (auth.Claims, error) { return p.cfg.Verifier.Verify(token) }
+
+// Token finds a client token in the sources of /notify/ws: the session
+// cookie, the Authorization header, the authorization query parameter.
+func (p *Pipeline) Token(r *http.Request) string {
+	t, _ := auth.TokenFromRequest(r, p.cfg.SessionCookie)
+	return t
+}
+
+// Request says what a protocol's handshake asks of Admit.
+type Request struct {
+	Token   string // found by the protocol's own token sources
+	Upgrade bool   // a WebSocket handshake: validate it first
+	Topics  bool   // parse and check the topic query parameters
+	// Refuse answers a refusal in the protocol's own format; nil means the
+	// contract's JSON error with the status.
+	Refuse func(w http.ResponseWriter, status int, msg string)
+	// Relay passes the request to the user's owner and reports whether it
+	// did; nil means Owners.RelayToOwner.
+	Relay func(w http.ResponseWriter, r *http.Request, user string) bool
+}
+
+// Admitted is a handshake that passed admission.
+type Admitted struct {
+	Claims auth.Claims
+	Topics []string
+	Via    string // the node that relayed the request here, if any
+}
+
+// Admit runs the checks every client endpoint shares, in this order: a valid
+// WebSocket handshake (when asked), not draining, an allowed Origin, a valid
+// token, allowed topics; then, when another node owns the user, the relay
+// there. false means the request has been answered.
+func (p *Pipeline) Admit(w http.ResponseWriter, r *http.Request, req Request) (Admitted, bool) {
+	refuse := func(status int, reason, msg string) (Admitted, bool) {
+		p.Count(reason)
+		if req.Refuse != nil {
+			req.Refuse(w, status, msg)
+		} else {
+			respond.Error(w, status, msg)
+		}
+		return Admitted{}, false
+	}
+	if req.Upgrade {
+		if err := transport.CheckUpgrade(r); err != nil {
+			ue, _ := transport.IsUpgradeError(err)
+			if ue.Status == http.StatusUpgradeRequired {
+				w.Header().Set("Sec-WebSocket-Version", "13")
+			}
+			return refuse(ue.Status, RejectBadRequest, ue.Msg)
+		}
+	}
+	if p.Draining() {
+		return refuse(http.StatusServiceUnavailable, RejectDraining, "node is draining, reconnect to another node")
+	}
+	if !p.OriginAllowed(r) {
+		return refuse(http.StatusForbidden, RejectOrigin, "origin not allowed")
+	}
+	claims, err := p.Verify(req.Token)
+	if err != nil {
+		return refuse(http.StatusUnauthorized, RejectUnauthorized, err.Error())
+	}
+	a := Admitted{Claims: claims, Via: p.cfg.Owners.RelayedBy(r)}
+	if req.Topics {
+		if a.Topics, err = p.topics(r, claims); err != nil {
+			var fe forbiddenError
+			if errors.As(err, &fe) {
+				return refuse(http.StatusForbidden, RejectTopic, err.Error())
+			}
+			return refuse(http.StatusBadRequest, RejectBadRequest, err.Error())
+		}
+	}
+	relay := req.Relay
+	if relay == nil {
+		relay = p.cfg.Owners.RelayToOwner
+	}
+	if relay(w, r, claims.UserID) {
+		return Admitted{}, false
+	}
+	return a, true
+}
+
+// Refuse answers a handshake with the contract's JSON error and counts it.
+func (p *Pipeline) Refuse(w http.ResponseWriter, status int, reason, msg string) {
+	p.Count(reason)
+	respond.Error(w, status, msg)
+}
+
+// Count counts a refusal answered in a protocol's own format.
+func (p *Pipeline) Count(reason string) {
+	if c, ok := p.rejected[reason]; ok {
+		c.Inc()
+	}
+}

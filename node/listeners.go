@@ -1,0 +1,150 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/notify-dev/notify/api"
+	"github.com/notify-dev/notify/internal/service"
+)
+
+// stopTimeout bounds how long a listener's server waits for its requests
+// in flight when the node stops (connections were drained before).
+const stopTimeout = 5 * time.Second
+
+// listeners are the node's bound sockets: HTTP (clients, API, metrics,
+// health, pages), pprof and gRPC (nil when off).
+type listeners struct {
+	http, pprof, grpc net.Listener
+}
+
+// listen binds every listener, or none.
+func (n *Node) listen() (*listeners, error) {
+	ls := &listeners{}
+	bind := []struct {
+		setting, value string
+		ln             *net.Listener
+	}{
+		{"PORT", n.cfg.Port, &ls.http},
+		{"PPROF_PORT", n.cfg.PprofPort, &ls.pprof},
+		{"GRPC_PORT", n.cfg.GRPCPort, &ls.grpc},
+	}
+	for _, b := range bind {
+		if b.value == "off" {
+			continue
+		}
+		addr, _ := normalizeAddr(b.value) // checked by Validate
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			ls.close()
+			return nil, fmt.Errorf("listen %s %s: %w", b.setting, b.value, err)
+		}
+		*b.ln = ln
+	}
+	return ls, nil
+}
+
+// relayPort is the port peers relay clients to: the HTTP listener's.
+func (ls *listeners) relayPort() int { return ls.http.Addr().(*net.TCPAddr).Port }
+
+func (ls *listeners) close() {
+	for _, ln := range []net.Listener{ls.http, ls.pprof, ls.grpc} {
+		if ln != nil {
+			ln.Close()
+		}
+	}
+}
+
+func (ls *listeners) httpService(h http.Handler, log *slog.Logger) service.Service {
+	return serveHTTP(&http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}, ls.http)
+}
+
+func (ls *listeners) pprofService(log *slog.Logger) service.Service {
+	if ls.pprof == nil {
+		return idle
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return serveHTTP(&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}, ls.pprof)
+}
+
+// idle is the service of a listener that is off.
+var idle = service.Func(func(ctx context.Context) error {
+	<-ctx.Done()
+	return nil
+})
+
+// serveHTTP serves srv on ln until ctx ends, then shuts it down: requests
+// in flight get stopTimeout to finish, then their connections are closed.
+func serveHTTP(srv *http.Server, ln net.Listener) service.Service {
+	return service.Func(func(ctx context.Context) error {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ln) }()
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+		case <-ctx.Done():
+		}
+		sctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		err := srv.Shutdown(sctx)
+		if err != nil {
+			err = errors.Join(err, srv.Close())
+		}
+		if serr := <-served; !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
+		return err
+	})
+}
+
+func (ls *listeners) grpcService(a *api.Server, log *slog.Logger) service.Service {
+	if ls.grpc == nil {
+		return idle
+	}
+	srv := a.GRPCServer()
+	return service.Func(func(ctx context.Context) error {
+		served := make(chan error, 1)
+		go func() { served <- srv.Serve(ls.grpc) }()
+		select {
+		case err := <-served:
+			return fmt.Errorf("serve gRPC %s: %w", ls.grpc.Addr(), err)
+		case <-ctx.Done():
+		}
+		stopped := make(chan struct{})
+		go func() {
+			srv.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-time.After(stopTimeout):
+			log.Warn("gRPC calls still running at stop; cancelling them")
+			srv.Stop()
+			<-stopped
+		}
+		if err := <-served; err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+			return err
+		}
+		return nil
+	})
+}
