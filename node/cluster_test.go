@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -276,4 +277,58 @@ func TestOtherRingSettingsKeptOffTheRing(t *testing.T) {
 		}
 	}
 	_ = odd
+}
+
+// TestPeerCallsUseTheClusterSecret: nodes ask each other for presence with
+// requests signed by the cluster secret (or one derived from the gossip
+// key), never with the client API key; a node with another secret, or a
+// cluster with neither, is refused, and Presence then fails rather than
+// count half the cluster.
+func TestPeerCallsUseTheClusterSecret(t *testing.T) {
+	const gossipKey = "MDEyMzQ1Njc4OWFiY2RlZg==" // 16 bytes
+	tests := []struct {
+		name    string
+		secrets [2]string // NOTIFY_CLUSTER_SECRET per node
+		keys    [2]string // NOTIFY_GOSSIP_KEY per node
+		ok      bool
+	}{
+		{"same cluster secret", [2]string{testClusterSecret, testClusterSecret}, [2]string{}, true},
+		{"derived from the gossip key", [2]string{}, [2]string{gossipKey, gossipKey}, true},
+		{"other cluster secret", [2]string{testClusterSecret, "another-cluster-secret"}, [2]string{}, false},
+		{"neither", [2]string{}, [2]string{}, false},
+	}
+	rs := redistest.Start(t)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			nodes := startCluster(t, rs, 2, func(i int, c *Config) {
+				c.ClusterSecret, c.GossipKey = tt.secrets[i], tt.keys[i]
+			})
+			user := userOwnedBy(t, nodes, "node-1", 0)
+			c := nodes[1].dial(token(t, user, nil, time.Hour), "")
+			c.handshake(user)
+			pr, err := nodes[0].protoClient().Presence(withKey(t, testAPIKey), &notifypb.PresenceRequest{UserIds: []string{user}})
+			switch {
+			case tt.ok && (err != nil || pr.Connections[user] != 1):
+				t.Fatalf("presence %v %v, want 1 connection", pr, err)
+			case !tt.ok && err == nil:
+				t.Fatalf("presence %v: a peer without the cluster secret was answered", pr)
+			}
+		})
+	}
+}
+
+// TestPresenceEndpointRefusesTheAPIKey: the client API key is no credential
+// between nodes.
+func TestPresenceEndpointRefusesTheAPIKey(t *testing.T) {
+	tn := startAPINode(t, nil, func(c *Config) { c.ClusterSecret = testClusterSecret })
+	req, _ := http.NewRequest(http.MethodPost, tn.url("/cluster/presence"), strings.NewReader(`{"user_ids":["a"]}`))
+	req.Header.Set("Authorization", "Bearer "+testAPIKey)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("presence with the API key: %d, want 401", resp.StatusCode)
+	}
 }
