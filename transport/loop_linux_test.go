@@ -39,3 +39,15 @@ func TestDetachedSocketKeepsOptions(t *testing.T) {
 		t.Fatalf("flags %#x (%v): the loop's socket must be non-blocking", fl, err)
 	}
 }
+
+// unreadByServer is how many bytes the server's socket of c holds that the
+// loop has not read yet, or -1 once it is closed.
+func unreadByServer(c *Conn) int {
+	// Under c.mu the loop cannot close the descriptor (see closeFD).
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.io.fd < 0 {
+		return -1
+	}
+	return fdUnread(uintptr(c.io.fd))
+}

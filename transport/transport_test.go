@@ -14,6 +14,8 @@ import (
 
 	"github.com/coder/websocket"
 	"github.com/gobwas/ws"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 func testConfig() Config {
@@ -173,13 +175,15 @@ func TestPingPongAndBufferedInput(t *testing.T) {
 	ts := startServer(t, testConfig(), serverOpts{})
 	// The ping travels in the same TCP write as the handshake.
 	rc := dialRaw(t, ts.addr, clientFrame(true, 0, byte(ws.OpPing), true, []byte("early")))
+	c := ts.nextConn(t)
 	if f := rc.read(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "early" {
 		t.Fatalf("got %v %q, want pong early", f.Header.OpCode, f.Payload)
 	}
-	// A ping split into single bytes across many reads.
+	// A ping split into single bytes across many reads: each byte is read
+	// by the server before the next is sent.
 	for _, b := range clientFrame(true, 0, byte(ws.OpPing), true, []byte("split")) {
 		rc.write([]byte{b})
-		time.Sleep(time.Millisecond)
+		await.True(t, "the server to read the byte", func() bool { return unreadByServer(c) <= 0 })
 	}
 	if f := rc.read(); f.Header.OpCode != ws.OpPong || string(f.Payload) != "split" {
 		t.Fatalf("got %v %q, want pong split", f.Header.OpCode, f.Payload)
@@ -421,24 +425,31 @@ func TestSlowConsumerIsCut(t *testing.T) {
 	// slow one fills its kernel buffers, then its queue, and is cut.
 	const total = 40000
 	frame := DataFrame(strings.Repeat("p", 1000))
+	// Stay well within the fast client's queue: bytes in a write that has
+	// not returned yet still count as queued, so allow for twice the window.
+	// A token per frame sent to the fast client and not yet read by it.
+	window := make(chan struct{}, 16)
 	var received atomic.Int64
 	readErr := make(chan error, 1)
+	readerGone := make(chan struct{})
 	go func() {
+		defer close(readerGone)
 		for received.Load() < total {
 			if _, _, err := fast.Read(ctx); err != nil {
 				readErr <- err
 				return
 			}
 			received.Add(1)
+			<-window
 		}
 		readErr <- nil
 	}()
 	cutAt := -1
 	for i := 0; i < total; i++ {
-		// Stay well within the fast client's queue: bytes in a write that has
-		// not returned yet still count as queued, so allow for twice the window.
-		for int64(i)-received.Load() > 16 && ctx.Err() == nil {
-			time.Sleep(50 * time.Microsecond)
+		select {
+		case window <- struct{}{}:
+		case <-readerGone:
+			t.Fatalf("fast client after %d frames: %v", received.Load(), <-readErr)
 		}
 		if !fastConn.Send(frame) {
 			t.Fatalf("the fast client was refused frame %d", i)
@@ -644,7 +655,9 @@ func TestRawConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
+	attached := make(chan *Conn, 1)
 	go func() {
+		defer close(attached)
 		nc, err := ln.Accept()
 		if err != nil {
 			return
@@ -654,9 +667,7 @@ func TestRawConnection(t *testing.T) {
 			t.Error(err)
 			return
 		}
-		time.Sleep(350 * time.Millisecond) // three ping intervals of silence
-		c.Send([]byte("data: hello\n\n"))
-		c.Close(CloseServiceRestart, "shutdown")
+		attached <- c
 	}()
 	cl, err := net.Dial("tcp", ln.Addr().String())
 	if err != nil {
@@ -664,13 +675,25 @@ func TestRawConnection(t *testing.T) {
 	}
 	defer cl.Close()
 	_ = cl.SetReadDeadline(time.Now().Add(10 * time.Second))
-	all, err := io.ReadAll(cl)
+	// Three keep-alives, so three ping intervals of silence from the client:
+	// more than the idle timeout of a WebSocket (two intervals).
+	head := "first\n\n" + strings.Repeat(": ping\n\n", 3)
+	got := make([]byte, len(head))
+	if _, err := io.ReadFull(cl, got); err != nil || string(got) != head {
+		t.Fatalf("stream starts %q (%v), want %q", got, err, head)
+	}
+	c, ok := <-attached
+	if !ok {
+		t.Fatal("not attached")
+	}
+	c.Send([]byte("data: hello\n\n"))
+	c.Close(CloseServiceRestart, "shutdown")
+	rest, err := io.ReadAll(cl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	got := string(all)
-	if !strings.HasPrefix(got, "first\n\n: ping\n\n") || !strings.HasSuffix(got, "data: hello\n\nevent: close\ndata: 1012 shutdown\n\n") {
-		t.Fatalf("stream %q", got)
+	if !strings.HasSuffix(string(rest), "data: hello\n\nevent: close\ndata: 1012 shutdown\n\n") {
+		t.Fatalf("stream ends %q", rest)
 	}
 	if ev := rec.waitClose(t); ev.info.Code != CloseServiceRestart {
 		t.Fatalf("code %d", ev.info.Code)
