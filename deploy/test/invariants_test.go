@@ -235,11 +235,6 @@ func (d *deployment) containerPort(p intstr.IntOrString, proto corev1.Protocol) 
 	return corev1.ContainerPort{}, false
 }
 
-func (d *deployment) hasContainerPort(name string) bool {
-	_, ok := d.containerPort(intstr.FromString(name), corev1.ProtocolTCP)
-	return ok
-}
-
 func (d *deployment) checkServices(t *testing.T, exp expectations) {
 	t.Helper()
 	var clients []*corev1.Service
