@@ -16,7 +16,7 @@ const drainPoll = 10 * time.Millisecond
 // for them to finish their closing handshakes, and for the clients relayed
 // through this node to be closed by their owners.
 func (n *Node) drain(ctx context.Context) {
-	deadline := time.Now().Add(n.cfg.DrainTimeout + n.ws.CloseTimeout())
+	deadline := time.Now().Add(n.cfg.DrainTimeout + n.loops.CloseTimeout())
 	hub.ClosePaced(ctx, n.hub.Clients(), n.cfg.DrainTimeout*9/10, transport.CloseServiceRestart, "shutdown")
 	// Clients that were mid-handshake when the drain began.
 	for _, c := range n.hub.Clients() {

@@ -41,8 +41,8 @@ type Node struct {
 
 	broker      broker.Broker
 	state       broker.StateStore
-	closeBroker func() error // closes the broker's connections
-	ws          *transport.Server
+	closeBroker func() error      // closes the broker's connections
+	loops       *transport.Server // the event loops every client connection and relay lives in
 	hub         *hub.Hub
 	accept      *admission.Pipeline
 	place       *placement.Placement
@@ -90,12 +90,12 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	tc := cfg.transportConfig()
 	tc.Logger = log
-	if n.ws, err = transport.NewServer(tc); err != nil {
+	if n.loops, err = transport.NewServer(tc); err != nil {
 		_ = n.closeBroker()
 		return nil, err
 	}
 	if err := n.newParts(verifier); err != nil {
-		n.ws.Close()
+		n.loops.Close()
 		_ = n.closeBroker()
 		return nil, err
 	}
@@ -148,7 +148,7 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 	place, err := placement.New(placement.Config{
 		NodeName: cfg.NodeName, Ring: cfg.Ring, RebalanceRate: cfg.RebalanceRate, DrainTimeout: cfg.DrainTimeout,
 		RequestTimeout: n.longPollHold() + 5*time.Second,
-		Hub:            n.hub, Transport: n.ws, Draining: n.draining, Registerer: n.reg, Logger: n.log,
+		Hub:            n.hub, Transport: n.loops, Draining: n.draining, Registerer: n.reg, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -157,16 +157,16 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 	if n.accept, err = admission.New(admission.Config{
 		Verifier: verifier, AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
 		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
-		Hub: n.hub, Transport: n.ws, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
+		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
 	}); err != nil {
 		return err
 	}
 	if err := n.newPeers(); err != nil {
 		return err
 	}
-	n.notify = notifyproto.New(n.accept, n.ws, n.hub)
+	n.notify = notifyproto.New(n.accept, n.loops, n.hub)
 	if n.phoenix, err = phoenix.New(phoenix.Config{
-		Accept: n.accept, Hub: n.hub, Transport: n.ws, State: n.state, Relay: place,
+		Accept: n.accept, Hub: n.hub, Transport: n.loops, State: n.state, Relay: place,
 		SendQueueBytes: cfg.SendQueueBytes, MaxMessageSize: cfg.MaxMessageSize,
 		LongPollHold: cfg.LongPollHold, LongPollIdle: cfg.LongPollIdle, Logger: n.log,
 	}); err != nil {
@@ -259,7 +259,7 @@ func (n *Node) parts() []part {
 	return []part{
 		{"transport", service.Func(func(ctx context.Context) error {
 			<-ctx.Done()
-			n.ws.Close() // every remaining socket, at once
+			n.loops.Close() // every remaining socket, at once
 			return nil
 		})},
 		{"broker", service.Func(func(ctx context.Context) error {
@@ -342,7 +342,7 @@ func (n *Node) Shutdown(ctx context.Context) error {
 
 func (n *Node) shutdown(ctx context.Context) error {
 	if n.services == nil {
-		n.ws.Close()
+		n.loops.Close()
 		return n.closeBroker()
 	}
 	n.accept.SetDraining()
