@@ -97,7 +97,7 @@ lint:
 # paths, then the load run (real redis-server, a notify process, client
 # processes on several 127.0.0.x addresses). Takes about two minutes.
 bench: build deps
-	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/ ./broker/ ./auth/ ./ring/ | awk ' \
+	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/... ./broker/ ./auth/ ./ring/ | awk ' \
 		/^Benchmark/ { n = $$1; sub(/^Benchmark/, "", n); sub(/-[0-9]+$$/, "", n); \
 			for (i = 3; i < NF; i += 2) { u = $$(i+1); s = (u == "ns/op") ? "" : (u == "B/op") ? "_bytes" : (u == "allocs/op") ? "_allocs" : "_rate"; \
 				print n s, $$i, u } } \
