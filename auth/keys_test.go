@@ -55,26 +55,43 @@ func readFixture(t *testing.T, name string) []byte {
 }
 
 func TestNewVerifierErrors(t *testing.T) {
-	x25519, err := ecdh.X25519().GenerateKey(rand.Reader)
-	if err != nil {
-		t.Fatal(err)
+	for _, tt := range slices.Concat(keyFileErrorCases(), keyTypeErrorCases(t)) {
+		t.Run(tt.name, func(t *testing.T) {
+			files := tt.files(t)
+			v, err := NewVerifier(Config{Secret: tt.secret, PublicKeyFiles: files})
+			if err == nil {
+				t.Fatalf("NewVerifier = %v, want error containing %q", v, tt.wantErr)
+			}
+			if !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("NewVerifier error %q, want it to contain %q", err, tt.wantErr)
+			}
+			for _, f := range files {
+				if !strings.Contains(err.Error(), f) {
+					t.Errorf("NewVerifier error %q does not name %s", err, f)
+				}
+			}
+			for _, target := range tt.wantIs {
+				if !errors.Is(err, target) {
+					t.Errorf("NewVerifier error %q does not match %v", err, target)
+				}
+			}
+		})
 	}
-	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
-	if err != nil {
-		t.Fatal(err)
-	}
+}
 
-	tests := []struct {
-		name    string
-		files   func(t *testing.T) []string
-		secret  string
-		wantErr string  // substring of the error
-		wantIs  []error // errors the result must match
-	}{
+// verifierErrorCase is a configuration NewVerifier refuses.
+type verifierErrorCase struct {
+	name    string
+	files   func(t *testing.T) []string
+	secret  string
+	wantErr string  // substring of the error
+	wantIs  []error // errors the result must match
+}
+
+// keyFileErrorCases are public key files that are missing or hold no
+// usable PEM block, and the configuration with no key at all.
+func keyFileErrorCases() []verifierErrorCase {
+	return []verifierErrorCase{
 		{
 			name:    "nothing configured",
 			files:   func(*testing.T) []string { return nil },
@@ -126,6 +143,25 @@ func TestNewVerifierErrors(t *testing.T) {
 			},
 			wantErr: `unsupported PEM block type "FOO"`,
 		},
+	}
+}
+
+// keyTypeErrorCases are public keys of a type or size NewVerifier refuses.
+func keyTypeErrorCases(t *testing.T) []verifierErrorCase {
+	t.Helper()
+	x25519, err := ecdh.X25519().GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p224, err := ecdsa.GenerateKey(elliptic.P224(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rsa1024, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []verifierErrorCase{
 		{
 			name: "X25519 key",
 			files: func(t *testing.T) []string {
@@ -145,28 +181,6 @@ func TestNewVerifierErrors(t *testing.T) {
 			},
 			wantErr: "RSA key has 1024 bits",
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			files := tt.files(t)
-			v, err := NewVerifier(Config{Secret: tt.secret, PublicKeyFiles: files})
-			if err == nil {
-				t.Fatalf("NewVerifier = %v, want error containing %q", v, tt.wantErr)
-			}
-			if !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("NewVerifier error %q, want it to contain %q", err, tt.wantErr)
-			}
-			for _, f := range files {
-				if !strings.Contains(err.Error(), f) {
-					t.Errorf("NewVerifier error %q does not name %s", err, f)
-				}
-			}
-			for _, target := range tt.wantIs {
-				if !errors.Is(err, target) {
-					t.Errorf("NewVerifier error %q does not match %v", err, target)
-				}
-			}
-		})
 	}
 }
 
