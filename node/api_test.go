@@ -239,8 +239,27 @@ func TestGRPC(t *testing.T) {
 	cc := tn.grpcConn()
 	ns := notifypb.NewNotifyServiceClient(cc)
 	el := notificationspb.NewNotificationsServiceClient(cc)
-	ctx := grpcKey(t, testAPIKey)
 
+	grpcAuthIsPublicTheRestKeyed(t, ns, el)
+	c := tn.dial(token(t, "g1", []string{"lobby"}, time.Hour), "topic=lobby")
+	c.handshake("g1")
+	grpcPublishAndBroadcast(t, ns, el, c)
+	grpcHealthAndReflection(t, cc)
+	if got := tn.metric("notify_api_requests_total", "method", "BroadcastTextMessage", "code", "ok"); got != 1 {
+		t.Fatalf("BroadcastTextMessage ok = %v", got)
+	}
+	// Draining: health says NOT_SERVING.
+	go tn.Shutdown(context.Background())
+	eventually(t, "NOT_SERVING", func() bool {
+		hr, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{})
+		return err != nil || hr.Status == healthpb.HealthCheckResponse_NOT_SERVING
+	})
+}
+
+// grpcAuthIsPublicTheRestKeyed: Auth answers without the API key, Publish
+// and BroadcastTextMessage refuse a missing or wrong one.
+func grpcAuthIsPublicTheRestKeyed(t *testing.T, ns notifypb.NotifyServiceClient, el notificationspb.NotificationsServiceClient) {
+	t.Helper()
 	// Auth is public; the rest needs the key.
 	ar, err := ns.Auth(t.Context(), &notifypb.AuthRequest{Authorization: token(t, "g1", nil, time.Hour)})
 	if err != nil || ar.UserID != "g1" {
@@ -252,9 +271,13 @@ func TestGRPC(t *testing.T) {
 	if _, err := el.BroadcastTextMessage(grpcKey(t, "wrong"), &notificationspb.BroadcastTextMessageRequest{Topics: []string{"user:g1"}, Message: "x"}); status.Code(err) != codes.Unauthenticated {
 		t.Fatalf("Broadcast with a wrong key: %v", err)
 	}
+}
 
-	c := tn.dial(token(t, "g1", []string{"lobby"}, time.Hour), "topic=lobby")
-	c.handshake("g1")
+// grpcPublishAndBroadcast: with the key, Publish and BroadcastTextMessage
+// reach c (user g1 on topic lobby), and bad targets are invalid arguments.
+func grpcPublishAndBroadcast(t *testing.T, ns notifypb.NotifyServiceClient, el notificationspb.NotificationsServiceClient, c *wsClient) {
+	t.Helper()
+	ctx := grpcKey(t, testAPIKey)
 	if _, err := ns.Publish(ctx, &notifypb.PublishRequest{UserIds: []string{"g1"}, Payload: []byte("from grpc")}); err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +304,12 @@ func TestGRPC(t *testing.T) {
 	if _, err := ns.Publish(ctx, &notifypb.PublishRequest{}); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("Publish without targets: %v", err)
 	}
+}
 
+// grpcHealthAndReflection: the standard health and reflection services,
+// without a key.
+func grpcHealthAndReflection(t *testing.T, cc *grpc.ClientConn) {
+	t.Helper()
 	// The standard health service, without a key.
 	hr, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{Service: "notify.NotifyService"})
 	if err != nil || hr.Status != healthpb.HealthCheckResponse_SERVING {
@@ -308,13 +336,4 @@ func TestGRPC(t *testing.T) {
 			t.Fatalf("reflection lists %v, missing %s", names, want)
 		}
 	}
-	if got := tn.metric("notify_api_requests_total", "method", "BroadcastTextMessage", "code", "ok"); got != 1 {
-		t.Fatalf("BroadcastTextMessage ok = %v", got)
-	}
-	// Draining: health says NOT_SERVING.
-	go tn.Shutdown(context.Background())
-	eventually(t, "NOT_SERVING", func() bool {
-		hr, err := healthpb.NewHealthClient(cc).Check(t.Context(), &healthpb.HealthCheckRequest{})
-		return err != nil || hr.Status == healthpb.HealthCheckResponse_NOT_SERVING
-	})
 }

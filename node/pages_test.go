@@ -24,6 +24,29 @@ func TestDemoPageHeaders(t *testing.T) {
 	if resp.StatusCode != 200 {
 		t.Fatalf("GET /: %d", resp.StatusCode)
 	}
+	checkDemoPageHeaders(t, resp, body)
+	checkDemoPageAssets(t, tn, body)
+
+	// Only GET / exactly is the page.
+	for _, p := range []string{"/nonexistent", "/index.html", "/static/", "/static/index.html", "/static/nope.js", "/static/../go.mod", "/notify"} {
+		if code, _ := tn.get(p); code != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", p, code)
+		}
+	}
+	resp, err = http.Post(tn.url("/"), "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	readBody(t, resp)
+	if resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("POST /: %d, want 405", resp.StatusCode)
+	}
+}
+
+// checkDemoPageHeaders: the page's type, caching, referrer and a strict
+// Content-Security-Policy, and the page loads its script.
+func checkDemoPageHeaders(t *testing.T, resp *http.Response, body string) {
+	t.Helper()
 	want := map[string]string{
 		"Content-Type":           "text/html; charset=utf-8",
 		"X-Content-Type-Options": "nosniff",
@@ -47,8 +70,12 @@ func TestDemoPageHeaders(t *testing.T) {
 	if !strings.Contains(body, `<script src="/static/demo.js"`) {
 		t.Errorf("GET /: no script tag in %q", body)
 	}
+}
 
-	// Every asset the page names is served, with its type, and revalidates by ETag.
+// checkDemoPageAssets: every asset the page names is served, with its type,
+// and revalidates by ETag.
+func checkDemoPageAssets(t *testing.T, tn *testNode, body string) {
+	t.Helper()
 	refs := regexp.MustCompile(`(?:src|href)="(/static/[^"]+)"`).FindAllStringSubmatch(body, -1)
 	if len(refs) < 3 {
 		t.Fatalf("the page names %d assets, want script, style and icon", len(refs))
@@ -74,21 +101,6 @@ func TestDemoPageHeaders(t *testing.T) {
 		if resp.Header.Get("ETag") == "" || resp2.StatusCode != http.StatusNotModified {
 			t.Errorf("GET %s with If-None-Match %q: %d, want 304", m[1], resp.Header.Get("ETag"), resp2.StatusCode)
 		}
-	}
-
-	// Only GET / exactly is the page.
-	for _, p := range []string{"/nonexistent", "/index.html", "/static/", "/static/index.html", "/static/nope.js", "/static/../go.mod", "/notify"} {
-		if code, _ := tn.get(p); code != http.StatusNotFound {
-			t.Errorf("GET %s: %d, want 404", p, code)
-		}
-	}
-	resp, err = http.Post(tn.url("/"), "text/plain", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	readBody(t, resp)
-	if resp.StatusCode != http.StatusMethodNotAllowed {
-		t.Errorf("POST /: %d, want 405", resp.StatusCode)
 	}
 }
 

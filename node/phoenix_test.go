@@ -154,6 +154,26 @@ func TestPhoenixChannels(t *testing.T) {
 	tn.redis.HSet(t.Context(), "notify:p1:state", "unread", "4")
 	c := tn.phoenix(token(t, "p1", []string{"lobby"}, time.Hour), "2.0.0", nil)
 
+	phxHeartbeatAndUserTopic(t, tn, c)
+	lobbyRef := phxGroupTopics(t, tn, c)
+	phxUnmatchedTopicsAndPing(t, c)
+	// An evented broadcast (BroadcastTextMessage): its event, the string.
+	if err := (apiBackend{tn.Node}).PublishEvent(t.Context(), []string{"p1"}, nil, "score", `{"a":1}`); err != nil {
+		t.Fatal(err)
+	}
+	if m := c.read(); m.Event != "score" || string(m.Payload) != `"{\"a\":1}"` {
+		t.Fatalf("%+v %s", m, m.Payload)
+	}
+	phxRejoinAndLeave(t, tn, c, lobbyRef)
+	if got := tn.metric("notify_connections", "transport", "phoenix"); got != 1 {
+		t.Fatalf("phoenix connections %v", got)
+	}
+}
+
+// phxHeartbeatAndUserTopic: the heartbeat, then p1 joins user:p1 and gets
+// its messages, and may not join user:p2.
+func phxHeartbeatAndUserTopic(t *testing.T, tn *testNode, c *phxClient) {
+	t.Helper()
 	// Heartbeat.
 	ref := c.send("", "phoenix", "heartbeat", map[string]any{})
 	if m := c.expectReply(ref, "ok"); m.Topic != "phoenix" || string(m.Response) != "{}" {
@@ -179,8 +199,14 @@ func TestPhoenixChannels(t *testing.T) {
 	if m := c.expectReply(ref, "error"); m.ResponseValue["reason"] != "unauthorized" {
 		t.Fatalf("%+v", m)
 	}
+}
+
+// phxGroupTopics: group:vip is refused, group:lobby (granted by the token)
+// joined and its messages arrive. It returns lobby's join ref.
+func phxGroupTopics(t *testing.T, tn *testNode, c *phxClient) string {
+	t.Helper()
 	// Groups: granted and not.
-	ref = c.send("", "group:vip", "phx_join", map[string]any{})
+	ref := c.send("", "group:vip", "phx_join", map[string]any{})
 	if m := c.expectReply(ref, "error"); m.ResponseValue["reason"] != "unauthorized" {
 		t.Fatalf("%+v", m)
 	}
@@ -190,8 +216,15 @@ func TestPhoenixChannels(t *testing.T) {
 	if m := c.read(); m.Topic != "group:lobby" || string(m.Payload) != `"hi all"` {
 		t.Fatalf("%+v %s", m, m.Payload)
 	}
+	return lobbyRef
+}
+
+// phxUnmatchedTopicsAndPing: a topic no channel matches, an event on a
+// topic not joined, and the ping channel.
+func phxUnmatchedTopicsAndPing(t *testing.T, c *phxClient) {
+	t.Helper()
 	// Unknown topic, and an event on a topic not joined.
-	ref = c.send("", "room:1", "phx_join", map[string]any{})
+	ref := c.send("", "room:1", "phx_join", map[string]any{})
 	if m := c.expectReply(ref, "error"); m.ResponseValue["reason"] != "unmatched topic" {
 		t.Fatalf("%+v", m)
 	}
@@ -206,13 +239,12 @@ func TestPhoenixChannels(t *testing.T) {
 	if m := c.expectReply(ref, "ok"); m.ResponseValue["ping"] != "pong" {
 		t.Fatalf("%+v", m)
 	}
-	// An evented broadcast (BroadcastTextMessage): its event, the string.
-	if err := (apiBackend{tn.Node}).PublishEvent(t.Context(), []string{"p1"}, nil, "score", `{"a":1}`); err != nil {
-		t.Fatal(err)
-	}
-	if m := c.read(); m.Event != "score" || string(m.Payload) != `"{\"a\":1}"` {
-		t.Fatalf("%+v %s", m, m.Payload)
-	}
+}
+
+// phxRejoinAndLeave: group:lobby, joined as lobbyRef, is joined again and
+// then left.
+func phxRejoinAndLeave(t *testing.T, tn *testNode, c *phxClient, lobbyRef string) {
+	t.Helper()
 	// Rejoining a joined topic closes the old join first.
 	newJoin := c.send("", "group:lobby", "phx_join", map[string]any{})
 	if m := c.read(); m.Event != "phx_close" || m.JoinRef != lobbyRef {
@@ -220,7 +252,7 @@ func TestPhoenixChannels(t *testing.T) {
 	}
 	c.expectReply(newJoin, "ok")
 	// Leave: ok, then phx_close; nothing arrives on the topic afterwards.
-	ref = c.send(newJoin, "group:lobby", "phx_leave", map[string]any{})
+	ref := c.send(newJoin, "group:lobby", "phx_leave", map[string]any{})
 	c.expectReply(ref, "ok")
 	if m := c.read(); m.Event != "phx_close" || m.Topic != "group:lobby" {
 		t.Fatalf("%+v", m)
@@ -229,9 +261,6 @@ func TestPhoenixChannels(t *testing.T) {
 	tn.publish("notify:p1", "marker")
 	if m := c.read(); string(m.Payload) != `"marker"` {
 		t.Fatalf("after leave got %+v %s", m, m.Payload)
-	}
-	if got := tn.metric("notify_connections", "transport", "phoenix"); got != 1 {
-		t.Fatalf("phoenix connections %v", got)
 	}
 }
 

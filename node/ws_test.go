@@ -47,6 +47,43 @@ func upgradeRequest(t *testing.T, url string) *http.Request {
 }
 
 func TestHandshakeRefusals(t *testing.T) {
+	plain := startNode(t, nil, func(c *Config) { c.AllowedOrigins = []string{"https://app.example.com"} })
+	rsaOnly := startNode(t, nil, func(c *Config) {
+		c.Auth.Secret = ""
+		c.Auth.PublicKeyFiles = []string{"../auth/testdata/rsa_public.pem"}
+	})
+	withAud := startNode(t, nil, func(c *Config) { c.Auth.Audience = "notify" })
+
+	for _, tt := range handshakeRefusalCases(t, plain, rsaOnly, withAud) {
+		t.Run(tt.name, func(t *testing.T) { checkHandshakeRefusal(t, tt) })
+	}
+	if got := plain.metric("notify_connections_rejected_total", "reason", "unauthorized"); got < 7 {
+		t.Fatalf("rejected{unauthorized} = %v", got)
+	}
+	// The allowlisted origin and clients without Origin get in.
+	c, err := plain.tryDial(token(t, "u1", nil, time.Hour), "", http.Header{"Origin": {"https://app.example.com"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake("u1")
+}
+
+// handshakeRefusal is a handshake to /notify/ws and the status refusing it.
+type handshakeRefusal struct {
+	name   string
+	node   *testNode
+	token  string
+	query  string
+	header map[string]string
+	plain  bool // no upgrade headers
+	status int
+}
+
+// handshakeRefusalCases are bad tokens for plain, for rsaOnly (public keys,
+// no secret) and for withAud (an audience), then topics, Origin and
+// requests that are not upgrades.
+func handshakeRefusalCases(t *testing.T, plain, rsaOnly, withAud *testNode) []handshakeRefusal {
+	t.Helper()
 	now := time.Now().Unix()
 	rsaPEM, err := os.ReadFile("../auth/testdata/rsa_public.pem")
 	if err != nil {
@@ -57,23 +94,7 @@ func TestHandshakeRefusals(t *testing.T) {
 	claims := func(extra string) string {
 		return fmt.Sprintf(`{"user_id":"u1","exp":%d%s}`, now+3600, extra)
 	}
-
-	plain := startNode(t, nil, func(c *Config) { c.AllowedOrigins = []string{"https://app.example.com"} })
-	rsaOnly := startNode(t, nil, func(c *Config) {
-		c.Auth.Secret = ""
-		c.Auth.PublicKeyFiles = []string{"../auth/testdata/rsa_public.pem"}
-	})
-	withAud := startNode(t, nil, func(c *Config) { c.Auth.Audience = "notify" })
-
-	tests := []struct {
-		name   string
-		node   *testNode
-		token  string
-		query  string
-		header map[string]string
-		plain  bool // no upgrade headers
-		status int
-	}{
+	return []handshakeRefusal{
 		{"no token", plain, "", "", nil, false, 401},
 		{"garbage token", plain, "not.a.jwt", "", nil, false, 401},
 		{"expired", plain, handToken(hs, fmt.Sprintf(`{"user_id":"u1","exp":%d}`, now-60), secret), "", nil, false, 401},
@@ -89,58 +110,51 @@ func TestHandshakeRefusals(t *testing.T) {
 		{"plain GET", plain, "", "", nil, true, 400},
 		{"plain GET with token", plain, token(t, "u1", nil, time.Hour), "", nil, true, 400},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			url := tt.node.url("/notify/ws")
-			if tt.query != "" {
-				url += "?" + tt.query
-			}
-			var req *http.Request
-			if tt.plain {
-				req, _ = http.NewRequest(http.MethodGet, url, nil)
-			} else {
-				req = upgradeRequest(t, url)
-			}
-			if tt.token != "" {
-				req.Header.Set("Authorization", "Bearer "+tt.token)
-			}
-			for k, v := range tt.header {
-				req.Header.Set(k, v)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.status {
-				t.Fatalf("status %d %s, want %d", resp.StatusCode, body, tt.status)
-			}
-			var e struct {
-				Error struct {
-					Message string `json:"message"`
-				} `json:"error"`
-			}
-			if err := json.Unmarshal(body, &e); err != nil || e.Error.Message == "" {
-				t.Fatalf("body %q is not the JSON error", body)
-			}
-			if resp.Header.Get("Content-Type") != "application/json" {
-				t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
-			}
-			if tt.token != "" && len(tt.token) > 20 && strings.Contains(string(body), tt.token[len(tt.token)-20:]) {
-				t.Fatal("the error echoes the token")
-			}
-		})
+}
+
+// checkHandshakeRefusal sends tt's handshake and wants its status with the
+// JSON error, which does not echo the token.
+func checkHandshakeRefusal(t *testing.T, tt handshakeRefusal) {
+	t.Helper()
+	url := tt.node.url("/notify/ws")
+	if tt.query != "" {
+		url += "?" + tt.query
 	}
-	if got := plain.metric("notify_connections_rejected_total", "reason", "unauthorized"); got < 7 {
-		t.Fatalf("rejected{unauthorized} = %v", got)
+	var req *http.Request
+	if tt.plain {
+		req, _ = http.NewRequest(http.MethodGet, url, nil)
+	} else {
+		req = upgradeRequest(t, url)
 	}
-	// The allowlisted origin and clients without Origin get in.
-	c, err := plain.tryDial(token(t, "u1", nil, time.Hour), "", http.Header{"Origin": {"https://app.example.com"}})
+	if tt.token != "" {
+		req.Header.Set("Authorization", "Bearer "+tt.token)
+	}
+	for k, v := range tt.header {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.handshake("u1")
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != tt.status {
+		t.Fatalf("status %d %s, want %d", resp.StatusCode, body, tt.status)
+	}
+	var e struct {
+		Error struct {
+			Message string `json:"message"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(body, &e); err != nil || e.Error.Message == "" {
+		t.Fatalf("body %q is not the JSON error", body)
+	}
+	if resp.Header.Get("Content-Type") != "application/json" {
+		t.Fatalf("content type %q", resp.Header.Get("Content-Type"))
+	}
+	if tt.token != "" && len(tt.token) > 20 && strings.Contains(string(body), tt.token[len(tt.token)-20:]) {
+		t.Fatal("the error echoes the token")
+	}
 }
 
 func TestTokenSources(t *testing.T) {
