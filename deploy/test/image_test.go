@@ -212,54 +212,76 @@ func TestDockerfile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var froms []instruction
-	argDefaults := map[string]string{}
-	var user, entrypoint, cmd string
-	var copyFromBuild []string
-	var expose []string
-	for _, in := range ins {
-		switch in.Cmd {
-		case "FROM":
-			froms = append(froms, in)
-		case "ARG":
-			if k, v, ok := strings.Cut(in.Args, "="); ok {
-				argDefaults[k] = v
-			}
-		case "USER":
-			user = in.Args
-		case "ENTRYPOINT":
-			entrypoint = in.Args
-		case "CMD":
-			cmd = in.Args
-		case "COPY":
-			if w := shellWords(in.Args); len(w) == 3 && strings.HasPrefix(w[0], "--from=") {
-				copyFromBuild = w[1:]
-			}
-		case "EXPOSE":
-			expose = append(expose, strings.Fields(in.Args)...)
-		}
-	}
-	if len(froms) < 2 {
-		t.Fatalf("want a multi-stage build, got %d FROM", len(froms))
-	}
-	goVer := goVersionOfModule(t)
-	if got := argDefaults["GO_VERSION"]; got != goVer {
-		t.Errorf("ARG GO_VERSION=%s, go.mod says go %s", got, goVer)
-	}
-	if f := froms[0].Args; !strings.Contains(f, "golang:${GO_VERSION}") || !strings.HasSuffix(f, " AS build") {
-		t.Errorf("build stage %q: want golang:${GO_VERSION} AS build", f)
-	}
-	if f := froms[len(froms)-1].Args; f != "gcr.io/distroless/static-debian12:nonroot" {
-		t.Errorf("final stage FROM %q: want gcr.io/distroless/static-debian12:nonroot", f)
-	}
-	if user != "65532:65532" {
-		t.Errorf("USER %q: want 65532:65532 (distroless nonroot, numeric so runAsNonRoot can verify it)", user)
-	}
-
+	d := summarizeDockerfile(ins)
+	d.checkStages(t)
 	b, err := parseDockerBuild(ins)
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkGoBuild(t, b)
+	d.checkFinalImage(t, b)
+}
+
+// dockerfile is what TestDockerfile checks of the Dockerfile's instructions.
+type dockerfile struct {
+	froms                 []instruction
+	argDefaults           map[string]string
+	user, entrypoint, cmd string
+	copyFromBuild, expose []string
+}
+
+func summarizeDockerfile(ins []instruction) dockerfile {
+	d := dockerfile{argDefaults: map[string]string{}}
+	for _, in := range ins {
+		switch in.Cmd {
+		case "FROM":
+			d.froms = append(d.froms, in)
+		case "ARG":
+			if k, v, ok := strings.Cut(in.Args, "="); ok {
+				d.argDefaults[k] = v
+			}
+		case "USER":
+			d.user = in.Args
+		case "ENTRYPOINT":
+			d.entrypoint = in.Args
+		case "CMD":
+			d.cmd = in.Args
+		case "COPY":
+			if w := shellWords(in.Args); len(w) == 3 && strings.HasPrefix(w[0], "--from=") {
+				d.copyFromBuild = w[1:]
+			}
+		case "EXPOSE":
+			d.expose = append(d.expose, strings.Fields(in.Args)...)
+		}
+	}
+	return d
+}
+
+// checkStages: a build stage on go.mod's Go, a distroless final stage, a
+// numeric non-root user.
+func (d dockerfile) checkStages(t *testing.T) {
+	t.Helper()
+	if len(d.froms) < 2 {
+		t.Fatalf("want a multi-stage build, got %d FROM", len(d.froms))
+	}
+	goVer := goVersionOfModule(t)
+	if got := d.argDefaults["GO_VERSION"]; got != goVer {
+		t.Errorf("ARG GO_VERSION=%s, go.mod says go %s", got, goVer)
+	}
+	if f := d.froms[0].Args; !strings.Contains(f, "golang:${GO_VERSION}") || !strings.HasSuffix(f, " AS build") {
+		t.Errorf("build stage %q: want golang:${GO_VERSION} AS build", f)
+	}
+	if f := d.froms[len(d.froms)-1].Args; f != "gcr.io/distroless/static-debian12:nonroot" {
+		t.Errorf("final stage FROM %q: want gcr.io/distroless/static-debian12:nonroot", f)
+	}
+	if d.user != "65532:65532" {
+		t.Errorf("USER %q: want 65532:65532 (distroless nonroot, numeric so runAsNonRoot can verify it)", d.user)
+	}
+}
+
+// checkGoBuild: static, trimmed, version-stamped.
+func checkGoBuild(t *testing.T, b dockerBuild) {
+	t.Helper()
 	if !slices.Contains(b.Env, "CGO_ENABLED=0") {
 		t.Errorf("go build without CGO_ENABLED=0: %v", b.Env)
 	}
@@ -269,22 +291,28 @@ func TestDockerfile(t *testing.T) {
 	if !slices.ContainsFunc(b.Args, func(a string) bool { return strings.Contains(a, "-X main.version=${VERSION}") }) {
 		t.Errorf("go build args %v: want -ldflags with -X main.version=${VERSION}", b.Args)
 	}
-	if len(copyFromBuild) != 2 || copyFromBuild[0] != b.Output {
-		t.Fatalf("COPY --from=build %v: want the build output %s", copyFromBuild, b.Output)
+}
+
+// checkFinalImage: the final image has b's output on PATH, runs it as
+// `serve` in exec form and exposes the node's ports.
+func (d dockerfile) checkFinalImage(t *testing.T, b dockerBuild) {
+	t.Helper()
+	if len(d.copyFromBuild) != 2 || d.copyFromBuild[0] != b.Output {
+		t.Fatalf("COPY --from=build %v: want the build output %s", d.copyFromBuild, b.Output)
 	}
-	bin := copyFromBuild[1]
-	if entrypoint != fmt.Sprintf(`["%s"]`, bin) {
-		t.Errorf("ENTRYPOINT %s: want [%q] (exec form; there is no shell)", entrypoint, bin)
+	bin := d.copyFromBuild[1]
+	if d.entrypoint != fmt.Sprintf(`["%s"]`, bin) {
+		t.Errorf("ENTRYPOINT %s: want [%q] (exec form; there is no shell)", d.entrypoint, bin)
 	}
-	if cmd != `["serve"]` {
-		t.Errorf(`CMD %s: want ["serve"]`, cmd)
+	if d.cmd != `["serve"]` {
+		t.Errorf(`CMD %s: want ["serve"]`, d.cmd)
 	}
 	// kubectl exec NAME -- notify token (NOTES.txt) relies on PATH.
 	if filepath.Dir(bin) != "/usr/local/bin" {
 		t.Errorf("binary at %s: want it on distroless's PATH, in /usr/local/bin", bin)
 	}
 	for _, p := range []string{"3000", "8080", "7946/tcp", "7946/udp"} {
-		if !slices.Contains(expose, p) {
+		if !slices.Contains(d.expose, p) {
 			t.Errorf("EXPOSE lacks %s", p)
 		}
 	}

@@ -460,71 +460,86 @@ func (d *deployment) checkSecrets(t *testing.T, exp expectations) {
 		t.Errorf("Secrets rendered although every credential names an existing Secret: %v", keys(rendered))
 	}
 	for _, name := range secretEnv {
-		e, ok := d.env[name]
-		if !ok {
-			required := true
-			switch name {
-			case "REDIS_URL":
-				required = exp.Redis // else the embedded broker
-			case "NOTIFY_JWT_SECRET":
-				_, keys := d.env["NOTIFY_JWT_PUBLIC_KEYS"]
-				required = !keys // else tokens are verified with public keys only
-			}
-			if required {
-				t.Errorf("env %s is not set", name)
-			}
-			continue
-		}
-		if name == "REDIS_URL" && !exp.Redis {
-			t.Errorf("REDIS_URL set, want the embedded broker")
-		}
-		if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
-			t.Errorf("env %s must be a secretKeyRef, never inline: %+v", name, e)
-			continue
-		}
-		ref := e.ValueFrom.SecretKeyRef
-		if ref.Optional != nil && *ref.Optional {
-			t.Errorf("env %s: secretKeyRef is optional: a missing credential must stop the pod", name)
-		}
-		if want, ok := exp.External[name]; ok {
-			if ref.Name != want.Name || ref.Key != want.Key {
-				t.Errorf("env %s from Secret %s key %s, want %s key %s", name, ref.Name, ref.Key, want.Name, want.Key)
-			}
-			if _, ok := rendered[ref.Name]; ok {
-				t.Errorf("env %s: existing Secret %s is rendered too", name, ref.Name)
-			}
-			continue
-		}
-		s, ok := rendered[ref.Name]
-		if !ok {
-			t.Errorf("env %s reads Secret %s, which is neither rendered nor expected to exist", name, ref.Name)
-			continue
-		}
-		val, ok := secretValue(s, ref.Key)
-		if !ok {
-			t.Errorf("env %s reads key %s, which Secret %s does not have", name, ref.Key, s.Name)
-			continue
-		}
-		switch name {
-		case "NOTIFY_GOSSIP_KEY":
-			if k, err := base64.StdEncoding.DecodeString(val); err != nil || !slices.Contains([]int{16, 24, 32}, len(k)) {
-				t.Errorf("gossip key in Secret %s is not base64 of 16, 24 or 32 bytes", s.Name)
-			}
-		case "REDIS_URL":
-			if !strings.HasPrefix(val, "redis://") && !strings.HasPrefix(val, "rediss://") {
-				t.Errorf("REDIS_URL in Secret %s is not a redis:// or rediss:// URL", s.Name)
-			}
-		default:
-			if len(val) < 16 {
-				t.Errorf("%s in Secret %s is shorter than 16 characters", name, s.Name)
-			}
-		}
+		d.checkSecretEnv(t, exp, name, rendered)
 	}
 	for _, ef := range d.container.EnvFrom {
 		if ef.SecretRef != nil {
 			if _, ok := rendered[ef.SecretRef.Name]; ok {
 				t.Errorf("envFrom a rendered Secret %s: credentials go through named env entries", ef.SecretRef.Name)
 			}
+		}
+	}
+}
+
+// checkSecretEnv: the credential name is set unless it may be absent, and
+// then only as a required secretKeyRef to the Secret exp names or to a
+// rendered one holding a plausible value.
+func (d *deployment) checkSecretEnv(t *testing.T, exp expectations, name string, rendered map[string]*corev1.Secret) {
+	t.Helper()
+	e, ok := d.env[name]
+	if !ok {
+		required := true
+		switch name {
+		case "REDIS_URL":
+			required = exp.Redis // else the embedded broker
+		case "NOTIFY_JWT_SECRET":
+			_, keys := d.env["NOTIFY_JWT_PUBLIC_KEYS"]
+			required = !keys // else tokens are verified with public keys only
+		}
+		if required {
+			t.Errorf("env %s is not set", name)
+		}
+		return
+	}
+	if name == "REDIS_URL" && !exp.Redis {
+		t.Errorf("REDIS_URL set, want the embedded broker")
+	}
+	if e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil {
+		t.Errorf("env %s must be a secretKeyRef, never inline: %+v", name, e)
+		return
+	}
+	ref := e.ValueFrom.SecretKeyRef
+	if ref.Optional != nil && *ref.Optional {
+		t.Errorf("env %s: secretKeyRef is optional: a missing credential must stop the pod", name)
+	}
+	if want, ok := exp.External[name]; ok {
+		if ref.Name != want.Name || ref.Key != want.Key {
+			t.Errorf("env %s from Secret %s key %s, want %s key %s", name, ref.Name, ref.Key, want.Name, want.Key)
+		}
+		if _, ok := rendered[ref.Name]; ok {
+			t.Errorf("env %s: existing Secret %s is rendered too", name, ref.Name)
+		}
+		return
+	}
+	s, ok := rendered[ref.Name]
+	if !ok {
+		t.Errorf("env %s reads Secret %s, which is neither rendered nor expected to exist", name, ref.Name)
+		return
+	}
+	val, ok := secretValue(s, ref.Key)
+	if !ok {
+		t.Errorf("env %s reads key %s, which Secret %s does not have", name, ref.Key, s.Name)
+		return
+	}
+	checkSecretValue(t, name, s.Name, val)
+}
+
+// checkSecretValue: the value of credential name, read from Secret secret,
+// has its form.
+func checkSecretValue(t *testing.T, name, secret, val string) {
+	t.Helper()
+	switch name {
+	case "NOTIFY_GOSSIP_KEY":
+		if k, err := base64.StdEncoding.DecodeString(val); err != nil || !slices.Contains([]int{16, 24, 32}, len(k)) {
+			t.Errorf("gossip key in Secret %s is not base64 of 16, 24 or 32 bytes", secret)
+		}
+	case "REDIS_URL":
+		if !strings.HasPrefix(val, "redis://") && !strings.HasPrefix(val, "rediss://") {
+			t.Errorf("REDIS_URL in Secret %s is not a redis:// or rediss:// URL", secret)
+		}
+	default:
+		if len(val) < 16 {
+			t.Errorf("%s in Secret %s is shorter than 16 characters", name, secret)
 		}
 	}
 }
@@ -681,70 +696,88 @@ func (d *deployment) checkNetworkPolicies(t *testing.T, exp expectations) {
 		if !slices.Contains(np.Spec.PolicyTypes, networkingv1.PolicyTypeIngress) {
 			t.Errorf("NetworkPolicy %s does not govern ingress", np.Name)
 		}
-		opens := func(r networkingv1.NetworkPolicyIngressRule, port int32, name string, proto corev1.Protocol) bool {
-			if len(r.Ports) == 0 {
-				return true // every port
+		d.checkGossipIngress(t, np)
+		d.checkClientIngress(t, np, exp)
+	}
+}
+
+// checkGossipIngress: np admits gossip over TCP and UDP between the pods,
+// and from nothing else.
+func (d *deployment) checkGossipIngress(t *testing.T, np *networkingv1.NetworkPolicy) {
+	t.Helper()
+	for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP} {
+		admitted := false
+		for i, r := range np.Spec.Ingress {
+			if !ingressOpens(r, gossipPort, "gossip-"+strings.ToLower(string(proto)), proto) {
+				continue
 			}
-			for _, p := range r.Ports {
-				pp := corev1.ProtocolTCP
-				if p.Protocol != nil {
-					pp = *p.Protocol
-				}
-				if pp != proto {
-					continue
-				}
-				if p.Port == nil || (p.Port.Type == intstr.Int && p.Port.IntVal == port) || (p.Port.Type == intstr.String && p.Port.StrVal == name) {
-					return true
-				}
-				if p.EndPort != nil && p.Port.Type == intstr.Int && p.Port.IntVal <= port && port <= *p.EndPort {
-					return true
-				}
+			admitted = true
+			if len(r.From) == 0 {
+				t.Errorf("NetworkPolicy %s rule %d opens gossip %d/%s to everyone", np.Name, i, gossipPort, proto)
 			}
-			return false
-		}
-		fromOwnPods := func(peer networkingv1.NetworkPolicyPeer) bool {
-			if peer.PodSelector == nil || peer.NamespaceSelector != nil || peer.IPBlock != nil {
-				return false
-			}
-			s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
-			return err == nil && !s.Empty() && s.Matches(d.podLabels)
-		}
-		for _, proto := range []corev1.Protocol{corev1.ProtocolTCP, corev1.ProtocolUDP} {
-			admitted := false
-			for i, r := range np.Spec.Ingress {
-				if !opens(r, gossipPort, "gossip-"+strings.ToLower(string(proto)), proto) {
-					continue
+			for _, peer := range r.From {
+				if !d.isOwnPods(peer) {
+					t.Errorf("NetworkPolicy %s rule %d admits gossip %d/%s from %+v, not only this deployment's pods", np.Name, i, gossipPort, proto, peer)
 				}
-				admitted = true
-				if len(r.From) == 0 {
-					t.Errorf("NetworkPolicy %s rule %d opens gossip %d/%s to everyone", np.Name, i, gossipPort, proto)
-				}
-				for _, peer := range r.From {
-					if !fromOwnPods(peer) {
-						t.Errorf("NetworkPolicy %s rule %d admits gossip %d/%s from %+v, not only this deployment's pods", np.Name, i, gossipPort, proto, peer)
-					}
-				}
-			}
-			if !admitted {
-				t.Errorf("NetworkPolicy %s does not admit gossip %d/%s between the pods", np.Name, gossipPort, proto)
 			}
 		}
-		clientPorts := map[string]int32{"http": httpPort}
-		if exp.GRPC {
-			clientPorts["grpc"] = grpcPort
-		}
-		for name, port := range clientPorts {
-			ok := false
-			for _, r := range np.Spec.Ingress {
-				if opens(r, port, name, corev1.ProtocolTCP) && (len(r.From) == 0 || slices.ContainsFunc(r.From, fromOwnPods)) {
-					ok = true
-				}
-			}
-			if !ok {
-				t.Errorf("NetworkPolicy %s does not admit %s (%d) from anywhere, nor from the pods themselves (relay)", np.Name, name, port)
-			}
+		if !admitted {
+			t.Errorf("NetworkPolicy %s does not admit gossip %d/%s between the pods", np.Name, gossipPort, proto)
 		}
 	}
+}
+
+// checkClientIngress: np admits the client ports (HTTP, and gRPC when exp
+// has it) from anywhere or at least from the pods themselves.
+func (d *deployment) checkClientIngress(t *testing.T, np *networkingv1.NetworkPolicy, exp expectations) {
+	t.Helper()
+	clientPorts := map[string]int32{"http": httpPort}
+	if exp.GRPC {
+		clientPorts["grpc"] = grpcPort
+	}
+	for name, port := range clientPorts {
+		ok := false
+		for _, r := range np.Spec.Ingress {
+			if ingressOpens(r, port, name, corev1.ProtocolTCP) && (len(r.From) == 0 || slices.ContainsFunc(r.From, d.isOwnPods)) {
+				ok = true
+			}
+		}
+		if !ok {
+			t.Errorf("NetworkPolicy %s does not admit %s (%d) from anywhere, nor from the pods themselves (relay)", np.Name, name, port)
+		}
+	}
+}
+
+// ingressOpens: rule r opens port, by number or by its name, over proto.
+func ingressOpens(r networkingv1.NetworkPolicyIngressRule, port int32, name string, proto corev1.Protocol) bool {
+	if len(r.Ports) == 0 {
+		return true // every port
+	}
+	for _, p := range r.Ports {
+		pp := corev1.ProtocolTCP
+		if p.Protocol != nil {
+			pp = *p.Protocol
+		}
+		if pp != proto {
+			continue
+		}
+		if p.Port == nil || (p.Port.Type == intstr.Int && p.Port.IntVal == port) || (p.Port.Type == intstr.String && p.Port.StrVal == name) {
+			return true
+		}
+		if p.EndPort != nil && p.Port.Type == intstr.Int && p.Port.IntVal <= port && port <= *p.EndPort {
+			return true
+		}
+	}
+	return false
+}
+
+// isOwnPods: peer is a pod selector alone, selecting this deployment's pods.
+func (d *deployment) isOwnPods(peer networkingv1.NetworkPolicyPeer) bool {
+	if peer.PodSelector == nil || peer.NamespaceSelector != nil || peer.IPBlock != nil {
+		return false
+	}
+	s, err := metav1.LabelSelectorAsSelector(peer.PodSelector)
+	return err == nil && !s.Empty() && s.Matches(d.podLabels)
 }
 
 func (d *deployment) checkServiceMonitors(t *testing.T) {

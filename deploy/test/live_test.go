@@ -99,56 +99,99 @@ func scrapedMetrics(body string) map[string]bool {
 // exports, that the probe paths answer, and that SIGTERM ends it with 0.
 func TestLiveMetrics(t *testing.T) {
 	bin := notifyBinary(t)
-	port := freePort(t)
-	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	const apiKey = "deploytest-api-key"
+	n := startLiveNode(t, bin, apiKey)
 
-	var logs syncBuffer
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = nodeEnv(
-		fmt.Sprintf("PORT=127.0.0.1:%d", port), "PPROF_PORT=off", "NOTIFY_JWT_SECRET=x", "GRPC_PORT=off",
-		"NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_API_KEY="+apiKey, "NOTIFY_DRAIN_TIMEOUT=1s", "LOG_FORMAT=text")
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
+	n.waitHealthy(t)
+	// /readyz exists (200 or 503 with a reason; never 404).
+	if code, body, err := n.get("/readyz"); err != nil || (code != http.StatusOK && code != http.StatusServiceUnavailable) {
+		t.Errorf("/readyz: %d %q %v: want 200 or 503", code, body, err)
+	}
+	n.callAuth(t, bin, apiKey)
+	n.checkExportsUsedMetrics(t)
+
+	// SIGTERM: drain (nothing to drain here), exit 0.
+	if err := n.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	select {
+	case <-n.exited:
+		if n.waitErr != nil {
+			t.Errorf("after SIGTERM the node exited with %v, want status 0", n.waitErr)
+		}
+	case <-time.After(30 * time.Second):
+		t.Errorf("the node did not exit within 30s of SIGTERM (NOTIFY_DRAIN_TIMEOUT=1s)")
+	}
+}
+
+// liveNode is a notify serve process of TestLiveMetrics.
+type liveNode struct {
+	cmd    *exec.Cmd
+	logs   syncBuffer
+	base   string // http://127.0.0.1:<port>
+	client *http.Client
 	// exited is closed once the process has ended; waitErr is then its status.
-	exited := make(chan struct{})
-	var waitErr error
-	go func() { waitErr = cmd.Wait(); close(exited) }()
-	defer func() {
+	exited  chan struct{}
+	waitErr error
+}
+
+// startLiveNode starts bin serve on a free port with apiKey; when the test
+// ends the process is killed if it still runs, and its output logged if the
+// test failed.
+func startLiveNode(t *testing.T, bin, apiKey string) *liveNode {
+	t.Helper()
+	port := freePort(t)
+	n := &liveNode{
+		cmd:    exec.Command(bin, "serve"),
+		base:   fmt.Sprintf("http://127.0.0.1:%d", port),
+		client: &http.Client{Timeout: 5 * time.Second},
+		exited: make(chan struct{}),
+	}
+	n.cmd.Env = nodeEnv(
+		fmt.Sprintf("PORT=127.0.0.1:%d", port), "PPROF_PORT=off", "NOTIFY_JWT_SECRET=x", "GRPC_PORT=off",
+		"NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_API_KEY="+apiKey, "NOTIFY_DRAIN_TIMEOUT=1s", "LOG_FORMAT=text")
+	n.cmd.Stdout, n.cmd.Stderr = &n.logs, &n.logs
+	if err := n.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { n.waitErr = n.cmd.Wait(); close(n.exited) }()
+	t.Cleanup(func() {
 		select {
-		case <-exited:
+		case <-n.exited:
 		default:
-			cmd.Process.Kill()
-			<-exited
+			n.cmd.Process.Kill()
+			<-n.exited
 		}
 		if t.Failed() {
-			t.Logf("node output:\n%s", logs.String())
+			t.Logf("node output:\n%s", n.logs.String())
 		}
-	}()
+	})
+	return n
+}
 
-	client := &http.Client{Timeout: 5 * time.Second}
-	get := func(path string) (int, string, error) {
-		resp, err := client.Get(base + path)
-		if err != nil {
-			return 0, "", err
-		}
-		defer resp.Body.Close()
-		b, err := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b), err
+// get returns the status and body of GET path.
+func (n *liveNode) get(path string) (int, string, error) {
+	resp, err := n.client.Get(n.base + path)
+	if err != nil {
+		return 0, "", err
 	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), err
+}
 
-	// Up: /healthz answers 200 (what the liveness probe asks).
+// waitHealthy: up, /healthz answers 200 (what the liveness probe asks).
+func (n *liveNode) waitHealthy(t *testing.T) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		code, _, err := get("/healthz")
+		code, _, err := n.get("/healthz")
 		if err == nil && code == http.StatusOK {
-			break
+			return
 		}
 		select {
-		case <-exited:
-			t.Fatalf("node exited before serving: %v", waitErr)
+		case <-n.exited:
+			t.Fatalf("node exited before serving: %v", n.waitErr)
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -156,30 +199,34 @@ func TestLiveMetrics(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	// /readyz exists (200 or 503 with a reason; never 404).
-	if code, body, err := get("/readyz"); err != nil || (code != http.StatusOK && code != http.StatusServiceUnavailable) {
-		t.Errorf("/readyz: %d %q %v: want 200 or 503", code, body, err)
-	}
+}
 
-	// One API call, so the API's labelled series exist. Auth is the call
-	// every version of the API has (go-bridget/notify's).
+// callAuth makes one API call, so the API's labelled series exist. Auth is
+// the call every version of the API has (go-bridget/notify's).
+func (n *liveNode) callAuth(t *testing.T, bin, apiKey string) {
+	t.Helper()
 	tokenCmd := exec.Command(bin, "token", "--user", "deploytest")
 	tokenCmd.Env = nodeEnv("NOTIFY_JWT_SECRET=x")
 	token, err := tokenCmd.Output()
 	if err != nil {
 		t.Fatalf("notify token: %v", err)
 	}
-	req, _ := http.NewRequest(http.MethodPost, base+"/twirp/notify.NotifyService/Auth",
+	req, _ := http.NewRequest(http.MethodPost, n.base+"/twirp/notify.NotifyService/Auth",
 		strings.NewReader(fmt.Sprintf(`{"authorization":%q}`, strings.TrimSpace(string(token)))))
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Authorization", "Bearer "+apiKey)
-	if resp, err := client.Do(req); err == nil {
+	if resp, err := n.client.Do(req); err == nil {
 		io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 		t.Logf("API Auth call: %s", resp.Status)
 	}
+}
 
-	code, body, err := get("/metrics")
+// checkExportsUsedMetrics: /metrics exports every name the rules and the
+// dashboard use.
+func (n *liveNode) checkExportsUsedMetrics(t *testing.T) {
+	t.Helper()
+	code, body, err := n.get("/metrics")
 	if err != nil || code != http.StatusOK {
 		t.Fatalf("/metrics: %d %v", code, err)
 	}
@@ -193,19 +240,6 @@ func TestLiveMetrics(t *testing.T) {
 	slices.Sort(missing)
 	if len(missing) > 0 {
 		t.Errorf("the node does not export %d metric(s) the rules or the dashboard use:\n  %s", len(missing), strings.Join(missing, "\n  "))
-	}
-
-	// SIGTERM: drain (nothing to drain here), exit 0.
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
-		t.Fatal(err)
-	}
-	select {
-	case <-exited:
-		if waitErr != nil {
-			t.Errorf("after SIGTERM the node exited with %v, want status 0", waitErr)
-		}
-	case <-time.After(30 * time.Second):
-		t.Errorf("the node did not exit within 30s of SIGTERM (NOTIFY_DRAIN_TIMEOUT=1s)")
 	}
 }
 
