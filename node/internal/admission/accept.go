@@ -73,12 +73,13 @@ func (p *Pipeline) Hijack(w http.ResponseWriter, r *http.Request, c *hub.Client)
 // before anything queued meanwhile, and counts c as open. On failure c is
 // unregistered, and the failure counted and logged.
 func (p *Pipeline) Attach(r *http.Request, c *hub.Client, conn *transport.Conn, nc net.Conn, buffered []byte, first ...[]byte) {
+	p.cfg.Hub.Opened(c) // before: the client may read its first frames at once
 	if err := p.cfg.Transport.Attach(conn, nc, buffered, first...); err != nil {
 		p.Count(RejectUpgrade)
 		p.fail(r, c, "attach", err)
 		return
 	}
-	p.cfg.Hub.Opened(c)
+	p.cfg.Hub.Accepted(c)
 	p.log.Debug("connected", "user", c.User, "transport", c.Transport.String(), "remote", r.RemoteAddr)
 }
 

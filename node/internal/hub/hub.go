@@ -154,9 +154,9 @@ func (h *Hub) Add(c *Client) {
 	s.head = c
 }
 
-// Opened counts c as an open connection (notify_connections), once its
-// protocol has it live: attached to an event loop, or a long-poll session
-// handed out.
+// Opened counts c as an open connection (notify_connections and Open),
+// before its protocol hands it to an event loop: a client that already has
+// its first frames is counted. Accepted follows once it is live.
 func (h *Hub) Opened(c *Client) {
 	s := h.shard(c.User)
 	s.mu.Lock()
@@ -166,13 +166,16 @@ func (h *Hub) Opened(c *Client) {
 	if opened {
 		h.open.Add(1)
 		h.metrics.transports[c.Transport].connections.Inc()
-		h.metrics.transports[c.Transport].accepted.Inc()
 	}
 }
 
+// Accepted counts c as accepted (notify_connections_accepted_total): it is
+// attached to an event loop, or its long-poll session was handed out.
+func (h *Hub) Accepted(c *Client) { h.metrics.transports[c.Transport].accepted.Inc() }
+
 // Remove takes c out of everything. For an open client it counts the close
-// code, and dropped messages of a slow consumer. Calling it again does
-// nothing.
+// code (0: it never went live, nothing to count), and dropped messages of a
+// slow consumer. Calling it again does nothing.
 func (h *Hub) Remove(c *Client, code, dropped int) {
 	h.LeaveUser(c)
 	for {
@@ -198,7 +201,9 @@ func (h *Hub) Remove(c *Client, code, dropped int) {
 	if opened {
 		h.open.Add(-1)
 		h.metrics.transports[c.Transport].connections.Dec()
-		h.metrics.disconnect(code)
+		if code != 0 {
+			h.metrics.disconnect(code)
+		}
 	}
 	if dropped > 0 {
 		h.metrics.droppedSlow.Add(float64(dropped))

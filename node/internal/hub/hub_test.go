@@ -225,9 +225,10 @@ func TestCounting(t *testing.T) {
 		h.Add(c)
 		h.JoinUser(c)
 	}
-	h.Opened(a)
-	h.Opened(b)
-	h.Opened(b) // once
+	for _, c := range []*Client{a, b, b} { // b once
+		h.Opened(c)
+	}
+	h.Accepted(a)
 	if h.Open() != 2 {
 		t.Fatalf("Open() = %d, want 2", h.Open())
 	}
@@ -241,6 +242,10 @@ func TestCounting(t *testing.T) {
 
 	h.Remove(a, 4008, 3)
 	h.Remove(handshaking, 1000, 0) // never opened: no disconnect counted
+	failed, _ := newClient("erin")
+	h.Add(failed)
+	h.Opened(failed)
+	h.Remove(failed, 0, 0) // its attach failed: no disconnect counted
 	checks := []struct {
 		metric string
 		labels prometheus.Labels
@@ -251,6 +256,7 @@ func TestCounting(t *testing.T) {
 		{"notify_connections_accepted_total", prometheus.Labels{"transport": "websocket"}, 1},
 		{"notify_disconnects_total", prometheus.Labels{"code": "4008"}, 1},
 		{"notify_disconnects_total", prometheus.Labels{"code": "1000"}, 0},
+		{"notify_disconnects_total", prometheus.Labels{"code": "other"}, 0},
 		{"notify_messages_received_total", nil, 3},
 		{"notify_messages_delivered_total", nil, 1},
 		{"notify_messages_dropped_total", prometheus.Labels{"reason": "empty_id"}, 1},

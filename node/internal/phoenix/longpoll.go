@@ -261,6 +261,7 @@ func (e *Endpoint) open(w http.ResponseWriter, r *http.Request, userTok string, 
 	e.mu.Unlock()
 	e.cfg.Hub.Add(&s.Client)
 	e.cfg.Hub.Opened(&s.Client)
+	e.cfg.Hub.Accepted(&s.Client)
 	w.Header().Set("X-Notify-Node", e.cfg.Accept.NodeName())
 	writeStatus(w, status{Status: http.StatusGone, Token: s.token})
 }
