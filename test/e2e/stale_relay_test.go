@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"testing"
@@ -48,46 +49,7 @@ func TestForwardedHandshakeToNonOwnerIsMoved(t *testing.T) {
 		t.Fatalf("f1's /cluster?user=%s: %+v %v; want owner f2", user, st.User, err)
 	}
 
-	// f1 gets the handshake as relayed by a peer whose ring still says f1
-	// owns the user.
-	tok, err := auth.Sign(auth.Config{Secret: jwtSecret}, user, nil, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := ""
-	d := ws.Dialer{
-		Timeout: 5 * time.Second,
-		Header: ws.HandshakeHeaderHTTP(http.Header{
-			"Authorization":         {"Bearer " + tok},
-			"X-Notify-Forwarded-By": {b.name},
-		}),
-		OnHeader: func(k, v []byte) error {
-			if bytes.EqualFold(k, []byte("X-Notify-Node")) {
-				served = string(v)
-			}
-			return nil
-		},
-	}
-	conn, br, _, err := d.Dial(context.Background(), "ws://"+a.addr+"/notify/ws")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	if br == nil {
-		br = bufio.NewReader(conn)
-	}
-	if served != a.name {
-		t.Fatalf("served by %q, want f1 (a forwarded handshake is served where it lands)", served)
-	}
-	c := &client{user: user}
-	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
-	for _, want := range []string{"connect", "state"} {
-		if _, p, err := c.readData(conn, br); err != nil {
-			t.Fatalf("reading the %s frame: %v", want, err)
-		} else if !bytes.Contains(p, []byte(`"kind":"`+want+`"`)) {
-			t.Fatalf("got %s, want the %s frame", p, want)
-		}
-	}
+	c, conn, br := dialForwarded(t, a, b, user)
 
 	// f1 does not own the user: it must close the connection with 1012
 	// "moved" (at NOTIFY_REBALANCE_RATE=500 that takes milliseconds) so the
@@ -113,4 +75,51 @@ func TestForwardedHandshakeToNonOwnerIsMoved(t *testing.T) {
 			t.Logf("message %q", p)
 		}
 	}
+}
+
+// dialForwarded connects user to a as relayed by b, and reads the connect
+// and state frames; the connection is closed when the test ends.
+func dialForwarded(t *testing.T, a, b *node, user string) (*client, net.Conn, *bufio.Reader) {
+	t.Helper()
+	// f1 gets the handshake as relayed by a peer whose ring still says f1
+	// owns the user.
+	tok, err := auth.Sign(auth.Config{Secret: jwtSecret}, user, nil, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := ""
+	d := ws.Dialer{
+		Timeout: 5 * time.Second,
+		Header: ws.HandshakeHeaderHTTP(http.Header{
+			"Authorization":         {"Bearer " + tok},
+			"X-Notify-Forwarded-By": {b.name},
+		}),
+		OnHeader: func(k, v []byte) error {
+			if bytes.EqualFold(k, []byte("X-Notify-Node")) {
+				served = string(v)
+			}
+			return nil
+		},
+	}
+	conn, br, _, err := d.Dial(context.Background(), "ws://"+a.addr+"/notify/ws")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	if br == nil {
+		br = bufio.NewReader(conn)
+	}
+	if served != a.name {
+		t.Fatalf("served by %q, want f1 (a forwarded handshake is served where it lands)", served)
+	}
+	c := &client{user: user}
+	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	for _, want := range []string{"connect", "state"} {
+		if _, p, err := c.readData(conn, br); err != nil {
+			t.Fatalf("reading the %s frame: %v", want, err)
+		} else if !bytes.Contains(p, []byte(`"kind":"`+want+`"`)) {
+			t.Fatalf("got %s, want the %s frame", p, want)
+		}
+	}
+	return c, conn, br
 }
