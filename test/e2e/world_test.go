@@ -297,16 +297,7 @@ func (w *world) waitSettled(t *testing.T, r *ring.Ring, timeout time.Duration, r
 func (w *world) verify(t *testing.T) {
 	t.Helper()
 	last := w.lastSeq()
-	all := make([][]session, len(w.clients))
-	for i, c := range w.clients {
-		c.mu.Lock()
-		for _, s := range c.sessions {
-			cp := *s
-			cp.seqs, cp.at = slices.Clone(s.seqs), slices.Clone(s.at)
-			all[i] = append(all[i], cp)
-		}
-		c.mu.Unlock()
-	}
+	all := w.sessionsSoFar()
 	latency := w.latencies(all)
 	var problems []string
 	nproblems, nsessions, nmsgs := 0, 0, 0
@@ -327,47 +318,7 @@ func (w *world) verify(t *testing.T) {
 		for i, s := range sessions {
 			nsessions++
 			nmsgs += len(s.seqs)
-			where := fmt.Sprintf("session %d (via %s on %s", i, s.lb, s.node)
-			if s.closed {
-				where += fmt.Sprintf(", closed %d %q", s.code, s.reason)
-			}
-			where += ")"
-			for j := 1; j < len(s.seqs); j++ {
-				if s.seqs[j] != s.seqs[j-1]+1 {
-					report("%s: #%d after #%d", where, s.seqs[j], s.seqs[j-1])
-					break
-				}
-			}
-			// When, before the close, a message must have been published
-			// to be owed: a second, plus the worst delivery latency seen
-			// in the seconds before, plus this handshake's duration.
-			var owedBy time.Time
-			if s.closed {
-				lag := max(s.ready.Sub(s.start), latency(s.closedAt))
-				owedBy = s.closedAt.Add(-time.Second - lag)
-			}
-			want := w.firstAfter(s.ready) // 0: none published since
-			if s.closed && want != 0 && !w.publishedAt(want).Before(owedBy) {
-				want = 0 // published too close to the end to be owed
-			}
-			if want != 0 && (len(s.seqs) == 0 || s.seqs[0] > want) {
-				got := "nothing"
-				if len(s.seqs) > 0 {
-					got = fmt.Sprintf("#%d first", s.seqs[0])
-				}
-				report("%s: lost #%d, published %s after the session was ready; received %s",
-					where, want, w.publishedAt(want).Sub(s.ready).Round(time.Millisecond), got)
-				continue
-			}
-			owed := last
-			if s.closed {
-				owed = w.lastBefore(owedBy)
-			}
-			if n := len(s.seqs); want != 0 && owed >= want && s.seqs[n-1] < owed {
-				report("%s: last received #%d (%s after its publish), want at least #%d (published %s before the close was seen)",
-					where, s.seqs[n-1], s.at[n-1].Sub(w.publishedAt(s.seqs[n-1])).Round(time.Millisecond),
-					owed, s.closedAt.Sub(w.publishedAt(owed)).Round(time.Millisecond))
-			}
+			w.verifySession(i, s, last, latency, report)
 		}
 	}
 	if nproblems > 0 {
@@ -376,6 +327,68 @@ func (w *world) verify(t *testing.T) {
 		return
 	}
 	t.Logf("delivery verified: %d sessions, %d messages received, #1..#%d published to %d users", nsessions, nmsgs, last, len(w.users))
+}
+
+// sessionsSoFar copies every client's sessions, per client.
+func (w *world) sessionsSoFar() [][]session {
+	all := make([][]session, len(w.clients))
+	for i, c := range w.clients {
+		c.mu.Lock()
+		for _, s := range c.sessions {
+			cp := *s
+			cp.seqs, cp.at = slices.Clone(s.seqs), slices.Clone(s.at)
+			all[i] = append(all[i], cp)
+		}
+		c.mu.Unlock()
+	}
+	return all
+}
+
+// verifySession reports what is wrong with session i of a client (see
+// verify), last being the last sequence number published and latency that
+// of latencies.
+func (w *world) verifySession(i int, s session, last int, latency func(time.Time) time.Duration, report func(format string, args ...any)) {
+	where := fmt.Sprintf("session %d (via %s on %s", i, s.lb, s.node)
+	if s.closed {
+		where += fmt.Sprintf(", closed %d %q", s.code, s.reason)
+	}
+	where += ")"
+	for j := 1; j < len(s.seqs); j++ {
+		if s.seqs[j] != s.seqs[j-1]+1 {
+			report("%s: #%d after #%d", where, s.seqs[j], s.seqs[j-1])
+			break
+		}
+	}
+	// When, before the close, a message must have been published
+	// to be owed: a second, plus the worst delivery latency seen
+	// in the seconds before, plus this handshake's duration.
+	var owedBy time.Time
+	if s.closed {
+		lag := max(s.ready.Sub(s.start), latency(s.closedAt))
+		owedBy = s.closedAt.Add(-time.Second - lag)
+	}
+	want := w.firstAfter(s.ready) // 0: none published since
+	if s.closed && want != 0 && !w.publishedAt(want).Before(owedBy) {
+		want = 0 // published too close to the end to be owed
+	}
+	if want != 0 && (len(s.seqs) == 0 || s.seqs[0] > want) {
+		got := "nothing"
+		if len(s.seqs) > 0 {
+			got = fmt.Sprintf("#%d first", s.seqs[0])
+		}
+		report("%s: lost #%d, published %s after the session was ready; received %s",
+			where, want, w.publishedAt(want).Sub(s.ready).Round(time.Millisecond), got)
+		return
+	}
+	owed := last
+	if s.closed {
+		owed = w.lastBefore(owedBy)
+	}
+	if n := len(s.seqs); want != 0 && owed >= want && s.seqs[n-1] < owed {
+		report("%s: last received #%d (%s after its publish), want at least #%d (published %s before the close was seen)",
+			where, s.seqs[n-1], s.at[n-1].Sub(w.publishedAt(s.seqs[n-1])).Round(time.Millisecond),
+			owed, s.closedAt.Sub(w.publishedAt(owed)).Round(time.Millisecond))
+	}
 }
 
 // latencies returns, for a moment, the worst publish-to-receive latency of
@@ -554,7 +567,13 @@ func (w *world) checkCluster(t *testing.T, live []*node, r *ring.Ring) {
 			t.Errorf("%s: members own %d partitions in all, want %d", n.name, total, cfg.Partitions)
 		}
 	}
-	// Every user's owner, asked of the nodes in turn.
+	w.checkOwners(t, live, r)
+}
+
+// checkOwners: every user's owner, asked of the nodes in turn, is the one
+// of ring r.
+func (w *world) checkOwners(t *testing.T, live []*node, r *ring.Ring) {
+	t.Helper()
 	type answer struct {
 		user string
 		err  error
