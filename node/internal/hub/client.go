@@ -1,29 +1,27 @@
 package hub
 
-import "sync"
-
 // Client is one local client as the hub knows it: who it is, where its
 // messages go, and (the hub's own bookkeeping) what it is a member of. A
 // protocol embeds it in its connection type, sets the exported fields before
 // Add and never changes them afterwards.
 type Client struct {
-	User      string    // the token's user
-	Via       string    // the node that relays this client here, "" if it came directly
-	Transport Transport // which protocol, for the connection metrics
-	Sink      Sink      // where messages and closes go
+	User string // the token's user
+	Via  string // the node that relays this client here, "" if it came directly
+	Sink Sink   // where messages and closes go
 
-	// The hub's bookkeeping. The position in the user's set and the links
-	// of the registry are guarded by the user's shard lock; topics by mu,
-	// because joins and departures of different topics change it under
-	// different shard locks.
-	mu      sync.Mutex
+	// The hub's bookkeeping. The position in the user's set (or the
+	// lurkers') and the flags are guarded by the user's shard lock; topics
+	// by that shard's memberMu, because joins and departures of different
+	// topics change it under different shard locks.
 	topics  []topicRef
 	userPos int32
-	inUser  bool // in its user's set
-	listed  bool // in the registry (between Add and Remove)
+	inUser  bool // in its user's set, else among the lurkers
+	listed  bool // registered (between Add and Remove)
 	opened  bool // counted as an open connection (Opened)
-	prev    *Client
-	next    *Client
+
+	// Transport is the protocol, for the connection metrics. Last, so that
+	// it packs with the flags: an idle connection is mostly this struct.
+	Transport Transport
 }
 
 // topicRef is a joined topic and the client's position in its set (guarded

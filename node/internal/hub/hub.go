@@ -4,8 +4,9 @@
 // of each recipient -> its connection.
 //
 // Locks, in the only order there is: a shard lock (users and topics are
-// sharded by a hash of their name), then a client's membership lock
-// (Client.mu), then whatever a Sink takes for its connection. No Sink calls
+// sharded by a hash of their name), then the membership lock of the
+// client's user shard (shard.memberMu, a leaf that guards the clients'
+// topic lists), or whatever a Sink takes for its connection. No Sink calls
 // back into the hub while it holds its own locks.
 package hub
 
@@ -37,11 +38,17 @@ type Hub struct {
 }
 
 type shard struct {
-	mu     sync.RWMutex
-	users  map[string]set
-	topics map[string]set
-	head   *Client  // registry of every client whose user hashes here
-	_      [16]byte // keep neighbouring shard locks off one cache line
+	mu sync.RWMutex
+	// Every registered client whose user hashes here is in exactly one of
+	// users (messages to the user reach it) and lurkers (registered, not in
+	// its user's set: a Phoenix socket before it joins user:<id>).
+	users   map[string]set
+	lurkers map[string]set
+	topics  map[string]set
+	// memberMu guards Client.topics of the clients whose user hashes here.
+	// A leaf: taken under a topic's shard lock, nothing taken under it.
+	memberMu sync.Mutex
+	_        [32]byte // keep neighbouring shard locks off one cache line
 }
 
 // set is the local clients of one user or one topic. Maps hold it by value:
@@ -59,6 +66,7 @@ func New(reg prometheus.Registerer, log *slog.Logger) *Hub {
 	h.messages.New = func() any { return new(Message) }
 	for i := range h.shards {
 		h.shards[i].users = make(map[string]set)
+		h.shards[i].lurkers = make(map[string]set)
 		h.shards[i].topics = make(map[string]set)
 	}
 	return h
@@ -144,14 +152,9 @@ func (h *Hub) Add(c *Client) {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.listed {
-		return
+	if !c.listed {
+		c.userPos, c.listed, c.inUser = addTo(s.lurkers, c.User, c), true, false
 	}
-	c.listed, c.prev, c.next = true, nil, s.head
-	if s.head != nil {
-		s.head.prev = c
-	}
-	s.head = c
 }
 
 // Opened counts c as an open connection (notify_connections and Open),
@@ -177,22 +180,14 @@ func (h *Hub) Accepted(c *Client) { h.metrics.transports[c.Transport].accepted.I
 // code (0: it never went live, nothing to count), and dropped messages of a
 // slow consumer. Calling it again does nothing.
 func (h *Hub) Remove(c *Client, code, dropped int) {
-	h.LeaveUser(c)
-	for {
-		c.mu.Lock()
-		if len(c.topics) == 0 {
-			c.mu.Unlock()
-			break
-		}
-		name := c.topics[len(c.topics)-1].name
-		c.mu.Unlock()
-		h.LeaveTopic(c, name) // takes the topic's shard lock, then c.mu
+	for h.leaveSomeTopic(c) {
 	}
 	s := h.shard(c.User)
 	s.mu.Lock()
 	listed, opened := c.listed, c.opened
 	if listed {
-		h.unlinkLocked(s, c)
+		s.moveOut(c)
+		c.listed, c.opened = false, false
 	}
 	s.mu.Unlock()
 	if !listed {
@@ -211,40 +206,53 @@ func (h *Hub) Remove(c *Client, code, dropped int) {
 	}
 }
 
-func (h *Hub) unlinkLocked(s *shard, c *Client) {
-	if c.prev != nil {
-		c.prev.next = c.next
-	} else {
-		s.head = c.next
+// leaveSomeTopic takes c out of one of its topics; false when it is in none.
+func (h *Hub) leaveSomeTopic(c *Client) bool {
+	us := h.shard(c.User)
+	us.memberMu.Lock()
+	if len(c.topics) == 0 {
+		us.memberMu.Unlock()
+		return false
 	}
-	if c.next != nil {
-		c.next.prev = c.prev
-	}
-	c.prev, c.next, c.listed, c.opened = nil, nil, false, false
+	name := c.topics[len(c.topics)-1].name
+	us.memberMu.Unlock()
+	h.LeaveTopic(c, name) // takes the topic's shard lock, then memberMu
+	return true
 }
 
-// JoinUser puts c in its user's set: messages to the user reach it from now
-// on (queued behind whatever its protocol sends first).
+// moveOut takes c out of the set it is in (its user's, or the lurkers);
+// the shard's lock is held.
+func (s *shard) moveOut(c *Client) {
+	from := s.lurkers
+	if c.inUser {
+		from = s.users
+	}
+	if moved := removeFrom(from, c.User, c.userPos); moved != nil {
+		moved.userPos = c.userPos // same user, same shard: under this lock
+	}
+}
+
+// JoinUser puts c, registered, in its user's set: messages to the user
+// reach it from now on (queued behind whatever its protocol sends first).
 func (h *Hub) JoinUser(c *Client) {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !c.inUser {
+	if c.listed && !c.inUser {
+		s.moveOut(c)
 		c.userPos, c.inUser = addTo(s.users, c.User, c), true
 	}
 }
 
-// LeaveUser takes c out of its user's set, if it is in it.
+// LeaveUser takes c out of its user's set, if it is in it; it stays
+// registered.
 func (h *Hub) LeaveUser(c *Client) {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !c.inUser {
-		return
-	}
-	c.inUser = false
-	if moved := removeFrom(s.users, c.User, c.userPos); moved != nil {
-		moved.userPos = c.userPos // same user, same shard: under this lock
+	if c.listed && c.inUser {
+		s.moveOut(c)
+		c.userPos, c.inUser = addTo(s.lurkers, c.User, c), false
 	}
 }
 
@@ -254,8 +262,9 @@ func (h *Hub) JoinTopic(c *Client, name string) {
 	s := h.shard(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
+	us := h.shard(c.User)
+	us.memberMu.Lock()
+	defer us.memberMu.Unlock()
 	if topicIndex(c.topics, name) >= 0 {
 		return
 	}
@@ -267,21 +276,23 @@ func (h *Hub) LeaveTopic(c *Client, name string) {
 	s := h.shard(name)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c.mu.Lock()
+	us := h.shard(c.User)
+	us.memberMu.Lock()
 	i := topicIndex(c.topics, name)
 	if i < 0 {
-		c.mu.Unlock()
+		us.memberMu.Unlock()
 		return
 	}
 	pos := c.topics[i].pos
 	c.topics = append(c.topics[:i:i], c.topics[i+1:]...)
-	c.mu.Unlock()
+	us.memberMu.Unlock()
 	if moved := removeFrom(s.topics, name, pos); moved != nil {
-		moved.mu.Lock()
+		ms := h.shard(moved.User)
+		ms.memberMu.Lock()
 		if j := topicIndex(moved.topics, name); j >= 0 {
 			moved.topics[j].pos = pos
 		}
-		moved.mu.Unlock()
+		ms.memberMu.Unlock()
 	}
 }
 
@@ -333,8 +344,10 @@ func (h *Hub) Clients() []*Client {
 	for i := range h.shards {
 		s := &h.shards[i]
 		s.mu.RLock()
-		for c := s.head; c != nil; c = c.next {
-			out = append(out, c)
+		for _, m := range []map[string]set{s.users, s.lurkers} {
+			for _, set := range m {
+				out = append(out, set.clients...)
+			}
 		}
 		s.mu.RUnlock()
 	}
