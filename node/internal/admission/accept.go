@@ -14,7 +14,7 @@ import (
 // StateReadTimeout bounds the read of a user's state during a handshake.
 const StateReadTimeout = 5 * time.Second
 
-// Register puts c in the hub and in its user's and topics' sets, then reads
+// Register puts c in the hub, in its user's and topics' sets, then reads
 // the user's state. A message published from here on reaches c (queued until
 // c is attached, behind the frames its protocol sends first) and is not
 // lost. When the state cannot be read the request is refused with 503 and c
@@ -22,7 +22,6 @@ const StateReadTimeout = 5 * time.Second
 func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Client, topics []string) (map[string]string, bool) {
 	h := p.cfg.Hub
 	h.Add(c)
-	h.JoinUser(c)
 	for _, t := range topics {
 		h.JoinTopic(c, t)
 	}

@@ -46,7 +46,26 @@ func (discard) Deliver(m *Message, _ bool) bool {
 func (discard) Close(int, string) {}
 func (discard) Closed() bool      { return false }
 
+// BenchmarkHubAddRemove: a client of a user with no other connection comes
+// and goes.
 func BenchmarkHubAddRemove(b *testing.B) {
+	h := New(nil, nil)
+	clients := make([]*Client, 1024)
+	for i := range clients {
+		clients[i] = &Client{User: "user-" + strconv.Itoa(i), Sink: discard{}}
+	}
+	b.ReportAllocs()
+	i := 0
+	for b.Loop() {
+		c := clients[i&1023]
+		h.Add(c)
+		h.Remove(c, 1000, 0)
+		i++
+	}
+}
+
+// BenchmarkHubAddRemoveTopic: the same client, joined to a topic.
+func BenchmarkHubAddRemoveTopic(b *testing.B) {
 	h := New(nil, nil)
 	clients := make([]*Client, 1024)
 	for i := range clients {
@@ -57,7 +76,6 @@ func BenchmarkHubAddRemove(b *testing.B) {
 	for b.Loop() {
 		c := clients[i&1023]
 		h.Add(c)
-		h.JoinUser(c)
 		h.JoinTopic(c, "news")
 		h.Remove(c, 1000, 0)
 		i++

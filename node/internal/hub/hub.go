@@ -147,14 +147,27 @@ func (h *Hub) release(m *Message) {
 
 // ---- registry and memberships ----
 
-// Add registers c: from now on it is among Clients, and Remove is due.
-func (h *Hub) Add(c *Client) {
+// Add registers c in its user's set: messages to the user reach it from
+// now on (queued behind whatever its protocol sends first), it is among
+// Clients, and Remove is due.
+func (h *Hub) Add(c *Client) { h.add(c, true) }
+
+// AddUnjoined registers c without joining it to its user: a Phoenix socket,
+// whose joins come with phx_join (JoinUser).
+func (h *Hub) AddUnjoined(c *Client) { h.add(c, false) }
+
+func (h *Hub) add(c *Client, inUser bool) {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !c.listed {
-		c.userPos, c.listed, c.inUser = addTo(s.lurkers, c.User, c), true, false
+	if c.listed {
+		return
 	}
+	to := s.lurkers
+	if inUser {
+		to = s.users
+	}
+	c.userPos, c.listed, c.inUser = addTo(to, c.User, c), true, inUser
 }
 
 // Opened counts c as an open connection (notify_connections and Open),
@@ -232,8 +245,7 @@ func (s *shard) moveOut(c *Client) {
 	}
 }
 
-// JoinUser puts c, registered, in its user's set: messages to the user
-// reach it from now on (queued behind whatever its protocol sends first).
+// JoinUser puts c, registered, in its user's set, if it is not in it.
 func (h *Hub) JoinUser(c *Client) {
 	s := h.shard(c.User)
 	s.mu.Lock()

@@ -82,11 +82,10 @@ func TestDeliverReachesMembersOnly(t *testing.T) {
 	a, as := newClient("alice")
 	b, bs := newClient("bob")
 	lurker, ls := newClient("carol") // registered, joined to nothing
-	for _, c := range []*Client{a, b, lurker} {
-		h.Add(c)
-	}
-	h.JoinUser(a)
+	h.Add(a)
+	h.AddUnjoined(b)
 	h.JoinUser(b)
+	h.AddUnjoined(lurker)
 	h.JoinTopic(b, "news")
 
 	h.Deliver(user("alice"), "for alice")
@@ -157,7 +156,7 @@ func TestMembershipChurn(t *testing.T) {
 		}
 		c, s := newClient(fmt.Sprint("u", rng.IntN(20)))
 		m := &member{c: c, s: s}
-		h.Add(c)
+		h.AddUnjoined(c)
 		h.JoinUser(c)
 		for _, tp := range []string{"a", "b", "c"} {
 			if rng.IntN(2) == 0 {
@@ -193,7 +192,7 @@ func TestLeaveAndRemove(t *testing.T) {
 	h, _ := newHub(t)
 	c, s := newClient("alice")
 	h.Add(c)
-	h.JoinUser(c)
+	h.JoinUser(c) // already: nothing happens
 	h.JoinTopic(c, "news")
 	h.JoinTopic(c, "news") // twice is once
 	h.Deliver(topic("news"), "1")
@@ -202,6 +201,9 @@ func TestLeaveAndRemove(t *testing.T) {
 	h.Deliver(topic("news"), "2")
 	h.LeaveUser(c)
 	h.Deliver(user("alice"), "3")
+	if n := len(h.Clients()); n != 1 {
+		t.Fatalf("a client that left its user is not registered any more (%d clients)", n)
+	}
 	h.JoinUser(c)
 	h.Deliver(user("alice"), "4")
 	h.Remove(c, 1000, 0)

@@ -259,7 +259,7 @@ func (e *Endpoint) open(w http.ResponseWriter, r *http.Request, userTok string, 
 	e.mu.Lock()
 	e.sessions[s.token] = s
 	e.mu.Unlock()
-	e.cfg.Hub.Add(&s.Client)
+	e.cfg.Hub.AddUnjoined(&s.Client)
 	e.cfg.Hub.Opened(&s.Client)
 	e.cfg.Hub.Accepted(&s.Client)
 	w.Header().Set("X-Notify-Node", e.cfg.Accept.NodeName())

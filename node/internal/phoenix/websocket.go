@@ -68,7 +68,7 @@ func (e *Endpoint) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 	s := &wsSocket{}
 	s.init(e, a, vsn1, hub.TransportPhoenix, s)
 	s.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Messages: true, Handler: s})
-	e.cfg.Hub.Add(&s.Client) // joins come with phx_join
+	e.cfg.Hub.AddUnjoined(&s.Client) // joins come with phx_join
 	var hdr http.Header
 	if subprotocol {
 		// phoenix.js offers ["phoenix", "base64url.bearer.phx.<token>"]; a
