@@ -68,7 +68,7 @@ func TestForwardedHandshakeToNonOwnerIsMoved(t *testing.T) {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			t.Fatalf("the connection of user %s stays on f1 %s after its handshake although f1's own ring says f2 owns the user: "+
 				"a forwarded handshake is served without checking ownership, and the rebalance scan only runs on membership changes "+
-				"(node/ws.go serveWS, node/cluster.go rebalance)", user, wait)
+				"(node/internal/placement: RelayToOwner asks for a recheck, Run rebalances)", user, wait)
 		case err != nil:
 			t.Fatalf("reading: %v", err)
 		default:
