@@ -106,6 +106,10 @@ func (c *Conn) Send(frame []byte) bool { return c.send(frame, true) }
 // loops instead of making them all itself.
 func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, false) }
 
+// Push is Send when direct (the caller writes a few connections itself),
+// else Enqueue (it fans out to many and leaves the writes to the loops).
+func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(frame, direct) }
+
 func (c *Conn) send(frame []byte, direct bool) bool {
 	c.mu.Lock()
 	if c.state >= stateClosing {

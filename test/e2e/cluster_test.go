@@ -173,12 +173,7 @@ func (c *clusterTest) join(t *testing.T) {
 func (c *clusterTest) sigterm(t *testing.T) {
 	w, r4, r134 := c.w, c.r4, c.r134
 	victim := c.n2.name
-	changed := 0
-	for _, u := range w.users {
-		if r4.Locate(u) != victim && r4.Locate(u) != r134.Locate(u) {
-			changed++
-		}
-	}
+	changed := movedBesides(w.users, r4, r134, victim)
 	m := w.mark(t)
 	stopTicks := w.ticker(t, tickEvery)
 	start := time.Now()
@@ -301,12 +296,7 @@ func (c *clusterTest) checkSigkillCloses(t *testing.T, m mark, affected func(*cl
 	t.Helper()
 	w, r134, r14 := c.w, c.r134, c.r14
 	victim := c.n3.name
-	changed := 0
-	for _, u := range w.users {
-		if r134.Locate(u) != victim && r134.Locate(u) != r14.Locate(u) {
-			changed++
-		}
-	}
+	changed := movedBesides(w.users, r134, r14, victim)
 	firsts := w.checkCloses(t, m, func(cl *client, s *session) expectation {
 		before, after := r134.Locate(cl.user), r14.Locate(cl.user)
 		switch {
@@ -411,4 +401,16 @@ func joinFirst(lines []string, n int) string {
 		out += l
 	}
 	return out
+}
+
+// movedBesides counts the users whose owner changed from before to after
+// although it was not victim, the node that went: the bounded load's moves.
+func movedBesides(users []string, before, after *ring.Ring, victim string) int {
+	n := 0
+	for _, u := range users {
+		if before.Locate(u) != victim && before.Locate(u) != after.Locate(u) {
+			n++
+		}
+	}
+	return n
 }

@@ -160,14 +160,10 @@ func (h *Hub) add(c *Client, inUser bool) {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.listed {
-		return
+	if !c.listed {
+		c.listed = true
+		s.moveIn(c, inUser)
 	}
-	to := s.lurkers
-	if inUser {
-		to = s.users
-	}
-	c.userPos, c.listed, c.inUser = addTo(to, c.User, c), true, inUser
 }
 
 // Opened counts c as an open connection (notify_connections and Open),
@@ -246,26 +242,30 @@ func (s *shard) moveOut(c *Client) {
 }
 
 // JoinUser puts c, registered, in its user's set, if it is not in it.
-func (h *Hub) JoinUser(c *Client) {
-	s := h.shard(c.User)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if c.listed && !c.inUser {
-		s.moveOut(c)
-		c.userPos, c.inUser = addTo(s.users, c.User, c), true
-	}
-}
+func (h *Hub) JoinUser(c *Client) { h.setInUser(c, true) }
 
 // LeaveUser takes c out of its user's set, if it is in it; it stays
 // registered.
-func (h *Hub) LeaveUser(c *Client) {
+func (h *Hub) LeaveUser(c *Client) { h.setInUser(c, false) }
+
+func (h *Hub) setInUser(c *Client, in bool) {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if c.listed && c.inUser {
+	if c.listed && c.inUser != in {
 		s.moveOut(c)
-		c.userPos, c.inUser = addTo(s.lurkers, c.User, c), false
+		s.moveIn(c, in)
 	}
+}
+
+// moveIn puts c in its user's set (in) or among the lurkers; the shard's
+// lock is held.
+func (s *shard) moveIn(c *Client, in bool) {
+	to := s.lurkers
+	if in {
+		to = s.users
+	}
+	c.userPos, c.inUser = addTo(to, c.User, c), in
 }
 
 // JoinTopic adds c to a topic's set, if it is not in it. name must not be

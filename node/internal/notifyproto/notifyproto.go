@@ -32,13 +32,6 @@ type client struct {
 	hub  *hub.Hub
 }
 
-func (c *client) send(frame []byte, direct bool) bool {
-	if direct {
-		return c.conn.Send(frame)
-	}
-	return c.conn.Enqueue(frame)
-}
-
 // Close implements hub.Sink.
 func (c *client) Close(code int, reason string) { c.conn.Close(code, reason) }
 

@@ -20,7 +20,7 @@ var (
 
 // Deliver implements hub.Sink: a "message" event; built once per message.
 func (c *sseClient) Deliver(m *hub.Message, direct bool) bool {
-	return c.send(m.Frame(hub.FormatSSE, sseMessage), direct)
+	return c.conn.Push(m.Frame(hub.FormatSSE, sseMessage), direct)
 }
 
 func sseMessage(m *hub.Message) []byte { return sseEvent("message", m.Payload) }

@@ -19,7 +19,7 @@ var (
 // Deliver implements hub.Sink: the payload verbatim, in a text frame when it
 // is valid UTF-8, else a binary one; built once per message.
 func (c *wsClient) Deliver(m *hub.Message, direct bool) bool {
-	return c.send(m.Frame(hub.FormatWebSocket, wsFrame), direct)
+	return c.conn.Push(m.Frame(hub.FormatWebSocket, wsFrame), direct)
 }
 
 func wsFrame(m *hub.Message) []byte { return transport.DataFrame(m.Payload) }

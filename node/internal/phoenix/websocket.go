@@ -21,14 +21,9 @@ var (
 	_ transport.Handler = (*wsSocket)(nil)
 )
 
-func (s *wsSocket) send(frame []byte, direct bool) bool {
-	if direct {
-		return s.conn.Send(frame)
-	}
-	return s.conn.Enqueue(frame)
-}
-func (s *wsSocket) close(code int, reason string) { s.conn.Close(code, reason) }
-func (s *wsSocket) closed() bool                  { return s.conn.Closed() }
+func (s *wsSocket) send(frame []byte, direct bool) bool { return s.conn.Push(frame, direct) }
+func (s *wsSocket) close(code int, reason string)       { s.conn.Close(code, reason) }
+func (s *wsSocket) closed() bool                        { return s.conn.Closed() }
 
 // OnMessage implements transport.Handler: a client message. Input that is
 // not a Phoenix message ends the connection with 1007: there is no ref to
