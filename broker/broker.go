@@ -34,10 +34,10 @@ var ErrUnavailable = errors.New("broker unavailable")
 // messages, and must not block: a slow handler stalls delivery to every client
 // of the node.
 type Handler interface {
-	// Deliver receives a payload published on a user's or a topic's channel.
-	// t.Name may be empty ("notify:" names nobody): the handler counts and
-	// drops it.
-	Deliver(t Target, payload string)
+	// Deliver receives a message published on a user's or a topic's
+	// channel. t.Name may be empty ("notify:" names nobody): the handler
+	// counts and drops it.
+	Deliver(t Target, m Message)
 	// Control receives a node-to-node command published on ControlChannel.
 	Control(payload string)
 }

@@ -98,12 +98,12 @@ func newRecorder(t testing.TB) *recorder {
 	return &recorder{t: t, ch: make(chan msg, 10000)}
 }
 
-func (r *recorder) Deliver(t Target, payload string) {
+func (r *recorder) Deliver(t Target, m Message) {
 	channel := UserChannel(t.Name)
 	if t.Topic {
 		channel = TopicChannel(t.Name)
 	}
-	r.record(msg{channel, payload})
+	r.record(msg{channel, m.Payload})
 }
 
 func (r *recorder) Control(payload string) { r.record(msg{ControlChannel, payload}) }
@@ -119,8 +119,8 @@ func (r *recorder) record(m msg) {
 // nopHandler drops everything.
 type nopHandler struct{}
 
-func (nopHandler) Deliver(Target, string) {}
-func (nopHandler) Control(string)         {}
+func (nopHandler) Deliver(Target, Message) {}
+func (nopHandler) Control(string)          {}
 
 // run starts b.Run in a goroutine with a recorder, stopped (and waited for)
 // by t.Cleanup. It does not wait for readiness.

@@ -137,7 +137,7 @@ func (m *Memory) deliver(channel, payload string) {
 	}
 	// ParseChannel accepts exactly the channels the two "prefix*" patterns match.
 	if t, ok := ParseChannel(channel); ok {
-		m.handler.Deliver(t, payload)
+		m.handler.Deliver(t, decodeMessage(payload))
 	}
 }
 

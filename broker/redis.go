@@ -431,7 +431,7 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 		case m.Pattern == UserPattern || m.Pattern == TopicPattern:
 			// Both patterns are "prefix*": ParseChannel accepts what they match.
 			if t, ok := ParseChannel(m.Channel); ok {
-				h.Deliver(t, m.Payload)
+				h.Deliver(t, decodeMessage(m.Payload))
 			}
 		case m.Pattern == "" && m.Channel == ControlChannel:
 			h.Control(m.Payload)

@@ -331,8 +331,8 @@ func TestBackoffBounds(t *testing.T) {
 // signalHandler sends on itself for every delivery.
 type signalHandler chan struct{}
 
-func (s signalHandler) Deliver(Target, string) { s <- struct{}{} }
-func (signalHandler) Control(string)           {}
+func (s signalHandler) Deliver(Target, Message) { s <- struct{}{} }
+func (signalHandler) Control(string)            {}
 
 // BenchmarkRedisPublishReceive measures the round trip publish -> Redis ->
 // subscription -> handler, one message at a time.

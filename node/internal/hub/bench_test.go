@@ -18,7 +18,7 @@ func BenchmarkDeliverNoLocalRecipient(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		h.Deliver(targets[i&1023], "payload")
+		h.Deliver(targets[i&1023], broker.Message{Payload: "payload"})
 		i++
 	}
 }
@@ -33,7 +33,7 @@ func BenchmarkDeliverOneConnection(b *testing.B) {
 	t := broker.Target{Name: "alice"}
 	b.ReportAllocs()
 	for b.Loop() {
-		h.Deliver(t, "payload")
+		h.Deliver(t, broker.Message{Payload: "payload"})
 	}
 }
 

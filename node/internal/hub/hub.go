@@ -78,24 +78,24 @@ func (h *Hub) shard(name string) *shard {
 
 // ---- delivery ----
 
-// Deliver hands a payload published to a user or a topic to each of its
+// Deliver hands a message published to a user or a topic to each of its
 // local clients. Calls are serialised by the broker (one reader).
-func (h *Hub) Deliver(t broker.Target, payload string) { h.deliver(t, payload, "") }
-
-// DeliverEvent is Deliver for a message with a Phoenix event name
-// (BroadcastTextMessage): Phoenix clients get it as that event, the others
-// get the message verbatim.
-func (h *Hub) DeliverEvent(t broker.Target, message, event string) { h.deliver(t, message, event) }
-
-func (h *Hub) deliver(t broker.Target, payload, event string) {
+func (h *Hub) Deliver(t broker.Target, m broker.Message) {
 	h.metrics.received.Inc()
 	if t.Name == "" {
 		h.metrics.droppedEmpty.Inc()
 		return
 	}
-	if n := h.fanOut(t, payload, event); n > 0 {
+	if n := h.fanOut(t, m); n > 0 {
 		h.metrics.delivered.Add(float64(n))
 	}
+}
+
+// DeliverEvent is Deliver for a message with a Phoenix event name that
+// came without history (BroadcastTextMessage while history is off): Phoenix
+// clients get it as that event, the others get the message verbatim.
+func (h *Hub) DeliverEvent(t broker.Target, message, event string) {
+	h.Deliver(t, broker.Message{Payload: message, Event: event})
 }
 
 // fanOut gives the message to every client of its target and returns how
@@ -103,7 +103,7 @@ func (h *Hub) deliver(t broker.Target, payload, event string) {
 // once, from this goroutine and without the lock: the cheapest and quickest
 // path. A large set is handed to the event loops under the read lock; they
 // write in parallel and coalesce frames that queue up meanwhile.
-func (h *Hub) fanOut(t broker.Target, payload, event string) int {
+func (h *Hub) fanOut(t broker.Target, bm broker.Message) int {
 	s := h.shard(t.Name)
 	s.mu.RLock()
 	members := s.users[t.Name].clients
@@ -116,7 +116,7 @@ func (h *Hub) fanOut(t broker.Target, payload, event string) int {
 	}
 	m := h.messages.Get().(*Message)
 	defer h.release(m)
-	m.Topic, m.Name, m.Payload, m.Event = t.Topic, t.Name, payload, event
+	m.Topic, m.Name, m.Payload, m.Cursor, m.Event = t.Topic, t.Name, bm.Payload, bm.Cursor, bm.Event
 	took := 0
 	if len(members) <= directFanout {
 		var few [directFanout]*Client

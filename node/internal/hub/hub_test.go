@@ -74,6 +74,8 @@ func newHub(t *testing.T) (*Hub, *prometheus.Registry) {
 	return New(reg, nil), reg
 }
 
+func msg(payload string) broker.Message { return broker.Message{Payload: payload} }
+
 func user(name string) broker.Target  { return broker.Target{Name: name} }
 func topic(name string) broker.Target { return broker.Target{Topic: true, Name: name} }
 
@@ -88,11 +90,11 @@ func TestDeliverReachesMembersOnly(t *testing.T) {
 	h.AddUnjoined(lurker)
 	h.JoinTopic(b, "news")
 
-	h.Deliver(user("alice"), "for alice")
-	h.Deliver(user("bob"), "for bob")
-	h.Deliver(topic("news"), "news")
-	h.Deliver(topic("sport"), "sport")
-	h.Deliver(user("carol"), "for carol")
+	h.Deliver(user("alice"), msg("for alice"))
+	h.Deliver(user("bob"), msg("for bob"))
+	h.Deliver(topic("news"), msg("news"))
+	h.Deliver(topic("sport"), msg("sport"))
+	h.Deliver(user("carol"), msg("for carol"))
 	h.DeliverEvent(user("alice"), "hi", "greeting")
 
 	tests := []struct {
@@ -123,8 +125,8 @@ func TestDirectForFewQueuedForMany(t *testing.T) {
 		}
 		sinks = append(sinks, s)
 	}
-	h.Deliver(topic("small"), "1")
-	h.Deliver(topic("big"), "2")
+	h.Deliver(topic("small"), msg("1"))
+	h.Deliver(topic("big"), msg("2"))
 	for i, s := range sinks {
 		want := []bool{true, false}
 		if i == directFanout {
@@ -167,10 +169,10 @@ func TestMembershipChurn(t *testing.T) {
 		live = append(live, m)
 	}
 	for _, tp := range []string{"a", "b", "c"} {
-		h.Deliver(topic(tp), tp)
+		h.Deliver(topic(tp), msg(tp))
 	}
 	for _, m := range live {
-		h.Deliver(user(m.c.User), "user")
+		h.Deliver(user(m.c.User), msg("user"))
 	}
 	for _, m := range live {
 		got := m.s.received()
@@ -195,20 +197,20 @@ func TestLeaveAndRemove(t *testing.T) {
 	h.JoinUser(c) // already: nothing happens
 	h.JoinTopic(c, "news")
 	h.JoinTopic(c, "news") // twice is once
-	h.Deliver(topic("news"), "1")
+	h.Deliver(topic("news"), msg("1"))
 	h.LeaveTopic(c, "news")
 	h.LeaveTopic(c, "news") // not a member any more: nothing happens
-	h.Deliver(topic("news"), "2")
+	h.Deliver(topic("news"), msg("2"))
 	h.LeaveUser(c)
-	h.Deliver(user("alice"), "3")
+	h.Deliver(user("alice"), msg("3"))
 	if n := len(h.Clients()); n != 1 {
 		t.Fatalf("a client that left its user is not registered any more (%d clients)", n)
 	}
 	h.JoinUser(c)
-	h.Deliver(user("alice"), "4")
+	h.Deliver(user("alice"), msg("4"))
 	h.Remove(c, 1000, 0)
 	h.Remove(c, 1000, 0)
-	h.Deliver(user("alice"), "5")
+	h.Deliver(user("alice"), msg("5"))
 	if got, want := s.received(), []string{"1", "4"}; !slices.Equal(got, want) {
 		t.Fatalf("got %q, want %q", got, want)
 	}
@@ -234,13 +236,13 @@ func TestCounting(t *testing.T) {
 	if h.Open() != 2 {
 		t.Fatalf("Open() = %d, want 2", h.Open())
 	}
-	h.Deliver(user("alice"), "x")
-	h.Deliver(user(""), "nobody")
+	h.Deliver(user("alice"), msg("x"))
+	h.Deliver(user(""), msg("nobody"))
 	refusing, rs := newClient("dave")
 	rs.refuse = true
 	h.Add(refusing)
 	h.JoinUser(refusing)
-	h.Deliver(user("dave"), "not taken")
+	h.Deliver(user("dave"), msg("not taken"))
 
 	h.Remove(a, 4008, 3)
 	h.Remove(handshaking, 1000, 0) // never opened: no disconnect counted
@@ -322,8 +324,8 @@ func TestConcurrentMembership(t *testing.T) {
 	}
 	wg.Go(func() {
 		for i := range 3000 {
-			h.Deliver(topic(fmt.Sprint("t", i%3)), "x")
-			h.Deliver(user(fmt.Sprint("u", i%5)), "y")
+			h.Deliver(topic(fmt.Sprint("t", i%3)), msg("x"))
+			h.Deliver(user(fmt.Sprint("u", i%5)), msg("y"))
 		}
 	})
 	wg.Wait()

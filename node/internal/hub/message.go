@@ -1,5 +1,7 @@
 package hub
 
+import "github.com/notify-dev/notify/broker"
+
 // Message is one published message on its way to the local clients of its
 // target. Each protocol's bytes for it are built once, by the first
 // recipient that needs them (Frame), and the same bytes go to every other
@@ -8,6 +10,9 @@ type Message struct {
 	Topic   bool   // Name is a topic; else a user id
 	Name    string // the user id or topic name
 	Payload string
+	// Cursor is the message's entry in its stream's history; zero when it
+	// came without history.
+	Cursor broker.Cursor
 	// Event is the Phoenix event name of a BroadcastTextMessage; "" for an
 	// ordinary publish (Phoenix clients get event "message").
 	Event string
