@@ -41,7 +41,7 @@ const (
 
 func impls() []impl {
 	return []impl{
-		{"memory", func(t *testing.T, reg prometheus.Registerer) testBroker { return NewMemory(reg) }},
+		{"memory", func(t *testing.T, reg prometheus.Registerer) testBroker { return NewMemory(reg, HistoryConfig{}) }},
 		{"redis", func(t *testing.T, reg prometheus.Registerer) testBroker {
 			s := redistest.Start(t)
 			return newTestRedis(t, s.Addr, reg)
@@ -57,6 +57,12 @@ func forEachImpl(t *testing.T, f func(t *testing.T, b testBroker)) {
 
 func newTestRedis(t testing.TB, addr string, reg prometheus.Registerer) *Redis {
 	t.Helper()
+	return newHistoryRedis(t, addr, reg, HistoryConfig{})
+}
+
+// newHistoryRedis is newTestRedis keeping history as hist says.
+func newHistoryRedis(t testing.TB, addr string, reg prometheus.Registerer, hist HistoryConfig) *Redis {
+	t.Helper()
 	cfg := RedisConfig{Addr: addr}
 	opts, err := cfg.Options()
 	if err != nil {
@@ -68,6 +74,7 @@ func newTestRedis(t testing.TB, addr string, reg prometheus.Registerer) *Redis {
 		Logger:        testLogger(t),
 		Registerer:    reg,
 		NodeID:        "test",
+		History:       hist,
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -483,7 +490,11 @@ func TestMetricsSameForBothBackends(t *testing.T) {
 	if !slices.Equal(names["memory"], names["redis"]) {
 		t.Fatalf("metric sets differ: memory %v, redis %v", names["memory"], names["redis"])
 	}
-	want := []string{"notify_broker_reconnects_total COUNTER", "notify_broker_up GAUGE"}
+	want := []string{
+		"notify_broker_reconnects_total COUNTER", "notify_broker_up GAUGE",
+		"notify_history_appends_total COUNTER", "notify_history_function_loads_total COUNTER",
+		"notify_history_read_seconds HISTOGRAM",
+	}
 	if !slices.Equal(names["memory"], want) {
 		t.Fatalf("metrics = %v, want %v", names["memory"], want)
 	}
@@ -521,7 +532,7 @@ func gaugeValue(t testing.TB, reg *prometheus.Registry, name string) float64 {
 }
 
 func BenchmarkMemoryPublish(b *testing.B) {
-	m := NewMemory(nil)
+	m := NewMemory(nil, HistoryConfig{})
 	runWith(b, m, nopHandler{})
 	await.True(b, "Ready() == nil", func() bool { return m.Ready() == nil })
 	ctx := context.Background()

@@ -120,6 +120,64 @@ type History interface {
 	Read(ctx context.Context, t Target, since Cursor) (HistoryRead, error)
 }
 
+// ErrHistoryOff is wrapped by the errors of History's and Handoffs' methods
+// on a broker built with history off (HistoryConfig.Size 0).
+var ErrHistoryOff = errors.New("history is off (NOTIFY_HISTORY_SIZE=0)")
+
+// ReceivedTTL is the least time a user's Received record is kept after its
+// last update (the record's TTL is the larger of this and the history TTL):
+// hand-offs claim an entry within NOTIFY_UNDELIVERED_GRACE (seconds) of its
+// publish, so minutes are plenty, and the record must not vanish while the
+// entries it covers can still be recovered.
+const ReceivedTTL = 10 * time.Minute
+
+// receivedTTL is how long a Received record is kept under cfg.
+func receivedTTL(cfg HistoryConfig) time.Duration { return max(ReceivedTTL, cfg.TTL) }
+
+// checkHistory reports settings a broker cannot work with. It is looser
+// than Validate, which bounds what operators may configure: tests use TTLs
+// of a fraction of a second.
+func checkHistory(c HistoryConfig) error {
+	switch {
+	case c.Size < 0 || c.Size > 100000:
+		return fmt.Errorf("broker: history size %d out of range 0..100000", c.Size)
+	case c.Enabled() && c.TTL < time.Millisecond:
+		return fmt.Errorf("broker: history TTL %s below 1ms", c.TTL)
+	}
+	return nil
+}
+
+// historyChannel is the channel, and the name of the stream, of t.
+func historyChannel(t Target) (string, error) {
+	if t.Name == "" {
+		return "", errors.New("broker: history of a target without a name")
+	}
+	if t.Topic {
+		return TopicChannel(t.Name), nil
+	}
+	return UserChannel(t.Name), nil
+}
+
+// recoveredFrom reports whether a stream of epoch, whose kept entries run
+// from seq first to last (first 0: none), still holds everything after
+// since: same epoch, since not past the newest entry, and nothing after
+// since trimmed.
+func recoveredFrom(since Cursor, epoch string, first, last uint64) bool {
+	return !since.IsZero() && since.Epoch == epoch && first > 0 &&
+		since.Seq <= last && first <= since.Seq+1
+}
+
+// checkEntry refuses a hand-off call without a user or a cursor.
+func checkEntry(user string, c Cursor) error {
+	if user == "" {
+		return errors.New("broker: hand-off without a user")
+	}
+	if c.IsZero() || c.Seq == 0 {
+		return errors.New("broker: hand-off without a cursor")
+	}
+	return nil
+}
+
 // Handoffs coordinates, across nodes, the hand-off of messages nobody
 // received to the application: exactly one node hands each one off, and
 // none that a connection of the user received.

@@ -6,6 +6,7 @@ import (
 	"maps"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -19,8 +20,10 @@ import (
 // ControlChannel to Control, any other is dropped, as the Redis subscription
 // would. Deliveries are serialised in publish order across goroutines, and
 // Publish returns after the handler ran. A message published while no Run is
-// running is lost, as with Redis pub/sub without a subscriber. The handler
-// must therefore not call Publish or PublishMany (it would deadlock).
+// running is lost, as with Redis pub/sub without a subscriber. Append does the
+// same with a cursor and event, after keeping the message in history (see
+// memory_history.go). The handler must therefore not call Publish,
+// PublishMany or Append (it would deadlock); Read, Received and Claim are fine.
 type Memory struct {
 	metrics *metrics
 	running atomic.Bool
@@ -30,6 +33,9 @@ type Memory struct {
 
 	stateMu sync.Mutex
 	state   map[string]map[string]string // user id -> fields; guarded by stateMu
+
+	histMu sync.Mutex // taken after deliverMu when both are held
+	hist   memHistory // guarded by histMu (hist.cfg is immutable)
 }
 
 var (
@@ -45,14 +51,18 @@ var (
 )
 
 // NewMemory returns an in-memory broker whose metrics are registered on reg
-// (nil: not registered). It panics if reg refuses the metrics, like
-// prometheus.MustRegister.
-func NewMemory(reg prometheus.Registerer) *Memory {
+// (nil: not registered), keeping history as history says (Size 0: off).
+// It panics if reg refuses the metrics, like prometheus.MustRegister, and on
+// a history setting out of range (a negative size, a TTL under 1ms).
+func NewMemory(reg prometheus.Registerer, history HistoryConfig) *Memory {
+	if err := checkHistory(history); err != nil {
+		panic(err.Error())
+	}
 	m, err := newMetrics(reg)
 	if err != nil {
 		panic("broker: registering metrics: " + err.Error())
 	}
-	return &Memory{metrics: m, state: make(map[string]map[string]string)}
+	return &Memory{metrics: m, state: make(map[string]map[string]string), hist: newMemHistory(history)}
 }
 
 // Run installs h as the receiver of published messages until ctx ends, then
@@ -72,7 +82,20 @@ func (m *Memory) Run(ctx context.Context, h Handler) error {
 	m.metrics.setUp(true)
 	m.deliverMu.Unlock()
 
-	<-ctx.Done()
+	if m.hist.cfg.Enabled() {
+		t := time.NewTicker(m.hist.sweepEvery())
+		defer t.Stop()
+		for done := false; !done; {
+			select {
+			case <-ctx.Done():
+				done = true
+			case now := <-t.C:
+				m.sweepHistory(now)
+			}
+		}
+	} else {
+		<-ctx.Done()
+	}
 
 	m.deliverMu.Lock() // waits for a delivery in progress
 	m.handler = nil

@@ -11,6 +11,10 @@ import (
 type metrics struct {
 	up         prometheus.Gauge   // notify_broker_up
 	reconnects prometheus.Counter // notify_broker_reconnects_total
+
+	appends       prometheus.Counter   // notify_history_appends_total
+	readSeconds   prometheus.Histogram // notify_history_read_seconds
+	functionLoads prometheus.Counter   // notify_history_function_loads_total
 }
 
 // newMetrics creates the broker metrics and registers them on reg (nothing is
@@ -27,6 +31,19 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "notify_broker_reconnects_total",
 			Help: "Times the broker subscription was re-established after it had been lost.",
 		}),
+		appends: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_history_appends_total",
+			Help: "Messages appended to a user's or topic's history by this node (one per target).",
+		}),
+		readSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "notify_history_read_seconds",
+			Help:    "Time to read a stream's history (one round trip to Redis, or the in-memory copy).",
+			Buckets: prometheus.ExponentialBuckets(0.00005, 3, 10), // 50us .. ~1s
+		}),
+		functionLoads: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_history_function_loads_total",
+			Help: "Times this node loaded the notify Redis Function library (at start, after a resubscribe, or when a call found it missing).",
+		}),
 	}
 	if reg == nil {
 		return m, nil
@@ -37,6 +54,18 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.reconnects, err = register(reg, m.reconnects)
+	if err != nil {
+		return nil, err
+	}
+	m.appends, err = register(reg, m.appends)
+	if err != nil {
+		return nil, err
+	}
+	m.readSeconds, err = register(reg, m.readSeconds)
+	if err != nil {
+		return nil, err
+	}
+	m.functionLoads, err = register(reg, m.functionLoads)
 	if err != nil {
 		return nil, err
 	}

@@ -31,6 +31,10 @@ type RedisOptions struct {
 	Logger        *slog.Logger  // default slog.Default()
 	Registerer    prometheus.Registerer
 	NodeID        string // used in the probe channel name; random when empty
+	// History bounds every stream's history; Size 0 (the zero value) turns
+	// it off: then nothing is loaded into Redis, and Append, Read, Received
+	// and Claim return errors wrapping ErrHistoryOff.
+	History HistoryConfig
 }
 
 // Default probe settings.
@@ -66,6 +70,8 @@ type Redis struct {
 
 	errMu   sync.Mutex
 	lastErr error // why the round trip fails, cleared by a probe coming back
+
+	hist *redisHistory
 }
 
 var (
@@ -96,6 +102,9 @@ func NewRedis(opts *redis.Options, o RedisOptions) (*Redis, error) {
 	if o.ProbeTimeout <= o.ProbeInterval {
 		return nil, fmt.Errorf("broker: probe timeout %s must exceed the probe interval %s", o.ProbeTimeout, o.ProbeInterval)
 	}
+	if err := checkHistory(o.History); err != nil {
+		return nil, err
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -121,6 +130,7 @@ func NewRedis(opts *redis.Options, o RedisOptions) (*Redis, error) {
 		interval:     o.ProbeInterval,
 		timeout:      o.ProbeTimeout,
 		kick:         make(chan struct{}, 1),
+		hist:         newRedisHistory(o.History),
 	}, nil
 }
 
@@ -312,6 +322,10 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { r.probeLoop(ctx) })
+	if r.hist.cfg.Enabled() {
+		wg.Go(func() { r.loadLoop(ctx) })
+		r.kickLoad()
+	}
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -468,6 +482,8 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 	st.everSubscribed = true
 	st.downLogged = false
 	st.attempts = 0
+	// A restarted or failed-over server may have lost the library.
+	r.kickLoad()
 	// Probe now rather than at the next tick: readiness follows quickly.
 	select {
 	case r.kick <- struct{}{}:
