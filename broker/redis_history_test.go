@@ -151,6 +151,23 @@ func TestRedisHistoryKeys(t *testing.T) {
 	}
 }
 
+// With a short TTL the stream and its epoch both expire after one append:
+// nothing is left behind.
+func TestRedisHistoryExpiry(t *testing.T) {
+	s := redistest.Start(t)
+	const ttl = 300 * time.Millisecond
+	r := newHistoryRedis(t, s.Addr, nil, HistoryConfig{Size: 10, TTL: ttl})
+	c := s.Client(t)
+	ctx := context.Background()
+	mustAppend(t, r, "once", "", user("x"), topic("x"))
+	for _, k := range []string{"{notify:x}:history", "{notify:x}:epoch", "{notify_topic:x}:history", "{notify_topic:x}:epoch"} {
+		if d := c.PTTL(ctx, k).Val(); d <= 0 || d > ttl {
+			t.Errorf("PTTL %s = %s after one append, want (0, %s]", k, d, ttl)
+		}
+	}
+	await.True(t, "every key to expire", func() bool { return c.DBSize(ctx).Val() == 0 })
+}
+
 // identityStep is what happens to Redis between two appends, and what the
 // second append and a Read from the first cursor then show.
 type identityStep struct {
