@@ -71,7 +71,8 @@ type Redis struct {
 	errMu   sync.Mutex
 	lastErr error // why the round trip fails, cleared by a probe coming back
 
-	hist *redisHistory
+	hist  *redisHistory
+	syncs syncWaiters // Syncs waiting for their marker
 }
 
 var (
@@ -317,6 +318,7 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 		r.probed.Store(false)
 		r.running.Store(false)
 		r.metrics.setUp(false)
+		r.syncLost()
 	}()
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -449,11 +451,16 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 			}
 		case m.Pattern == "" && m.Channel == ControlChannel:
 			h.Control(m.Payload)
-		case m.Pattern == "" && m.Channel == r.probeChannel && st.subscribed:
-			r.lastProbe.Store(now.UnixNano())
-			r.probed.Store(true)
-			r.setError(nil)
-			r.updateUp()
+		case m.Pattern == "" && m.Channel == r.probeChannel:
+			if strings.HasPrefix(m.Payload, syncPrefix) {
+				r.synced(m.Payload) // a Sync's marker; also a probe
+			}
+			if st.subscribed {
+				r.lastProbe.Store(now.UnixNano())
+				r.probed.Store(true)
+				r.setError(nil)
+				r.updateUp()
+			}
 		}
 	case *redis.Subscription:
 		r.confirm(st, m, bo)
@@ -497,6 +504,7 @@ func (r *Redis) lost(st *readerState, err error) {
 	r.subscribed.Store(false)
 	r.probed.Store(false)
 	r.updateUp()
+	r.syncLost()
 	clear(st.confirmed)
 	st.attempts++
 	switch {
