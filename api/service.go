@@ -29,8 +29,10 @@ type Backend interface {
 	broker.StateStore
 	// Verify checks a client token.
 	Verify(token string) (auth.Claims, error)
-	// Publish sends payload on every channel through the broker (pipelined).
-	Publish(ctx context.Context, channels []string, payload []byte) error
+	// Publish sends payload to every target through the broker (pipelined).
+	// With history on it appends to each target's history and returns the
+	// entries' cursors, in the order of targets; nil otherwise.
+	Publish(ctx context.Context, targets []broker.Target, payload []byte) ([]broker.Cursor, error)
 	// Presence counts the open connections of each user.
 	Presence(ctx context.Context, users []string) (map[string]uint32, error)
 	// Disconnect closes every connection of user, on every node, with 4003.
@@ -91,23 +93,28 @@ func (s *Service) Publish(ctx context.Context, req *notifypb.PublishRequest) (*n
 	if len(payload) > s.maxSize {
 		return nil, errorf(twirp.InvalidArgument, "payload: %d bytes, at most %d (NOTIFY_MAX_PUBLISH_SIZE)", len(payload), s.maxSize)
 	}
-	channels := make([]string, 0, n)
+	targets := make([]broker.Target, 0, n)
 	for _, u := range req.GetUserIds() {
 		if err := checkName("user_ids", u); err != nil {
 			return nil, err
 		}
-		channels = append(channels, broker.UserChannel(u))
+		targets = append(targets, broker.Target{Name: u})
 	}
 	for _, t := range req.GetTopics() {
 		if err := checkName("topics", t); err != nil {
 			return nil, err
 		}
-		channels = append(channels, broker.TopicChannel(t))
+		targets = append(targets, broker.Target{Topic: true, Name: t})
 	}
-	if err := s.b.Publish(ctx, channels, payload); err != nil {
+	cursors, err := s.b.Publish(ctx, targets, payload)
+	if err != nil {
 		return nil, fromBackend(ctx, "publish", err)
 	}
-	return &notifypb.PublishResponse{Targets: int32(len(channels))}, nil
+	resp := &notifypb.PublishResponse{Targets: int32(len(targets))}
+	for _, c := range cursors {
+		resp.Cursors = append(resp.Cursors, c.String())
+	}
+	return resp, nil
 }
 
 // GetState returns a user's state object.

@@ -190,7 +190,10 @@ func (x *PublishRequest) GetText() string {
 type PublishResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Channels published to (user ids plus topics).
-	Targets       int32 `protobuf:"varint,1,opt,name=targets,proto3" json:"targets,omitempty"`
+	Targets int32 `protobuf:"varint,1,opt,name=targets,proto3" json:"targets,omitempty"`
+	// With history on (NOTIFY_HISTORY_SIZE > 0): the cursor of each target's
+	// history entry, in the order of user_ids then topics. Empty otherwise.
+	Cursors       []string `protobuf:"bytes,2,rep,name=cursors,proto3" json:"cursors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -230,6 +233,13 @@ func (x *PublishResponse) GetTargets() int32 {
 		return x.Targets
 	}
 	return 0
+}
+
+func (x *PublishResponse) GetCursors() []string {
+	if x != nil {
+		return x.Cursors
+	}
+	return nil
 }
 
 type GetStateRequest struct {
@@ -688,9 +698,10 @@ const file_notify_proto_rawDesc = "" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"+\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"E\n" +
 	"\x0fPublishResponse\x12\x18\n" +
-	"\atargets\x18\x01 \x01(\x05R\atargets\"*\n" +
+	"\atargets\x18\x01 \x01(\x05R\atargets\x12\x18\n" +
+	"\acursors\x18\x02 \x03(\tR\acursors\"*\n" +
 	"\x0fGetStateRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x87\x01\n" +
 	"\x10GetStateResponse\x129\n" +

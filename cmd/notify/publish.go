@@ -68,5 +68,12 @@ func publish(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "published to %d target(s)\n", resp.GetTargets())
+	// With history on: one cursor per target, users then topics.
+	targets := append(append([]string(nil), users...), topics...)
+	for i, c := range resp.GetCursors() {
+		if i < len(targets) {
+			fmt.Fprintf(stdout, "%s %s\n", targets[i], c)
+		}
+	}
 	return 0
 }
