@@ -75,6 +75,14 @@ func UserChannel(userID string) string { return UserPrefix + userID }
 // TopicChannel is the channel that reaches every connection joined to topic.
 func TopicChannel(topic string) string { return TopicPrefix + topic }
 
+// Channel is the channel that addresses t.
+func (t Target) Channel() string {
+	if t.Topic {
+		return TopicChannel(t.Name)
+	}
+	return UserChannel(t.Name)
+}
+
 // StateKey is the Redis hash holding userID's state.
 func StateKey(userID string) string { return UserPrefix + userID + StateSuffix }
 

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -29,20 +30,22 @@ type Config struct {
 	MaxPublishSize int    // NOTIFY_MAX_PUBLISH_SIZE
 	Auth           auth.Config
 	Redis          broker.RedisConfig
-	AllowedOrigins flagext.StringSlice // NOTIFY_ALLOWED_ORIGINS
-	OpenTopics     bool                // NOTIFY_OPEN_TOPICS
-	PingInterval   time.Duration       // NOTIFY_PING_INTERVAL
-	MaxMessageSize int                 // NOTIFY_MAX_MESSAGE_SIZE
-	SendQueueBytes int                 // NOTIFY_SEND_QUEUE_BYTES
-	NodeName       string              // NOTIFY_NODE_NAME
-	DrainTimeout   time.Duration       // NOTIFY_DRAIN_TIMEOUT
-	GossipAddr     string              // NOTIFY_GOSSIP_ADDR
-	AdvertiseAddr  string              // NOTIFY_ADVERTISE_ADDR
-	Join           flagext.StringSlice // NOTIFY_JOIN
-	GossipKey      string              // NOTIFY_GOSSIP_KEY
-	ClusterLabel   string              // NOTIFY_CLUSTER_LABEL
-	ClusterSecret  string              // NOTIFY_CLUSTER_SECRET: nodes authenticate each other with it
-	RebalanceRate  float64             // NOTIFY_REBALANCE_RATE
+	AllowedOrigins flagext.StringSlice  // NOTIFY_ALLOWED_ORIGINS
+	OpenTopics     bool                 // NOTIFY_OPEN_TOPICS
+	PingInterval   time.Duration        // NOTIFY_PING_INTERVAL
+	MaxMessageSize int                  // NOTIFY_MAX_MESSAGE_SIZE
+	SendQueueBytes int                  // NOTIFY_SEND_QUEUE_BYTES
+	NodeName       string               // NOTIFY_NODE_NAME
+	DrainTimeout   time.Duration        // NOTIFY_DRAIN_TIMEOUT
+	GossipAddr     string               // NOTIFY_GOSSIP_ADDR
+	AdvertiseAddr  string               // NOTIFY_ADVERTISE_ADDR
+	Join           flagext.StringSlice  // NOTIFY_JOIN
+	GossipKey      string               // NOTIFY_GOSSIP_KEY
+	ClusterLabel   string               // NOTIFY_CLUSTER_LABEL
+	ClusterSecret  string               // NOTIFY_CLUSTER_SECRET: nodes authenticate each other with it
+	RebalanceRate  float64              // NOTIFY_REBALANCE_RATE
+	History        broker.HistoryConfig // NOTIFY_HISTORY_SIZE, NOTIFY_HISTORY_TTL
+	Handoff        HandoffConfig        // NOTIFY_UNDELIVERED_WEBHOOK, _GRACE, NOTIFY_WEBHOOK_SECRET
 
 	// Not settings: tuning for tests and benchmarks.
 	CloseTimeout  time.Duration // how long a closing handshake may take (transport default)
@@ -90,6 +93,23 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.ClusterLabel, "notify-cluster-label", "notify", "memberlist label; nodes of other clusters are refused")
 	fs.StringVar(&c.ClusterSecret, "notify-cluster-secret", "", "secret nodes sign their calls to each other with (at least 16 bytes); empty = derived from NOTIFY_GOSSIP_KEY; with neither, nodes refuse each other's calls")
 	fs.Float64Var(&c.RebalanceRate, "notify-rebalance-rate", 100, "connections closed per second with 1012 \"moved\" after a membership change")
+	fs.IntVar(&c.History.Size, "notify-history-size", 100, "messages kept per user and per topic so that clients can resume (0 turns history off)")
+	fs.DurationVar(&c.History.TTL, "notify-history-ttl", 2*time.Minute, "how long a user's or topic's history is kept after its last publish")
+	c.Handoff.RegisterFlags(fs)
+}
+
+// HandoffConfig is where messages nobody received go.
+type HandoffConfig struct {
+	Webhook string        // NOTIFY_UNDELIVERED_WEBHOOK: URL; empty = off
+	Grace   time.Duration // NOTIFY_UNDELIVERED_GRACE
+	Secret  string        // NOTIFY_WEBHOOK_SECRET
+}
+
+// RegisterFlags registers the hand-off settings on fs.
+func (c *HandoffConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.StringVar(&c.Webhook, "notify-undelivered-webhook", "", "URL that gets, batched and signed, the messages with history for users with no connection anywhere who do not resume within the grace; empty = off")
+	fs.DurationVar(&c.Grace, "notify-undelivered-grace", 10*time.Second, "how long a user may take to connect and resume before a message is handed to the webhook")
+	fs.StringVar(&c.Secret, "notify-webhook-secret", "", "HMAC-SHA256 key signing the webhook's requests (X-Notify-Signature)")
 }
 
 // Validate reports every setting out of range, naming it by its environment
@@ -180,6 +200,30 @@ func (c *Config) validateCluster(v *validation) {
 	}
 	if c.RebalanceRate <= 0 {
 		v.bad("NOTIFY_REBALANCE_RATE", strconv.FormatFloat(c.RebalanceRate, 'f', -1, 64), "must be positive")
+	}
+	v.err(c.History.Validate())
+	c.validateHandoff(v)
+}
+
+func (c *Config) validateHandoff(v *validation) {
+	h := c.Handoff
+	if h.Webhook == "" {
+		return
+	}
+	if u, err := url.Parse(h.Webhook); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		v.bad("NOTIFY_UNDELIVERED_WEBHOOK", h.Webhook, "want an http:// or https:// URL")
+	}
+	if !c.History.Enabled() {
+		v.bad("NOTIFY_UNDELIVERED_WEBHOOK", h.Webhook, "needs history (NOTIFY_HISTORY_SIZE > 0): only messages with history are handed off")
+	}
+	if h.Grace < 100*time.Millisecond || h.Grace > time.Hour {
+		v.bad("NOTIFY_UNDELIVERED_GRACE", h.Grace.String(), "must be 100ms to 1h")
+	}
+	if h.Secret == "" {
+		v.bad("NOTIFY_WEBHOOK_SECRET", "", "must be set with NOTIFY_UNDELIVERED_WEBHOOK: the application checks the signature")
+	}
+	if c.History.TTL <= h.Grace {
+		v.bad("NOTIFY_UNDELIVERED_GRACE", h.Grace.String(), "must be shorter than NOTIFY_HISTORY_TTL: a user resumes from the history within the grace")
 	}
 }
 

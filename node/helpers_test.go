@@ -1,12 +1,14 @@
 package node
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -281,4 +283,41 @@ func (tn *testNode) metric(name string, labels ...string) float64 {
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
 	await.True(t, what, cond)
+}
+
+// sseEvent is one event of an event stream.
+type sseEvent struct {
+	event, data, id string
+}
+
+// sseReader reads events off an event stream.
+type sseReader struct{ br *bufio.Reader }
+
+func newSSEReader(r io.Reader) *sseReader { return &sseReader{bufio.NewReader(r)} }
+
+// next returns the next event (comments and retry lines skipped).
+func (r *sseReader) next(t *testing.T) sseEvent {
+	t.Helper()
+	var ev sseEvent
+	var data []string
+	for {
+		line, err := r.br.ReadString('\n')
+		if err != nil {
+			t.Fatalf("stream ended: %v", err)
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "":
+			if ev.event != "" || len(data) > 0 {
+				ev.data = strings.Join(data, "\n")
+				return ev
+			}
+		case strings.HasPrefix(line, "event: "):
+			ev.event += line[7:]
+		case strings.HasPrefix(line, "data: "):
+			data = append(data, line[6:])
+		case strings.HasPrefix(line, "id: "):
+			ev.id = line[4:]
+		}
+	}
 }

@@ -24,6 +24,7 @@ import (
 	"github.com/notify-dev/notify/cluster"
 	"github.com/notify-dev/notify/internal/service"
 	"github.com/notify-dev/notify/node/internal/admission"
+	"github.com/notify-dev/notify/node/internal/handoff"
 	"github.com/notify-dev/notify/node/internal/hub"
 	"github.com/notify-dev/notify/node/internal/notifyproto"
 	"github.com/notify-dev/notify/node/internal/pages"
@@ -41,6 +42,7 @@ type Node struct {
 
 	broker      broker.Broker
 	state       broker.StateStore
+	history     historyStore      // nil: history is off
 	closeBroker func() error      // closes the broker's connections
 	loops       *transport.Server // the event loops every client connection and relay lives in
 	hub         *hub.Hub
@@ -51,6 +53,7 @@ type Node struct {
 	phoenix     *phoenix.Endpoint
 	pages       *pages.Pages
 	api         *api.Server
+	handoff     *handoff.Handoff // nil: no NOTIFY_UNDELIVERED_WEBHOOK
 
 	// Set by Start.
 	cluster   *cluster.Cluster
@@ -69,6 +72,14 @@ type brokerHandler struct {
 }
 
 var _ broker.Handler = brokerHandler{}
+
+// historyStore is the broker's history as the node uses it: appends from
+// the API, reads and the live barrier from admission.
+type historyStore interface {
+	broker.History
+	broker.Handoffs
+	admission.History
+}
 
 // New builds a node from a config. It binds nothing and joins nothing
 // (Start does); a node that is never started is released by Shutdown.
@@ -120,8 +131,11 @@ func randomSecret() string {
 // newBroker is Redis when it is configured, else the embedded broker.
 func (n *Node) newBroker() error {
 	if !n.cfg.Redis.Enabled() {
-		m := broker.NewMemory(n.reg)
+		m := broker.NewMemory(n.reg, n.cfg.History)
 		n.broker, n.state, n.closeBroker = m, m, func() error { return nil }
+		if n.cfg.History.Enabled() {
+			n.history = m
+		}
 		return nil
 	}
 	opts, err := n.cfg.Redis.Options()
@@ -133,11 +147,15 @@ func (n *Node) newBroker() error {
 		Registerer:    n.reg,
 		NodeID:        n.cfg.NodeName,
 		ProbeInterval: n.cfg.ProbeInterval,
+		History:       n.cfg.History,
 	})
 	if err != nil {
 		return fmt.Errorf("redis broker: %w", err)
 	}
 	n.broker, n.state, n.closeBroker = r, r, r.Close
+	if n.cfg.History.Enabled() {
+		n.history = r
+	}
 	return nil
 }
 
@@ -154,17 +172,28 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		return err
 	}
 	n.place = place
-	if n.accept, err = admission.New(admission.Config{
+	if err := n.newHandoff(); err != nil {
+		return err
+	}
+	ac := admission.Config{
 		Verifier: verifier, AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
 		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
 		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
-	}); err != nil {
+	}
+	if n.history != nil {
+		ac.History = n.history
+	}
+	if n.handoff != nil {
+		ac.Receiver = n.handoff
+	}
+	if n.accept, err = admission.New(ac); err != nil {
 		return err
 	}
 	if err := n.newPeers(); err != nil {
 		return err
 	}
-	n.notify = notifyproto.New(n.accept, n.loops, n.hub)
+	n.notify = notifyproto.New(notifyproto.Config{Accept: n.accept, Transport: n.loops, Hub: n.hub,
+		History: n.history != nil, SendQueueBytes: cfg.SendQueueBytes})
 	if n.phoenix, err = phoenix.New(phoenix.Config{
 		Accept: n.accept, Hub: n.hub, Transport: n.loops, State: n.state, Relay: place,
 		SendQueueBytes: cfg.SendQueueBytes, MaxMessageSize: cfg.MaxMessageSize,
@@ -181,6 +210,25 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 	if cfg.APIKey == "" {
 		n.log.Warn("NOTIFY_API_KEY is not set: the server API refuses every call but Auth")
 	}
+	return nil
+}
+
+// newHandoff builds the hand-off of undelivered messages when a webhook is
+// configured (Validate made sure history is on then).
+func (n *Node) newHandoff() error {
+	hc := n.cfg.Handoff
+	if hc.Webhook == "" || n.history == nil {
+		return nil
+	}
+	h, err := handoff.New(handoff.Config{
+		Webhook: hc.Webhook, Secret: hc.Secret, Grace: hc.Grace, NodeName: n.cfg.NodeName,
+		Owners: n.place, Broker: n.history, Registerer: n.reg, Logger: n.log,
+	})
+	if err != nil {
+		return err
+	}
+	n.handoff = h
+	n.hub.Watch(h)
 	return nil
 }
 
@@ -270,10 +318,18 @@ func (n *Node) parts() []part {
 		{"placement", n.place},
 		{"peers", n.peers},
 		{"phoenix", n.phoenix},
+		{"handoff", n.handoffService()},
 		{"grpc", n.listeners.grpcService(n.api, n.log)},
 		{"pprof", n.listeners.pprofService(n.log)},
 		{"http", n.listeners.httpService(n.routes(), n.log)},
 	}
+}
+
+func (n *Node) handoffService() service.Service {
+	if n.handoff == nil {
+		return idle
+	}
+	return n.handoff
 }
 
 // joinCluster creates this node's member and joins the cluster; relays

@@ -1,7 +1,6 @@
 package node
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -465,27 +464,11 @@ func TestSSE(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/event-stream") || resp.Header.Get("X-Notify-Node") != "test-node" {
 		t.Fatalf("%d %v", resp.StatusCode, resp.Header)
 	}
-	br := bufio.NewReader(resp.Body)
+	r := newSSEReader(resp.Body)
 	readEvent := func() (string, string) {
 		t.Helper()
-		var event, data []string
-		for {
-			line, err := br.ReadString('\n')
-			if err != nil {
-				t.Fatalf("stream ended: %v", err)
-			}
-			line = strings.TrimRight(line, "\n")
-			switch {
-			case line == "":
-				if len(event) > 0 || len(data) > 0 {
-					return strings.Join(event, ""), strings.Join(data, "\n")
-				}
-			case strings.HasPrefix(line, "event: "):
-				event = append(event, line[7:])
-			case strings.HasPrefix(line, "data: "):
-				data = append(data, line[6:])
-			}
-		}
+		ev := r.next(t)
+		return ev.event, ev.data
 	}
 	if e, d := readEvent(); e != "connect" || d != `{"kind":"connect","userID":"s1"}` {
 		t.Fatalf("%s %s", e, d)

@@ -1,7 +1,6 @@
 package admission
 
 import (
-	"context"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,28 +14,25 @@ import (
 const StateReadTimeout = 5 * time.Second
 
 // Register puts c in the hub, in its user's and topics' sets, then reads
-// the user's state. A message published from here on reaches c (queued until
-// c is attached, behind the frames its protocol sends first) and is not
-// lost. When the state cannot be read the request is refused with 503 and c
-// unregistered.
-func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Client, topics []string) (map[string]string, bool) {
+// its snapshot: the state and, with history on, where its streams stand
+// (ReadSnapshot). A message published from here on reaches c and is not
+// lost: queued until c is attached, behind the frames its protocol sends
+// first; with history on, offered to c's hub.Hold so that the replay goes
+// first and nothing comes twice. When the snapshot cannot be read the
+// request is refused with 503 and c unregistered.
+func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Client, topics []string, res Resume) (*Snapshot, bool) {
 	h := p.cfg.Hub
 	h.Add(c)
 	for _, t := range topics {
 		h.JoinTopic(c, t)
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), StateReadTimeout)
-	state, err := p.cfg.State.GetState(ctx, c.User)
-	cancel()
+	snap, err := p.ReadSnapshot(r.Context(), c.User, topics, res)
 	if err != nil {
 		p.fail(r, c, "state read", err)
 		p.Refuse(w, http.StatusServiceUnavailable, RejectState, "state store unavailable, retry later")
 		return nil, false
 	}
-	if state == nil {
-		state = map[string]string{}
-	}
-	return state, true
+	return snap, true
 }
 
 // Upgrade completes a WebSocket handshake, with X-Notify-Node and extra in

@@ -8,6 +8,7 @@
 package admission
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -33,6 +34,12 @@ type Owners interface {
 	RelayedBy(r *http.Request) string
 }
 
+// Receiver is told that a user's connection got every entry of its stream
+// up to a cursor, by resuming (the hand-off of undelivered messages).
+type Receiver interface {
+	Received(ctx context.Context, user string, c broker.Cursor)
+}
+
 // Config of a Pipeline.
 type Config struct {
 	Verifier       *auth.Verifier
@@ -43,6 +50,8 @@ type Config struct {
 	Hub            *hub.Hub
 	Transport      *transport.Server
 	State          broker.StateStore
+	History        History  // nil: history is off
+	Receiver       Receiver // nil: no hand-off to tell of resumes
 	Owners         Owners
 	Registerer     prometheus.Registerer
 	Logger         *slog.Logger
@@ -50,11 +59,12 @@ type Config struct {
 
 // Pipeline admits clients.
 type Pipeline struct {
-	cfg      Config
-	log      *slog.Logger
-	origins  []originPattern
-	draining atomic.Bool
-	rejected map[string]prometheus.Counter // by reason
+	cfg        Config
+	log        *slog.Logger
+	origins    []originPattern
+	draining   atomic.Bool
+	rejected   map[string]prometheus.Counter // by reason
+	recoveries *recoveryMetrics
 }
 
 // Rejection reasons (label of notify_connections_rejected_total).
@@ -97,6 +107,10 @@ func New(cfg Config) (*Pipeline, error) {
 		if err := cfg.Registerer.Register(vec); err != nil {
 			return nil, fmt.Errorf("admission metrics: %w", err)
 		}
+	}
+	var err error
+	if p.recoveries, err = newRecoveryMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("admission metrics: %w", err)
 	}
 	return p, nil
 }

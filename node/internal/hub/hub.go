@@ -35,7 +35,18 @@ type Hub struct {
 	metrics  *metrics
 	log      *slog.Logger
 	messages sync.Pool // *Message, reused across deliveries
+	watcher  Watcher   // nil: none
 }
+
+// Watcher is told of every delivery of a user's message with history and
+// how many local clients took it (the hand-off of undelivered messages). It
+// runs on the broker's reader and must not block.
+type Watcher interface {
+	Delivered(user string, m broker.Message, took int)
+}
+
+// Watch sets the watcher; call it before the first Deliver.
+func (h *Hub) Watch(w Watcher) { h.watcher = w }
 
 type shard struct {
 	mu sync.RWMutex
@@ -86,8 +97,12 @@ func (h *Hub) Deliver(t broker.Target, m broker.Message) {
 		h.metrics.droppedEmpty.Inc()
 		return
 	}
-	if n := h.fanOut(t, m); n > 0 {
+	n := h.fanOut(t, m)
+	if n > 0 {
 		h.metrics.delivered.Add(float64(n))
+	}
+	if h.watcher != nil && !t.Topic && !m.Cursor.IsZero() {
+		h.watcher.Delivered(t.Name, m, n)
 	}
 }
 

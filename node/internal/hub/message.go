@@ -25,10 +25,14 @@ type Format uint8
 
 // The formats a message is delivered in.
 const (
-	FormatWebSocket Format = iota // /notify/ws: the payload verbatim, one data frame
-	FormatSSE                     // /notify/sse: a "message" event
-	FormatPhoenix2                // Phoenix push, serializer 2.0.0
-	FormatPhoenix1                // Phoenix push, serializer 1.0.0
+	FormatWebSocket      Format = iota // /notify/ws: the payload verbatim, one data frame
+	FormatEnvelope                     // /notify/ws?envelope=1: a message frame with its cursor
+	FormatSSE                          // /notify/sse: a "message" event (with its id)
+	FormatSSEData                      // /notify/sse: the same without the id line (the client writes its own)
+	FormatPhoenix2                     // Phoenix push, serializer 2.0.0
+	FormatPhoenix1                     // Phoenix push, serializer 1.0.0
+	FormatPhoenix2Cursor               // Phoenix push with its cursor (a join that asked for cursors), 2.0.0
+	FormatPhoenix1Cursor               // the same, 1.0.0
 	numFormats
 )
 

@@ -3,15 +3,23 @@ package notifyproto
 import (
 	"encoding/json"
 	"net/http"
+	"slices"
 	"strings"
 
+	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/node/internal/admission"
 	"github.com/notify-dev/notify/node/internal/hub"
 	"github.com/notify-dev/notify/transport"
 )
 
 // sseClient is a /notify/sse connection.
-type sseClient struct{ client }
+type sseClient struct {
+	client
+	// pos is where a stream with topics stands in each of its streams
+	// (history on): its event ids carry them all. nil otherwise: an event's
+	// id is its own cursor, the same bytes for every client.
+	pos *ssePositions
+}
 
 var (
 	_ hub.Sink          = (*sseClient)(nil)
@@ -20,10 +28,110 @@ var (
 
 // Deliver implements hub.Sink: a "message" event; built once per message.
 func (c *sseClient) Deliver(m *hub.Message, direct bool) bool {
-	return c.conn.Push(m.Frame(hub.FormatSSE, sseMessage), direct)
+	if c.held(m) {
+		return true
+	}
+	if c.pos == nil || m.Cursor.IsZero() {
+		return c.conn.Push(m.Frame(hub.FormatSSE, sseMessage), direct)
+	}
+	c.pos.advance(m) // deliveries to one client come one at a time
+	return c.conn.Push(c.pos.idLine(), direct) && c.conn.Push(m.Frame(hub.FormatSSEData, sseData), direct)
 }
 
-func sseMessage(m *hub.Message) []byte { return sseEvent("message", m.Payload) }
+// frames are the event of m for this client: its id line when the client
+// writes its own, then the event.
+func (c *sseClient) frames(m *hub.Message) [][]byte {
+	if c.pos == nil || m.Cursor.IsZero() {
+		return [][]byte{sseMessage(m)}
+	}
+	c.pos.advance(m)
+	return [][]byte{c.pos.idLine(), sseData(m)}
+}
+
+// sseMessage is a "message" event with the message's cursor as its id
+// (when it has one), so that EventSource's Last-Event-ID resumes from it.
+func sseMessage(m *hub.Message) []byte {
+	if m.Cursor.IsZero() {
+		return sseEvent("message", m.Payload)
+	}
+	return append([]byte("id: "+m.Cursor.String()+"\n"), sseData(m)...)
+}
+
+// sseData is the "message" event without an id line.
+func sseData(m *hub.Message) []byte { return sseEvent("message", m.Payload) }
+
+// ssePositions is where an event stream with topics stands in each of its
+// streams. Its id, "<user cursor>" then " <topic>=<cursor>" per topic with
+// one ("-" for a user stream without a cursor yet), is what EventSource
+// sends back as Last-Event-ID.
+type ssePositions struct {
+	user   broker.Cursor
+	topics map[string]broker.Cursor
+}
+
+func (p *ssePositions) advance(m *hub.Message) {
+	if m.Topic {
+		p.topics[m.Name] = m.Cursor
+	} else {
+		p.user = m.Cursor
+	}
+}
+
+func (p *ssePositions) idLine() []byte {
+	id := p.user.String()
+	if id == "" {
+		id = "-"
+	}
+	names := make([]string, 0, len(p.topics))
+	for name := range p.topics {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		id += " " + name + "=" + p.topics[name].String()
+	}
+	return []byte("id: " + id + "\n")
+}
+
+// positionsOf starts the positions of a client with topics at what its
+// snapshot read.
+func positionsOf(snap *admission.Snapshot) *ssePositions {
+	p := &ssePositions{user: snap.User.Newest, topics: make(map[string]broker.Cursor, len(snap.Topics))}
+	for name, st := range snap.Topics {
+		if !st.Newest.IsZero() {
+			p.topics[name] = st.Newest
+		}
+	}
+	return p
+}
+
+// parseEventID reads a Last-Event-ID: a cursor of the user's stream, or the
+// positions of a stream with topics (only those the client joins count).
+func parseEventID(id string, topics []string) (admission.Resume, error) {
+	res := admission.Resume{Topics: map[string]admission.Since{}}
+	fields := strings.Fields(id)
+	if len(fields) == 0 {
+		return res, nil
+	}
+	if fields[0] != "-" {
+		c, err := broker.ParseCursor(fields[0])
+		if err != nil {
+			return admission.Resume{}, err
+		}
+		res.User = admission.Since{Cursor: c, Asked: true}
+	}
+	for _, f := range fields[1:] {
+		name, cur, ok := strings.Cut(f, "=")
+		c, err := broker.ParseCursor(cur)
+		if !ok || err != nil {
+			return admission.Resume{}, broker.ErrBadCursor
+		}
+		if slices.Contains(topics, name) {
+			res.Topics[name] = admission.Since{Cursor: c, Asked: true}
+		}
+	}
+	return res, nil
+}
 
 // sseRaw makes an event-stream connection of the event loop: a comment every
 // ping interval keeps proxies from timing it out, and a "close" event tells
@@ -44,31 +152,69 @@ const sseRetry = "retry: 3000\n\n"
 
 // ServeSSE is GET /notify/sse: Server-Sent Events with the admission and
 // relay of /notify/ws; events "connect", "state", then "message" per
-// publish. After the response head the socket is the event loop's, like a
-// WebSocket. EventSource sets no headers, so the token comes from the
-// authorization query parameter or the session cookie.
+// publish, each with its cursor as id when it has one. It resumes from
+// ?since= (and ?since.<topic>=) or, as EventSource reconnects, from the
+// Last-Event-ID header. After the response head the socket is the event
+// loop's, like a WebSocket. EventSource sets no headers of its own, so the
+// token comes from the authorization query parameter or the session cookie.
 func (e *Endpoint) ServeSSE(w http.ResponseWriter, r *http.Request) {
-	a, ok := e.accept.Admit(w, r, admission.Request{Token: e.accept.Token(r), Topics: true})
+	a, ok := e.cfg.Accept.Admit(w, r, admission.Request{Token: e.cfg.Accept.Token(r), Topics: true})
 	if !ok {
 		return
 	}
-	c := &sseClient{client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportSSE}, hub: e.hub}}
+	res, err := e.resumeOf(sseResume(r, a.Topics))
+	if err != nil {
+		e.cfg.Accept.Refuse(w, http.StatusBadRequest, admission.RejectBadRequest, err.Error())
+		return
+	}
+	c := &sseClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportSSE}, hub: e.cfg.Hub}}
 	c.Sink = c
-	c.conn = e.ws.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c, Raw: sseRaw})
-	state, ok := e.accept.Register(w, r, &c.Client, a.Topics)
+	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c, Raw: sseRaw})
+	if e.cfg.History {
+		c.hold.Store(hub.NewHold(e.cfg.SendQueueBytes))
+	}
+	snap, ok := e.cfg.Accept.Register(w, r, &c.Client, a.Topics, res)
 	if !ok {
 		return
 	}
-	nc, ok := e.accept.Hijack(w, r, &c.Client)
+	var events [][]byte
+	var overflow bool
+	e.catchUp(&c.client, snap, func(ms []hub.Message, over bool) {
+		if snap.History && len(a.Topics) > 0 {
+			c.pos = positionsOf(snap)
+		}
+		for i := range ms {
+			events = append(events, c.frames(&ms[i])...)
+		}
+		overflow = over
+	})
+	nc, ok := e.cfg.Accept.Hijack(w, r, &c.Client)
 	if !ok {
 		return
 	}
 	// The body runs until the connection closes: no length, no chunks, so
 	// the event loop writes events as they are.
 	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-store\r\n" +
-		"X-Accel-Buffering: no\r\nX-Notify-Node: " + e.accept.NodeName() + "\r\n\r\n" + sseRetry
-	e.accept.Attach(r, &c.Client, c.conn, nc, nil, []byte(head),
-		sseEvent("connect", string(connectJSON(c.User))), sseEvent("state", string(stateJSON(state))))
+		"X-Accel-Buffering: no\r\nX-Notify-Node: " + e.cfg.Accept.NodeName() + "\r\n\r\n" + sseRetry
+	first := append([][]byte{[]byte(head), sseEvent("connect", string(connectJSON(c.User))), sseEvent("state", string(stateJSON(snap)))}, events...)
+	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, nil, first...)
+	if overflow {
+		c.conn.Close(transport.CloseSlowConsumer, "slow consumer")
+	}
+}
+
+// sseResume is the resume an event stream asks for: the query parameters
+// when it names any (a first connect that knows where it was), else the
+// Last-Event-ID header of an EventSource that reconnects.
+func sseResume(r *http.Request, topics []string) (admission.Resume, error) {
+	res, err := admission.ParseResume(r, topics)
+	if err != nil || res.Asked() {
+		return res, err
+	}
+	if id := r.Header.Get("Last-Event-ID"); id != "" {
+		return parseEventID(id, topics)
+	}
+	return res, nil
 }
 
 // sseEvent is one Server-Sent Event with data as its data, one data line per

@@ -9,40 +9,81 @@ import (
 )
 
 // wsClient is a /notify/ws connection.
-type wsClient struct{ client }
+type wsClient struct {
+	client
+	envelope bool // ?envelope=1: message frames with cursors
+}
 
 var (
 	_ hub.Sink          = (*wsClient)(nil)
 	_ transport.Handler = (*wsClient)(nil)
 )
 
-// Deliver implements hub.Sink: the payload verbatim, in a text frame when it
-// is valid UTF-8, else a binary one; built once per message.
+// Deliver implements hub.Sink: the message in the client's format, built
+// once per message for every client of that format.
 func (c *wsClient) Deliver(m *hub.Message, direct bool) bool {
-	return c.conn.Push(m.Frame(hub.FormatWebSocket, wsFrame), direct)
+	if c.held(m) {
+		return true
+	}
+	return c.conn.Push(c.frame(m), direct)
 }
 
-func wsFrame(m *hub.Message) []byte { return transport.DataFrame(m.Payload) }
+func (c *wsClient) frame(m *hub.Message) []byte {
+	if c.envelope {
+		return m.Frame(hub.FormatEnvelope, envelopeFrame)
+	}
+	return m.Frame(hub.FormatWebSocket, wsFrame)
+}
 
 // ServeWS is GET /notify/ws: admit (refusals before the upgrade), register
-// and read the state, upgrade, then hand the socket to an event loop with
-// the connect and state frames first.
+// and read the snapshot (state, and where the client's streams stand),
+// upgrade, then hand the socket to an event loop with the connect and state
+// frames first, then what the client missed, then live messages.
 func (e *Endpoint) ServeWS(w http.ResponseWriter, r *http.Request) {
-	a, ok := e.accept.Admit(w, r, admission.Request{Token: e.accept.Token(r), Upgrade: true, Topics: true})
+	a, ok := e.cfg.Accept.Admit(w, r, admission.Request{Token: e.cfg.Accept.Token(r), Upgrade: true, Topics: true})
 	if !ok {
 		return
 	}
-	c := &wsClient{client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportWebSocket}, hub: e.hub}}
+	res, err := e.resumeOf(admission.ParseResume(r, a.Topics))
+	if err != nil {
+		e.cfg.Accept.Refuse(w, http.StatusBadRequest, admission.RejectBadRequest, err.Error())
+		return
+	}
+	c := &wsClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportWebSocket}, hub: e.cfg.Hub},
+		envelope: envelopeAsked(r)}
 	c.Sink = c
-	c.conn = e.ws.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c})
-	state, ok := e.accept.Register(w, r, &c.Client, a.Topics)
+	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c})
+	if e.cfg.History {
+		c.hold.Store(hub.NewHold(e.cfg.SendQueueBytes))
+	}
+	snap, ok := e.cfg.Accept.Register(w, r, &c.Client, a.Topics, res)
 	if !ok {
 		return
 	}
-	nc, buffered, ok := e.accept.Upgrade(w, r, &c.Client, nil)
+	first := [][]byte{transport.TextFrame(connectJSON(c.User)), nil}
+	var overflow bool
+	e.catchUp(&c.client, snap, func(ms []hub.Message, over bool) {
+		for i := range ms {
+			first = append(first, c.frame(&ms[i]))
+		}
+		overflow = over
+	})
+	first[1] = transport.TextFrame(stateJSON(snap)) // after the replay was cut to size
+	nc, buffered, ok := e.cfg.Accept.Upgrade(w, r, &c.Client, nil)
 	if !ok {
 		return
 	}
-	e.accept.Attach(r, &c.Client, c.conn, nc, buffered,
-		transport.TextFrame(connectJSON(c.User)), transport.TextFrame(stateJSON(state)))
+	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, buffered, first...)
+	if overflow {
+		c.conn.Close(transport.CloseSlowConsumer, "slow consumer")
+	}
+}
+
+// envelopeAsked: ?envelope=1 (or true).
+func envelopeAsked(r *http.Request) bool {
+	switch r.URL.Query().Get("envelope") {
+	case "1", "true":
+		return true
+	}
+	return false
 }

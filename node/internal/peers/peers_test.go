@@ -65,7 +65,7 @@ func client(h *hub.Hub, user string, topics ...string) *sink {
 
 // Commands travel through a real (memory) broker to every node's Control.
 func TestCommands(t *testing.T) {
-	b := broker.NewMemory(nil)
+	b := broker.NewMemory(nil, broker.HistoryConfig{})
 	h := hub.New(nil, nil)
 	p, r := newPeers(t, "a", b, h, nil, "")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -107,7 +107,7 @@ func TestCommands(t *testing.T) {
 // Presence sums over the members, asked over real HTTP with signed
 // requests; a member with another secret fails the whole count.
 func TestPresence(t *testing.T) {
-	b := broker.NewMemory(nil)
+	b := broker.NewMemory(nil, broker.HistoryConfig{})
 	local, remote := hub.New(nil, nil), hub.New(nil, nil)
 	client(local, "alice")
 	client(remote, "alice")

@@ -174,6 +174,28 @@ func push(vsn1 bool, m *hub.Message) []byte {
 	return frame(vsn1, message{topic: topicOf(m), event: event, payload: payloadJSON(m.Payload, m.Event != "")})
 }
 
+// push2Cursor and push1Cursor are the pushes of a join that asked for
+// cursors: the payload is {"cursor":"<cursor>","data":<what push sends>}
+// (no "cursor" for a message published without history).
+func push2Cursor(m *hub.Message) []byte { return pushCursor(false, m) }
+func push1Cursor(m *hub.Message) []byte { return pushCursor(true, m) }
+
+func pushCursor(vsn1 bool, m *hub.Message) []byte {
+	event := m.Event
+	if event == "" {
+		event = "message"
+	}
+	data := payloadJSON(m.Payload, m.Event != "")
+	b := make([]byte, 0, len(data)+48)
+	b = append(b, '{')
+	if !m.Cursor.IsZero() {
+		c, _ := json.Marshal(m.Cursor.String())
+		b = append(append(append(b, `"cursor":`...), c...), ',')
+	}
+	b = append(append(append(b, `"data":`...), data...), '}')
+	return frame(vsn1, message{topic: topicOf(m), event: event, payload: b})
+}
+
 // payloadJSON: published bytes that are JSON travel as that JSON value,
 // anything else as a string. An event's message (BroadcastTextMessage) is
 // always the string, as the Elixir service sent it.

@@ -3,11 +3,13 @@ package phoenix
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strings"
 	"sync"
 
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/node/internal/admission"
 	"github.com/notify-dev/notify/node/internal/hub"
 	"github.com/notify-dev/notify/transport"
@@ -47,16 +49,23 @@ type socket struct {
 var _ hub.Sink = (*socket)(nil)
 
 // join is a joined topic. While it is joining, pushes wait in pending so
-// that none arrives before the join reply.
+// that none arrives before the join reply (nor before the replay of what
+// the client missed, none of it twice).
 type join struct {
 	topic   string
 	joinRef json.RawMessage
+	cursors bool     // the join asked for cursors ("since" in its payload): pushes carry them
 	pending *pending // nil once joined
 }
 
 type pending struct {
-	frames [][]byte
+	pushes []pendingPush
 	bytes  int
+}
+
+type pendingPush struct {
+	frame  []byte
+	cursor broker.Cursor
 }
 
 func (s *socket) init(ep *Endpoint, a admission.Admitted, vsn1 bool, t hub.Transport, out output) {
@@ -67,28 +76,37 @@ func (s *socket) init(ep *Endpoint, a admission.Admitted, vsn1 bool, t hub.Trans
 // Deliver implements hub.Sink: a published message, as a push on the topic
 // it arrives on, if the socket joined it.
 func (s *socket) Deliver(m *hub.Message, direct bool) bool {
-	f := hub.FormatPhoenix2
-	enc := push2
-	if s.vsn1 {
-		f, enc = hub.FormatPhoenix1, push1
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	j := s.joinMatching(m)
-	switch {
-	case j == nil:
+	if j == nil {
 		return false
-	case j.pending != nil:
-		fr := m.Frame(f, enc)
+	}
+	fr := s.push(m, j.cursors)
+	if j.pending != nil {
 		j.pending.bytes += len(fr)
 		if j.pending.bytes > s.ep.cfg.SendQueueBytes {
 			s.out.close(transport.CloseSlowConsumer, "slow consumer")
 			return false
 		}
-		j.pending.frames = append(j.pending.frames, fr)
+		j.pending.pushes = append(j.pending.pushes, pendingPush{fr, m.Cursor})
 		return true
 	}
-	return s.out.send(m.Frame(f, enc), direct)
+	return s.out.send(fr, direct)
+}
+
+// push is m as this socket's serializer (and the join's choice of cursors)
+// encodes it, built once per message for all sockets that encode it alike.
+func (s *socket) push(m *hub.Message, cursors bool) []byte {
+	switch {
+	case s.vsn1 && cursors:
+		return m.Frame(hub.FormatPhoenix1Cursor, push1Cursor)
+	case s.vsn1:
+		return m.Frame(hub.FormatPhoenix1, push1)
+	case cursors:
+		return m.Frame(hub.FormatPhoenix2Cursor, push2Cursor)
+	}
+	return m.Frame(hub.FormatPhoenix2, push2)
 }
 
 // Close implements hub.Sink.
@@ -172,7 +190,9 @@ func (s *socket) handle(m message) {
 }
 
 // join runs phx_join. Joining a topic already joined closes the old join
-// first (phx_close with its join_ref), as Phoenix does.
+// first (phx_close with its join_ref), as Phoenix does. A join payload
+// {"since": "<cursor>"} (history on) asks for cursors and for what came
+// after that cursor; "" asks for cursors from now on.
 func (s *socket) join(m message) {
 	s.mu.Lock()
 	rejoin := s.joinLocked(m.topic) != nil
@@ -184,6 +204,11 @@ func (s *socket) join(m message) {
 		s.reply(m, "error", reason{"too many topics"})
 		return
 	}
+	since, err := s.sinceOf(m)
+	if err != nil {
+		s.reply(m, "error", reason{err.Error()})
+		return
+	}
 	h := s.ep.cfg.Hub
 	switch {
 	case m.topic == "ping":
@@ -193,64 +218,110 @@ func (s *socket) join(m message) {
 			s.reply(m, "error", reason{"unauthorized"})
 			return
 		}
-		s.joinUser(m)
+		j := s.addJoin(m, since.Asked)
+		h.JoinUser(&s.Client)
+		s.joinAsync(m, j, true, broker.Target{Name: s.User}, since)
 	case strings.HasPrefix(m.topic, groupPrefix):
 		name := strings.TrimPrefix(m.topic, groupPrefix)
 		if name == "" || len(name) > admission.MaxTopicLen || !s.ep.cfg.Accept.AllowsTopic(auth.Claims{Topics: s.grants}, name) {
 			s.reply(m, "error", reason{"unauthorized"})
 			return
 		}
-		s.joined(m, func() { h.JoinTopic(&s.Client, strings.Clone(name)) })
+		name = strings.Clone(name)
+		if !since.Asked {
+			s.joined(m, func() { h.JoinTopic(&s.Client, name) })
+			return
+		}
+		j := s.addJoin(m, true)
+		h.JoinTopic(&s.Client, name)
+		s.joinAsync(m, j, false, broker.Target{Topic: true, Name: name}, since)
 	default:
 		s.reply(m, "error", reason{"unmatched topic"})
 	}
 }
 
+// sinceOf reads the join payload's "since" (history on; ignored otherwise).
+func (s *socket) sinceOf(m message) (admission.Since, error) {
+	if !s.ep.cfg.Accept.HistoryOn() || len(m.payload) == 0 {
+		return admission.Since{}, nil
+	}
+	var p struct {
+		Since *string `json:"since"`
+	}
+	if json.Unmarshal(m.payload, &p) != nil || p.Since == nil {
+		return admission.Since{}, nil // a payload of another shape: no resume asked
+	}
+	c, err := broker.ParseCursor(*p.Since)
+	if err != nil {
+		return admission.Since{}, errors.New("malformed since cursor")
+	}
+	return admission.Since{Cursor: c, Asked: true}, nil
+}
+
 // joined records a join, registers it (pushes from then on wait behind the
 // reply), then replies ok and lets them through.
 func (s *socket) joined(m message, register func()) {
-	j := s.addJoin(m)
+	j := s.addJoin(m, false)
 	register()
 	s.mu.Lock()
 	s.replyLocked(m, m.joinRef, "ok", empty)
-	s.flushLocked(j)
+	s.flushLocked(j, broker.Cursor{})
 	s.mu.Unlock()
 }
 
-func (s *socket) addJoin(m message) *join {
-	j := &join{topic: m.topic, joinRef: m.joinRef, pending: &pending{}}
+func (s *socket) addJoin(m message, cursors bool) *join {
+	j := &join{topic: m.topic, joinRef: m.joinRef, cursors: cursors, pending: &pending{}}
 	s.mu.Lock()
 	s.joins = append(s.joins, j)
 	s.mu.Unlock()
 	return j
 }
 
-func (s *socket) flushLocked(j *join) {
-	for _, f := range j.pending.frames {
-		s.out.send(f, true)
+// flushLocked lets the pushes that waited through, minus those a replay up
+// to newest already sent.
+func (s *socket) flushLocked(j *join, newest broker.Cursor) {
+	for _, p := range j.pending.pushes {
+		if !p.cursor.IsZero() && p.cursor.Epoch == newest.Epoch && p.cursor.Seq <= newest.Seq {
+			continue
+		}
+		s.out.send(p.frame, true)
 	}
 	j.pending = nil
 }
 
-// joinUser registers the socket under its user before reading the state, as
-// /notify/ws does, so nothing published meanwhile is lost; the read runs off
-// the caller's goroutine (an event loop must not wait for Redis).
-func (s *socket) joinUser(m message) {
-	j := s.addJoin(m)
-	s.ep.cfg.Hub.JoinUser(&s.Client)
+// joinAsync completes a join that must read first, off the caller's
+// goroutine (an event loop must not wait for Redis): the socket is already
+// registered, so nothing published meanwhile is lost. It reads the user's
+// state (readState) and, for a join that asked for cursors, the stream's
+// history.
+func (s *socket) joinAsync(m message, j *join, readState bool, t broker.Target, since admission.Since) {
 	started := s.ep.tasks.Go(func(ctx context.Context) {
-		ctx, cancel := context.WithTimeout(ctx, admission.StateReadTimeout)
-		state, err := s.ep.cfg.State.GetState(ctx, s.User)
-		cancel()
-		s.userJoined(m, j, state, err)
+		var r joinRead
+		if readState {
+			sctx, cancel := context.WithTimeout(ctx, admission.StateReadTimeout)
+			r.state, r.err = s.ep.cfg.State.GetState(sctx, s.User)
+			cancel()
+		}
+		if j.cursors {
+			r.stream = s.ep.cfg.Accept.ReadStream(ctx, t, since)
+		}
+		s.joinCompleted(m, j, t, r)
 	})
 	if !started {
-		s.userJoined(m, j, nil, errStopping)
+		s.joinCompleted(m, j, t, joinRead{err: errStopping})
 	}
 }
 
-// userJoined completes joinUser once the state is read.
-func (s *socket) userJoined(m message, j *join, state map[string]string, err error) {
+// joinRead is what a join read before it replies.
+type joinRead struct {
+	state  map[string]string
+	stream *admission.Stream // a join that asked for cursors
+	err    error             // of the state read
+}
+
+// joinCompleted replies to a join that read first, then sends what the
+// client missed and the pushes that waited, none twice.
+func (s *socket) joinCompleted(m message, j *join, t broker.Target, r joinRead) {
 	s.handleMu.Lock()
 	defer s.handleMu.Unlock()
 	s.mu.Lock()
@@ -258,20 +329,66 @@ func (s *socket) userJoined(m message, j *join, state map[string]string, err err
 		s.mu.Unlock()
 		return
 	}
-	if err != nil {
+	if r.err != nil && !j.cursors {
+		// Without a resume asked the join needs its state; with one, the
+		// client is told it did not recover and reloads (nothing hangs).
 		s.dropLocked(j)
 		s.replyLocked(m, m.joinRef, "error", reason{"state unavailable, retry later"})
 		s.mu.Unlock()
 		s.ep.cfg.Hub.LeaveUser(&s.Client)
-		s.ep.log.Warn("state read failed; Phoenix join refused", "user", s.User, "err", err)
+		s.ep.log.Warn("state read failed; Phoenix join refused", "user", s.User, "err", r.err)
 		return
 	}
-	if state == nil {
-		state = map[string]string{}
+	var newest broker.Cursor
+	if r.stream != nil {
+		newest = r.stream.Newest
+		replay := replayOf(r.stream, s.ep.cfg.SendQueueBytes)
+		s.replyLocked(m, m.joinRef, "ok", joinReply(!t.Topic, r))
+		for _, en := range replay {
+			hm := hub.Message{Topic: t.Topic, Name: t.Name, Payload: en.Payload, Cursor: en.Cursor, Event: en.Event}
+			s.out.send(s.push(&hm, true), true)
+		}
+	} else {
+		s.replyLocked(m, m.joinRef, "ok", stateOrEmpty(r.state))
 	}
-	s.replyLocked(m, m.joinRef, "ok", state)
-	s.flushLocked(j)
+	s.flushLocked(j, newest)
 	s.mu.Unlock()
+}
+
+func stateOrEmpty(state map[string]string) map[string]string {
+	if state == nil {
+		return map[string]string{}
+	}
+	return state
+}
+
+// joinReply is the response of a join that asked for cursors:
+// {"state":{...},"cursor":"...","recovered":...} for user:<id> (without
+// "state" for group:<name>).
+func joinReply(userJoin bool, r joinRead) any {
+	v := struct {
+		State     map[string]string `json:"state,omitempty"`
+		Cursor    string            `json:"cursor,omitempty"`
+		Recovered bool              `json:"recovered"`
+	}{Cursor: r.stream.Newest.String(), Recovered: r.stream.Recovered}
+	if userJoin {
+		v.State = stateOrEmpty(r.state)
+	}
+	return v
+}
+
+// replayOf is what a join replays: the stream's entries, cut to their
+// newest part when they exceed limit (the stream is then not recovered).
+func replayOf(st *admission.Stream, limit int) []broker.Entry {
+	size, from := 0, len(st.Entries)
+	for from > 0 && size+len(st.Entries[from-1].Payload) <= limit {
+		from--
+		size += len(st.Entries[from].Payload)
+	}
+	if from > 0 {
+		st.Recovered = false
+	}
+	return st.Entries[from:]
 }
 
 // leave ends a join: with reply (phx_leave) an ok reply first; then

@@ -151,6 +151,12 @@ func (p *Placement) Owner(user string) (name, addr string) {
 	return owner, v.relay[owner]
 }
 
+// Owns reports whether this node owns user.
+func (p *Placement) Owns(user string) bool {
+	owner, _ := p.Owner(user)
+	return owner == ""
+}
+
 // Peers returns the other members this node can reach: name and relay
 // address.
 func (p *Placement) Peers() []cluster.Member {
