@@ -168,17 +168,29 @@ func (h *Handoff) Received(ctx context.Context, user string, c broker.Cursor) {
 	}
 }
 
+// stopFlush bounds what a stopping node spends handing off what it holds.
+const stopFlush = 5 * time.Second
+
 // Run hands off what is due, records what other nodes' deliveries saw, and
-// sends, until ctx ends.
+// sends, until ctx ends. Then it hands off at once what is still in its
+// grace, rather than lose it with the process (a deploy restarts every
+// node), within stopFlush.
 func (h *Handoff) Run(ctx context.Context) error {
+	sctx, stopSending := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
-	wg.Go(func() { h.out.run(ctx) })
+	wg.Go(func() { h.out.run(sctx) })
 	defer wg.Wait()
+	defer stopSending()
 	tick := time.NewTicker(min(h.cfg.Grace/4, 250*time.Millisecond))
 	defer tick.Stop()
 	for {
 		select {
 		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), stopFlush)
+			defer cancel()
+			h.recordSeen(fctx)
+			h.due(fctx, time.Now().Add(h.cfg.Grace))
+			h.out.flush(fctx)
 			return nil
 		case <-h.wake:
 			h.recordSeen(ctx)

@@ -155,3 +155,26 @@ func TestQueueBounded(t *testing.T) {
 
 // fmtSscanf reads t=<unix> from a signature header.
 func fmtSscanf(sig string, t *int64) (int, error) { return fmt.Sscanf(sig, "t=%d,", t) }
+
+// TestStopHandsOffWhatWaits: a node that stops (a deploy restarts each in
+// turn) hands off at once what is still in its grace rather than lose it.
+func TestStopHandsOffWhatWaits(t *testing.T) {
+	a := &app{}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	b := broker.NewMemory(nil, broker.HistoryConfig{Size: 10, TTL: time.Minute})
+	h, err := New(Config{Webhook: srv.URL, Secret: "secret", Grace: time.Hour, Owners: owners{"u": true}, Broker: b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); _ = h.Run(ctx) }()
+	h.Delivered("u", msg(1, "x"), 0)
+	cancel()
+	<-done
+	h.cfg.Client.CloseIdleConnections()
+	if a.accepted() != 1 {
+		t.Fatalf("handed off %d at stop, want 1", a.accepted())
+	}
+}

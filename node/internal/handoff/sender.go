@@ -105,9 +105,14 @@ func (s *sender) run(ctx context.Context) {
 			return
 		case <-s.wake:
 		}
-		for batch := s.take(); len(batch) > 0 && ctx.Err() == nil; batch = s.take() {
-			s.post(ctx, batch)
-		}
+		s.flush(ctx)
+	}
+}
+
+// flush posts what is queued until it is empty or ctx ends (a stop).
+func (s *sender) flush(ctx context.Context) {
+	for batch := s.take(); len(batch) > 0 && ctx.Err() == nil; batch = s.take() {
+		s.post(ctx, batch)
 	}
 }
 
