@@ -148,6 +148,20 @@ func checkHistory(c HistoryConfig) error {
 }
 
 // historyChannel is the channel, and the name of the stream, of t.
+// historyChannels is historyChannel of every target; the first target
+// without a name fails them all.
+func historyChannels(targets []Target) ([]string, error) {
+	channels := make([]string, len(targets))
+	for i, t := range targets {
+		ch, err := historyChannel(t)
+		if err != nil {
+			return nil, err
+		}
+		channels[i] = ch
+	}
+	return channels, nil
+}
+
 func historyChannel(t Target) (string, error) {
 	if t.Name == "" {
 		return "", errors.New("broker: history of a target without a name")

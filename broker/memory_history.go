@@ -80,13 +80,9 @@ func (m *Memory) Append(ctx context.Context, targets []Target, payload []byte, e
 	if !m.hist.cfg.Enabled() {
 		return nil, fmt.Errorf("append: %w", ErrHistoryOff)
 	}
-	channels := make([]string, len(targets))
-	for i, t := range targets {
-		ch, err := historyChannel(t)
-		if err != nil {
-			return nil, err
-		}
-		channels[i] = ch
+	channels, err := historyChannels(targets)
+	if err != nil {
+		return nil, err
 	}
 	p := string(payload)
 	cursors := make([]Cursor, len(targets))

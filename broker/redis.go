@@ -17,6 +17,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/notify-dev/notify/internal/service"
 )
 
 // ProbePrefix starts the channel each node publishes its liveness probes on
@@ -344,7 +346,7 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 			return errClosed
 		}
 		r.log.Debug("redis pub/sub session ended", "err", err)
-		if !sleepCtx(ctx, bo.next()) {
+		if !service.Sleep(ctx, bo.next()) {
 			return nil
 		}
 	}
@@ -427,7 +429,7 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *re
 			// go-redis has closed the connection and dials again, now or on
 			// the next Receive, resubscribing to everything.
 			r.lost(st, err)
-			if !sleepCtx(ctx, bo.next()) {
+			if !service.Sleep(ctx, bo.next()) {
 				return nil
 			}
 			lastMsg = time.Now()
@@ -550,18 +552,6 @@ func (r *Redis) probeLoop(ctx context.Context) {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // backoff is exponential with "equal jitter": the n-th delay is drawn from

@@ -87,13 +87,9 @@ func (r *Redis) Append(ctx context.Context, targets []Target, payload []byte, ev
 	if !r.hist.cfg.Enabled() {
 		return nil, fmt.Errorf("append: %w", ErrHistoryOff)
 	}
-	channels := make([]string, len(targets))
-	for i, t := range targets {
-		ch, err := historyChannel(t)
-		if err != nil {
-			return nil, err
-		}
-		channels[i] = ch
+	channels, err := historyChannels(targets)
+	if err != nil {
+		return nil, err
 	}
 	cursors := make([]Cursor, len(targets))
 	todo := make([]int, len(targets))

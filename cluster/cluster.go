@@ -24,6 +24,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/memberlist"
+
+	"github.com/notify-dev/notify/internal/service"
 )
 
 // Config of the membership.
@@ -367,7 +369,7 @@ func (c *Cluster) rejoinLoop(ctx context.Context) {
 			wait = retry
 			retry = min(2*retry, c.cfg.RejoinInterval)
 		}
-		if !sleepCtx(ctx, wait) {
+		if !service.Sleep(ctx, wait) {
 			return
 		}
 		jctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -479,18 +481,6 @@ func (c *Cluster) shutdown() error {
 		return fmt.Errorf("shut gossip down: %w", err)
 	}
 	return nil
-}
-
-// sleepCtx waits d or until ctx ends; it reports whether ctx is still live.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
-	}
 }
 
 // ---- memberlist delegates: they run under memberlist's locks, so they only

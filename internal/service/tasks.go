@@ -3,6 +3,7 @@ package service
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Tasks are short-lived goroutines a service starts on demand (a state read
@@ -48,4 +49,16 @@ func (t *Tasks) Stop() {
 	t.mu.Unlock()
 	t.cancel()
 	t.wg.Wait()
+}
+
+// Sleep waits d or until ctx ends; it reports whether ctx is still live.
+func Sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

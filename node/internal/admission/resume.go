@@ -96,6 +96,21 @@ type Stream struct {
 	Entries   []broker.Entry // with Asked: what the client missed (or, not recovered, what is left)
 }
 
+// Tail returns the newest entries that fit in limit bytes of payload: a
+// client never gets a replay beyond its send queue. When it cuts, the
+// stream is marked not recovered: the client reloads instead.
+func (st *Stream) Tail(limit int) []broker.Entry {
+	size, from := 0, len(st.Entries)
+	for from > 0 && size+len(st.Entries[from-1].Payload) <= limit {
+		from--
+		size += len(st.Entries[from].Payload)
+	}
+	if from > 0 {
+		st.Recovered = false
+	}
+	return st.Entries[from:]
+}
+
 // Snapshot is what a client gets before live messages: its state and, with
 // history on, where each of its streams stands.
 type Snapshot struct {

@@ -18,6 +18,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/internal/service"
 )
 
 // SignatureHeader carries "t=<unix seconds>,v1=<hex HMAC-SHA256 of
@@ -143,7 +144,7 @@ func (s *sender) post(ctx context.Context, batch []item) {
 			s.metrics.sent.Add(float64(len(batch)))
 			return
 		}
-		if !retry || attempt == maxAttempts || !sleep(ctx, wait) {
+		if !retry || attempt == maxAttempts || !service.Sleep(ctx, wait) {
 			break
 		}
 		wait = min(2*wait, maxBackoff)
@@ -172,16 +173,5 @@ func (s *sender) try(ctx context.Context, body []byte) (retry bool, err error) {
 		return true, fmt.Errorf("webhook answered %d", c)
 	default:
 		return false, fmt.Errorf("webhook answered %d", c)
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

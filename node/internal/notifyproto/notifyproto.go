@@ -88,15 +88,7 @@ func (e *Endpoint) catchUp(c *client, snap *admission.Snapshot, emit func(ms []h
 func replayOf(snap *admission.Snapshot, user string, limit int) []hub.Message {
 	var out []hub.Message
 	add := func(topic bool, name string, st *admission.Stream) {
-		size, from := 0, len(st.Entries)
-		for from > 0 && size+len(st.Entries[from-1].Payload) <= limit {
-			from--
-			size += len(st.Entries[from].Payload)
-		}
-		if from > 0 {
-			st.Recovered = false
-		}
-		for _, en := range st.Entries[from:] {
+		for _, en := range st.Tail(limit) {
 			out = append(out, hub.Message{Topic: topic, Name: name, Payload: en.Payload, Cursor: en.Cursor, Event: en.Event})
 		}
 	}

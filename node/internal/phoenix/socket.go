@@ -342,7 +342,7 @@ func (s *socket) joinCompleted(m message, j *join, t broker.Target, r joinRead) 
 	var newest broker.Cursor
 	if r.stream != nil {
 		newest = r.stream.Newest
-		replay := replayOf(r.stream, s.ep.cfg.SendQueueBytes)
+		replay := r.stream.Tail(s.ep.cfg.SendQueueBytes)
 		s.replyLocked(m, m.joinRef, "ok", joinReply(!t.Topic, r))
 		for _, en := range replay {
 			hm := hub.Message{Topic: t.Topic, Name: t.Name, Payload: en.Payload, Cursor: en.Cursor, Event: en.Event}
@@ -375,20 +375,6 @@ func joinReply(userJoin bool, r joinRead) any {
 		v.State = stateOrEmpty(r.state)
 	}
 	return v
-}
-
-// replayOf is what a join replays: the stream's entries, cut to their
-// newest part when they exceed limit (the stream is then not recovered).
-func replayOf(st *admission.Stream, limit int) []broker.Entry {
-	size, from := 0, len(st.Entries)
-	for from > 0 && size+len(st.Entries[from-1].Payload) <= limit {
-		from--
-		size += len(st.Entries[from].Payload)
-	}
-	if from > 0 {
-		st.Recovered = false
-	}
-	return st.Entries[from:]
 }
 
 // leave ends a join: with reply (phx_leave) an ok reply first; then
