@@ -36,7 +36,36 @@ type command struct {
 	Topics      []string `json:"topics,omitempty"`
 	Secret      string   `json:"secret,omitempty"`
 	Concurrency int      `json:"concurrency,omitempty"`
+	// /notify/ws only: ?envelope=1; with Users, the cursor each one resumes
+	// from (?since=, "" for none), and the message frames each connection
+	// reads after the connect and state frames, as part of its handshake.
+	// A connection given a cursor also checks that its state frame says
+	// "recovered":true.
+	Envelope bool     `json:"envelope,omitempty"`
+	Since    []string `json:"since,omitempty"`
+	Expect   int      `json:"expect,omitempty"`
 }
+
+// query is the query string of connection i of c.
+func (c command) query(i int) string {
+	var q []string
+	if len(c.Topics) > 0 {
+		q = append(q, "topic="+strings.Join(c.Topics, ","))
+	}
+	if c.Envelope {
+		q = append(q, "envelope=1")
+	}
+	if i < len(c.Since) && c.Since[i] != "" {
+		q = append(q, "since="+url.QueryEscape(c.Since[i]))
+	}
+	if len(q) == 0 {
+		return ""
+	}
+	return "?" + strings.Join(q, "&")
+}
+
+// resumes reports whether connection i of c is given a cursor.
+func (c command) resumes(i int) bool { return i < len(c.Since) && c.Since[i] != "" }
 
 type reply struct {
 	OK        bool     `json:"ok"`
@@ -79,6 +108,7 @@ func runClient() {
 			_ = out.Encode(cp.connect(c))
 		case "reset":
 			cp.received.Store(0)
+			cp.closed.Store(0)
 			for i := range cp.hist {
 				cp.hist[i].Store(0)
 			}
@@ -119,12 +149,8 @@ func (cp *clientProc) connect(c command) reply {
 		}
 		tokens[i] = tok
 	}
-	query := ""
-	if len(c.Topics) > 0 {
-		query = "?topic=" + strings.Join(c.Topics, ",")
-	}
 	if c.Proto == "sse" {
-		return cp.dialAll(c, tokens, func(tok string) (net.Conn, *bufio.Reader, error) {
+		return cp.dialAll(c, tokens, func(_ int, tok string) (net.Conn, *bufio.Reader, error) {
 			return dialSSE(c, tok)
 		}, cp.readSSE)
 	}
@@ -135,10 +161,10 @@ func (cp *clientProc) connect(c command) reply {
 			return d.DialContext(ctx, network, addr)
 		},
 	}
-	return cp.dialAll(c, tokens, func(tok string) (net.Conn, *bufio.Reader, error) {
+	return cp.dialAll(c, tokens, func(i int, tok string) (net.Conn, *bufio.Reader, error) {
 		d := dialer
 		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})
-		nc, br, _, err := d.Dial(context.Background(), c.URL+query)
+		nc, br, _, err := d.Dial(context.Background(), c.URL+c.query(i))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -151,7 +177,7 @@ func (cp *clientProc) connect(c command) reply {
 		if c.Proto == "phoenix" {
 			err = phoenixJoin(nc, r, tok)
 		} else {
-			err = expectHandshake(nc, r)
+			err = expectHandshake(nc, r, c.Expect, c.resumes(i))
 		}
 		return nc, r, err
 	}, cp.read)
@@ -160,18 +186,18 @@ func (cp *clientProc) connect(c command) reply {
 // dialAll opens one connection a token, c.Concurrency at a time, keeps
 // those that dial (a conn returned with an error is closed) and reads each
 // from its own goroutine until it closes.
-func (cp *clientProc) dialAll(c command, tokens []string, dial func(tok string) (net.Conn, *bufio.Reader, error), read func(net.Conn, *bufio.Reader)) reply {
+func (cp *clientProc) dialAll(c command, tokens []string, dial func(i int, tok string) (net.Conn, *bufio.Reader, error), read func(net.Conn, *bufio.Reader)) reply {
 	var connected, failed atomic.Int64
 	var firstErr atomic.Value
 	sem := make(chan struct{}, max(c.Concurrency, 1))
 	var wg sync.WaitGroup
 	start := time.Now()
-	for _, tok := range tokens {
+	for i, tok := range tokens {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			nc, r, err := dial(tok)
+			nc, r, err := dial(i, tok)
 			if err != nil {
 				failed.Add(1)
 				firstErr.CompareAndSwap(nil, err.Error())
@@ -272,17 +298,31 @@ func (cp *clientProc) readSSE(_ net.Conn, r *bufio.Reader) {
 	}
 }
 
-// expectHandshake reads the connect and state frames.
-func expectHandshake(nc net.Conn, r *bufio.Reader) error {
+// expectHandshake reads the connect and state frames, then expect more
+// (a replay); with resumed, the state frame must say "recovered":true.
+func expectHandshake(nc net.Conn, r *bufio.Reader, expect int, resumed bool) error {
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer nc.SetReadDeadline(time.Time{})
-	for i := 0; i < 2; i++ {
+	for i := 0; i < 2+expect; i++ {
 		h, err := ws.ReadHeader(r)
 		if err != nil {
 			return fmt.Errorf("frame %d: %w", i+1, err)
 		}
-		if _, err := io.CopyN(io.Discard, r, h.Length); err != nil {
+		if i >= 2 && h.OpCode != ws.OpText {
+			return fmt.Errorf("frame %d: opcode %d, want a text frame", i+1, h.OpCode)
+		}
+		if i != 1 || !resumed {
+			if _, err := io.CopyN(io.Discard, r, h.Length); err != nil {
+				return err
+			}
+			continue
+		}
+		p := make([]byte, h.Length)
+		if _, err := io.ReadFull(r, p); err != nil {
 			return err
+		}
+		if !strings.Contains(string(p), `"recovered":true`) {
+			return fmt.Errorf("state frame does not say recovered: %s", p)
 		}
 	}
 	return nil
