@@ -50,7 +50,7 @@ func relayRun(o options, redisAddr string, rdb *redis.Client, clients []*clientP
 	}
 	printRelayFigures(o.relayConns, idle, lat)
 
-	if err := apiRun(o, a); err != nil {
+	if err := apiRun(o, a, ""); err != nil {
 		return err
 	}
 	return protocolsRun(o, redisAddr, clients)
@@ -162,8 +162,9 @@ func printRelayFigures(k int, idle relayIdle, lat relayLatency) {
 }
 
 // apiRun measures Publish through Twirp (protobuf) in batches of 1,000
-// targets, accepted end to end (pipelined into Redis).
-func apiRun(o options, n *notifyProc) error {
+// targets, accepted end to end (pipelined into Redis); suffix is appended
+// to the figure's name.
+func apiRun(o options, n *notifyProc, suffix string) error {
 	const batch, workers = 1000, 4
 	ids := make([]string, batch)
 	for i := range ids {
@@ -198,7 +199,7 @@ func apiRun(o options, n *notifyProc) error {
 	if e, ok := firstErr.Load().(string); ok {
 		return fmt.Errorf("API publish: %s", e)
 	}
-	figure("api_publish_targets_per_second", float64(targets.Load())/time.Since(start).Seconds(), "targets/s")
+	figure("api_publish_targets_per_second"+suffix, float64(targets.Load())/time.Since(start).Seconds(), "targets/s")
 	return nil
 }
 

@@ -45,6 +45,8 @@ type options struct {
 	profile      string
 	relayConns   int
 	relayRate    int
+	sinceConns   int
+	historyUsers int
 }
 
 func main() {
@@ -64,6 +66,8 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
 	flag.IntVar(&o.relayConns, "relay-conns", 5000, "relayed connections (and as many direct ones) in the relay run")
 	flag.IntVar(&o.relayRate, "relay-rate", 10000, "messages per second in the relay run")
+	flag.IntVar(&o.sinceConns, "since-conns", 3000, "connections that resume with 100 missed messages each (history run)")
+	flag.IntVar(&o.historyUsers, "history-users", 2000, "users given 100 history entries each for the Redis memory figure")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -89,12 +93,6 @@ func run(o options) error {
 	rdb := redis.NewClient(&redis.Options{Addr: redisAddr, PoolSize: 4})
 	defer rdb.Close()
 
-	srv, err := startNotify(o.notify, redisAddr, nodeOpts{name: "bench", ip: "127.0.0.1"})
-	if err != nil {
-		return err
-	}
-	defer srv.stop()
-
 	clients := make([]*clientProc2, o.clients)
 	for i := range clients {
 		if clients[i], err = spawnClient(i); err != nil {
@@ -103,20 +101,37 @@ func run(o options) error {
 		defer clients[i].quit()
 	}
 
+	// The node's defaults (history on), then the same with history off.
+	if err := singleNodeRun(o, redisAddr, rdb, clients, nil, ""); err != nil {
+		return err
+	}
+	if err := singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off"); err != nil {
+		return err
+	}
+	return relayRun(o, redisAddr, rdb, clients)
+}
+
+// historyOff is the environment of a node without history.
+var historyOff = []string{"NOTIFY_HISTORY_SIZE=0"}
+
+// singleNodeRun starts a node with env added to the defaults, runs the
+// single-node phases on it, prints their figures with suffix appended to
+// every name, and stops the node once the clients closed its connections.
+func singleNodeRun(o options, redisAddr string, rdb *redis.Client, clients []*clientProc2, env []string, suffix string) error {
+	srv, err := startNotify(o.notify, redisAddr, nodeOpts{name: "bench" + strings.ReplaceAll(suffix, "_", "-"), ip: "127.0.0.1", env: env})
+	if err != nil {
+		return err
+	}
+	defer srv.stop()
 	b := &bench{o: o, rdb: rdb, srv: srv, clients: clients,
-		url: "ws://" + srv.addr + "/notify/ws", topics: []string{"bench"}}
+		url: "ws://" + srv.addr + "/notify/ws", topics: []string{"bench"}, suffix: suffix}
 	m, err := b.measure()
 	if err != nil {
 		return err
 	}
-	printFigures(o, m)
-
-	// Free the first node's connections before the cluster runs.
-	if err := b.each(command{Cmd: "close"}); err != nil {
-		return err
-	}
-	srv.stop()
-	return relayRun(o, redisAddr, rdb, clients)
+	printFigures(o, m, suffix)
+	// Free the node's connections before the next run.
+	return b.each(command{Cmd: "close"})
 }
 
 // bench is what the phases of the single-node run share: every client
@@ -128,6 +143,7 @@ type bench struct {
 	clients []*clientProc2
 	url     string
 	topics  []string
+	suffix  string // of the figures' names and the profiles' (history off: "_history_off")
 }
 
 // measurements are the single-node run's results, printed by printFigures.
@@ -147,6 +163,7 @@ type handshakes struct {
 	count   int           // handshakes made by the ramp (o.idleConns - 100)
 	elapsed time.Duration // wall time of the ramp
 	cpu     float64       // server CPU seconds it took
+	redis   float64       // Redis CPU seconds it took (history run only)
 }
 
 // timed is what one timed publishing run measured.
@@ -225,7 +242,7 @@ func (b *bench) handshakeRamp() (handshakes, error) {
 			replies[i], errs[i] = c.call(command{Cmd: "connect", URL: b.url, Src: c.src, First: first, Count: n, Topics: b.topics, Secret: secret, Concurrency: b.o.concurrency})
 		}()
 	}
-	stopProf := b.srv.profileCPU(b.o.profile, "handshakes", 2*time.Second)
+	stopProf := b.srv.profileCPU(b.o.profile, "handshakes"+b.suffix, 2*time.Second)
 	wg.Wait()
 	hs := handshakes{count: rest}
 	hs.elapsed = time.Since(start)
@@ -257,7 +274,7 @@ func (b *bench) idleRSS() (rssNow, rssN int64, gN float64) {
 			"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_next_gc_bytes", "go_memstats_sys_bytes"} {
 			info("  %s %s", m, mib(int64(b.srv.metric(m))))
 		}
-		b.srv.saveHeap(b.o.profile)
+		b.srv.saveHeap(b.o.profile, "heap"+b.suffix)
 	}
 	return rssNow, rssN, gN
 }
@@ -295,7 +312,7 @@ func (b *bench) timedRun(name string, rate int, tail time.Duration, channel func
 		return timed{}, err
 	}
 	del0, cpu0 := b.srv.metric("notify_messages_delivered_total"), b.srv.cpu()
-	wait := b.srv.profileCPU(b.o.profile, name, b.o.duration-time.Second)
+	wait := b.srv.profileCPU(b.o.profile, name+b.suffix, b.o.duration-time.Second)
 	var t timed
 	t.sent = publish(b.rdb, rate, b.o.duration, channel)
 	wait()
@@ -320,8 +337,9 @@ func (b *bench) each(cmd command) error {
 }
 
 // printFigures prints the single-node run's figures, one "name value unit"
-// line each.
-func printFigures(o options, m measurements) {
+// line each, suffix appended to every name.
+func printFigures(o options, m measurements, suffix string) {
+	figure := func(name string, v float64, unit string) { figure(name+suffix, v, unit) }
 	figure("idle_rss_per_connection", float64(m.rssN-m.rss0)/float64(o.idleConns), "bytes")
 	figure("idle_rss_per_connection_before_gc", float64(m.rssNow-m.rss0)/float64(o.idleConns), "bytes")
 	figure("idle_rss_baseline", float64(m.rss0)/(1<<20), "MiB")
@@ -465,14 +483,14 @@ func (p *notifyProc) steadyRSS() int64 {
 }
 
 // saveHeap writes a heap profile taken after a forced collection.
-func (p *notifyProc) saveHeap(dir string) {
+func (p *notifyProc) saveHeap(dir, name string) {
 	resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1")
 	if err != nil {
 		info("heap profile: %v", err)
 		return
 	}
 	defer resp.Body.Close()
-	f, err := os.Create(filepath.Join(dir, "heap.pprof"))
+	f, err := os.Create(filepath.Join(dir, name+".pprof"))
 	if err != nil {
 		return
 	}
@@ -509,6 +527,7 @@ type nodeOpts struct {
 	name string
 	ip   string   // loopback address it listens on
 	join []string // gossip addresses of other nodes
+	env  []string // added to the environment (after the defaults: they win)
 }
 
 func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
@@ -529,6 +548,7 @@ func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
 		"NOTIFY_JWT_SECRET="+secret, "NOTIFY_API_KEY="+apiKey, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s",
 		"NOTIFY_NODE_NAME="+no.name, "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR="+gossip,
 		"NOTIFY_JOIN="+strings.Join(no.join, ","))
+	cmd.Env = append(cmd.Env, no.env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (run make build first)", bin, err)
