@@ -66,7 +66,7 @@ func main() {
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
 	flag.IntVar(&o.relayConns, "relay-conns", 5000, "relayed connections (and as many direct ones) in the relay run")
 	flag.IntVar(&o.relayRate, "relay-rate", 10000, "messages per second in the relay run")
-	flag.IntVar(&o.sinceConns, "since-conns", 3000, "connections that resume with 100 missed messages each (history run)")
+	flag.IntVar(&o.sinceConns, "since-conns", 5000, "connections that resume with 100 missed messages each (history run)")
 	flag.IntVar(&o.historyUsers, "history-users", 2000, "users given 100 history entries each for the Redis memory figure")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -108,7 +108,10 @@ func run(o options) error {
 	if err := singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off"); err != nil {
 		return err
 	}
-	return relayRun(o, redisAddr, rdb, clients)
+	if err := relayRun(o, redisAddr, rdb, clients); err != nil {
+		return err
+	}
+	return historyRun(o, redisAddr, clients)
 }
 
 // historyOff is the environment of a node without history.
