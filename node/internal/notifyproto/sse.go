@@ -204,15 +204,27 @@ func (e *Endpoint) ServeSSE(w http.ResponseWriter, r *http.Request) {
 }
 
 // sseResume is the resume an event stream asks for: the query parameters
-// when it names any (a first connect that knows where it was), else the
-// Last-Event-ID header of an EventSource that reconnects.
+// (a first connect that knows where it was), overridden, for every stream
+// it names, by the Last-Event-ID header of an EventSource that reconnects.
+// The browser reconnects to the URL it was opened with, ?since= included,
+// and its Last-Event-ID is where it stands now, further on: resuming from
+// the URL's since again would send everything after it a second time.
 func sseResume(r *http.Request, topics []string) (admission.Resume, error) {
 	res, err := admission.ParseResume(r, topics)
-	if err != nil || res.Asked() {
+	if err != nil {
 		return res, err
 	}
 	if id := r.Header.Get("Last-Event-ID"); id != "" {
-		return parseEventID(id, topics)
+		last, err := parseEventID(id, topics)
+		if err != nil {
+			return last, err
+		}
+		if last.User.Asked {
+			res.User = last.User
+		}
+		for name, s := range last.Topics {
+			res.Topics[name] = s
+		}
 	}
 	return res, nil
 }
