@@ -94,8 +94,12 @@ lint:
 	$(STATICCHECK) -tags notify_noepoll ./transport/
 
 # Figures, one per line as "name value unit": micro-benchmarks of the hot
-# paths, then the load run (real redis-server, a notify process, client
-# processes on several 127.0.0.x addresses). Takes about two minutes.
+# paths, then the load run (real redis-server, notify processes, client
+# processes on several 127.0.0.x addresses): the single-node figures with
+# the defaults (history on) and again with history off (names ending
+# _history_off), the relay, API and protocol figures, then the history run
+# (publish_*, redis_memory_per_history_entry_bytes, *_since100). Takes
+# about four minutes.
 bench: build deps
 	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/... ./broker/ ./auth/ ./ring/ | awk ' \
 		/^Benchmark/ { n = $$1; sub(/^Benchmark/, "", n); sub(/-[0-9]+$$/, "", n); \
