@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/http"
+	neturl "net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -32,6 +33,12 @@ type session struct {
 
 	seqs []int       // payload sequence numbers, in arrival order
 	at   []time.Time // when each arrived
+
+	// With history (a resume client, ?envelope=1 and ?since=):
+	since     string   // the cursor it resumed from ("": none)
+	cursor    string   // the state frame's "cursor"
+	recovered *bool    // the state frame's "recovered" (nil: not asked)
+	cursors   []string // each message's cursor, beside seqs
 
 	closed   bool
 	closedAt time.Time
@@ -68,6 +75,9 @@ type client struct {
 	idx  int
 	user string
 	hdr  ws.HandshakeHeader
+	// resume: ?envelope=1, and ?since=<the last cursor seen> on every
+	// reconnect (set before it runs).
+	resume bool
 
 	mu       sync.Mutex
 	sessions []*session
@@ -77,6 +87,7 @@ type client struct {
 	bad      []string // protocol violations
 	conn     net.Conn // current connection, nil between sessions
 	stopped  bool     // no reconnect (an unexpected close code)
+	last     string   // resume: the newest cursor seen (state frame, then messages)
 
 	wmu sync.Mutex // serializes writes on conn
 }
@@ -181,7 +192,7 @@ func (c *client) dial(ctx context.Context) (*session, net.Conn, *bufio.Reader, e
 			return nil
 		},
 	}
-	conn, br, _, err := d.Dial(ctx, c.w.url)
+	conn, br, _, err := d.Dial(ctx, c.sessionURL(s))
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("dial: %w", err)
 	}
@@ -198,34 +209,72 @@ func (c *client) dial(ctx context.Context) (*session, net.Conn, *bufio.Reader, e
 		return fail("handshake response without X-Notify-Node (%q) or X-Lb-Server (%q)", s.node, s.lb)
 	}
 	_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	for i, want := range []string{"connect", "state"} {
-		op, p, err := c.readData(conn, br)
-		if err != nil {
-			conn.Close()
-			return nil, nil, nil, fmt.Errorf("reading the %s frame from %s: %w", want, s.node, err)
+	if err := c.readHello(s, conn, br); err != nil {
+		if v, ok := err.(violation); ok {
+			return fail("%s", v)
 		}
-		var f struct {
-			Kind   string          `json:"kind"`
-			UserID string          `json:"userID"`
-			State  json.RawMessage `json:"state"`
-		}
-		if op != ws.OpText || json.Unmarshal(p, &f) != nil || f.Kind != want {
-			return fail("frame %d is %v %q, want the %s frame", i+1, op, p, want)
-		}
-		if want == "connect" && f.UserID != c.user {
-			return fail("connect frame for user %q", f.UserID)
-		}
-		if want == "state" && string(f.State) != "{}" {
-			return fail("state %s, want {}", f.State)
-		}
+		conn.Close()
+		return nil, nil, nil, err
 	}
 	_ = conn.SetReadDeadline(time.Time{})
 	s.ready = time.Now()
 	c.mu.Lock()
 	c.sessions = append(c.sessions, s)
 	c.conn = conn
+	if c.last == "" {
+		// The first session: messages after its state frame are owed.
+		// A resumed one keeps its since until the replay moves it on.
+		c.last = s.cursor
+	}
 	c.mu.Unlock()
 	return s, conn, br, nil
+}
+
+// sessionURL is where session s connects: with resume, envelope frames
+// from the last cursor seen on (s.since).
+func (c *client) sessionURL(s *session) string {
+	if !c.resume {
+		return c.w.url
+	}
+	c.mu.Lock()
+	s.since = c.last
+	c.mu.Unlock()
+	if s.since == "" {
+		return c.w.url + "?envelope=1"
+	}
+	return c.w.url + "?envelope=1&since=" + neturl.QueryEscape(s.since)
+}
+
+// violation is a protocol violation readHello found.
+type violation string
+
+func (v violation) Error() string { return string(v) }
+
+// readHello reads the connect and state frames of session s.
+func (c *client) readHello(s *session, conn net.Conn, br *bufio.Reader) error {
+	for i, want := range []string{"connect", "state"} {
+		op, p, err := c.readData(conn, br)
+		if err != nil {
+			return fmt.Errorf("reading the %s frame from %s: %w", want, s.node, err)
+		}
+		var f struct {
+			Kind      string          `json:"kind"`
+			UserID    string          `json:"userID"`
+			State     json.RawMessage `json:"state"`
+			Cursor    string          `json:"cursor"`
+			Recovered *bool           `json:"recovered"`
+		}
+		switch {
+		case op != ws.OpText || json.Unmarshal(p, &f) != nil || f.Kind != want:
+			return violation(fmt.Sprintf("frame %d is %v %q, want the %s frame", i+1, op, p, want))
+		case want == "connect" && f.UserID != c.user:
+			return violation(fmt.Sprintf("connect frame for user %q", f.UserID))
+		case want == "state" && string(f.State) != "{}":
+			return violation(fmt.Sprintf("state %s, want {}", f.State))
+		}
+		s.cursor, s.recovered = f.Cursor, f.Recovered
+	}
+	return nil
 }
 
 // errClosed carries a close frame out of readData.
@@ -292,7 +341,20 @@ func (c *client) read(s *session, conn net.Conn, r *bufio.Reader) closeEvent {
 			break
 		}
 		now := time.Now()
-		rest, ok := strings.CutPrefix(string(p), prefix)
+		payload, cursor := string(p), ""
+		if c.resume {
+			var e struct {
+				Kind   string `json:"kind"`
+				Cursor string `json:"cursor"`
+				Data   string `json:"data"`
+			}
+			if op != ws.OpText || json.Unmarshal(p, &e) != nil || e.Kind != "message" || e.Cursor == "" {
+				c.violation("session served by %s: unexpected frame %v %q, want an envelope with a cursor", s.node, op, p)
+				continue
+			}
+			payload, cursor = e.Data, e.Cursor
+		}
+		rest, ok := strings.CutPrefix(payload, prefix)
 		seq, err := strconv.Atoi(rest)
 		if op != ws.OpText || !ok || err != nil {
 			c.violation("session served by %s: unexpected message %v %q", s.node, op, p)
@@ -301,6 +363,10 @@ func (c *client) read(s *session, conn net.Conn, r *bufio.Reader) closeEvent {
 		c.mu.Lock()
 		s.seqs = append(s.seqs, seq)
 		s.at = append(s.at, now)
+		if c.resume {
+			s.cursors = append(s.cursors, cursor)
+			c.last = cursor
+		}
 		c.mu.Unlock()
 	}
 	conn.Close()

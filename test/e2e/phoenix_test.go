@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"os"
 	"os/exec"
@@ -82,19 +83,32 @@ type browser struct {
 // findBrowser skips the test when any of them is missing.
 func findBrowser(t *testing.T) browser {
 	t.Helper()
+	br, err := locateBrowser(true)
+	if err != nil {
+		t.Skip(err)
+	}
+	return br
+}
+
+// locateBrowser finds Node.js, the npm packages and, when withChromium,
+// Chromium; the error says what is missing.
+func locateBrowser(withChromium bool) (browser, error) {
 	nodeBin, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("node (Node.js) not found; make deps installs it")
+		return browser{}, errors.New("node (Node.js) not found; make deps installs it")
 	}
-	const chromium = "/usr/bin/chromium"
+	chromium := "/usr/bin/chromium"
 	if _, err := os.Stat(chromium); err != nil {
-		t.Skip(chromium + " not found: apt-get install chromium (make deps)")
+		if withChromium {
+			return browser{}, errors.New(chromium + " not found: apt-get install chromium (make deps)")
+		}
+		chromium = "" // the caller does without
 	}
 	browserDir, _ := filepath.Abs(filepath.Join("..", "browser"))
 	if _, err := os.Stat(filepath.Join(browserDir, "node_modules", "phoenix")); err != nil {
-		t.Skip("test/browser/node_modules missing: cd test/browser && npm ci (make deps)")
+		return browser{}, errors.New("test/browser/node_modules missing: cd test/browser && npm ci (make deps)")
 	}
-	return browser{nodeBin: nodeBin, chromium: chromium, dir: browserDir}
+	return browser{nodeBin: nodeBin, chromium: chromium, dir: browserDir}, nil
 }
 
 // browserClient is a running browser-client.mjs and the JSON events it

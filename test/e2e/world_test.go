@@ -32,6 +32,9 @@ type world struct {
 	users   []string
 	clients []*client
 	dialSem chan struct{}
+	// send publishes sequence number q to every user; nil means a Redis
+	// pipeline of PUBLISH (no history). Set before anything publishes.
+	send func(ctx context.Context, q int) error
 
 	ctx    context.Context
 	cancel context.CancelFunc
@@ -57,16 +60,33 @@ func newWorld(t *testing.T, lbAddr string, rdb *redis.Client, users, perUser int
 	for u := range users {
 		user := fmt.Sprintf("user-%04d", u)
 		w.users = append(w.users, user)
-		tok, err := auth.Sign(auth.Config{Secret: jwtSecret}, user, nil, 2*time.Hour, time.Now())
-		if err != nil {
-			t.Fatal(err)
-		}
+		tok := userToken(t, user)
 		for range perUser {
 			w.clients = append(w.clients, newClient(w, len(w.clients), user, tok))
 		}
 	}
 	t.Cleanup(w.stop)
 	return w
+}
+
+// userToken is a client token of user, valid for the test.
+func userToken(t *testing.T, user string) string {
+	t.Helper()
+	tok, err := auth.Sign(auth.Config{Secret: jwtSecret}, user, nil, 2*time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// addClient adds one more client of user, not connected yet (before
+// connect); resume makes it an envelope client that resumes from the last
+// cursor it saw on every reconnect.
+func (w *world) addClient(user string, resume bool) *client {
+	c := newClient(w, len(w.clients), user, userToken(w.t, user))
+	c.resume = resume
+	w.clients = append(w.clients, c)
+	return c
 }
 
 // connect starts every client and waits until each has a session.
@@ -102,7 +122,8 @@ func (w *world) stop() {
 	}
 }
 
-// publish sends the next sequence number to every user, pipelined.
+// publish sends the next sequence number to every user, pipelined (or
+// however send does).
 func (w *world) publish(ctx context.Context) error {
 	w.pubMu.Lock()
 	defer w.pubMu.Unlock()
@@ -111,6 +132,9 @@ func (w *world) publish(ctx context.Context) error {
 	q := w.seq
 	w.starts = append(w.starts, time.Now())
 	w.mu.Unlock()
+	if w.send != nil {
+		return w.send(ctx, q)
+	}
 	pipe := w.rdb.Pipeline()
 	for _, u := range w.users {
 		pipe.Publish(ctx, "notify:"+u, u+":"+strconv.Itoa(q))
@@ -336,7 +360,7 @@ func (w *world) sessionsSoFar() [][]session {
 		c.mu.Lock()
 		for _, s := range c.sessions {
 			cp := *s
-			cp.seqs, cp.at = slices.Clone(s.seqs), slices.Clone(s.at)
+			cp.seqs, cp.at, cp.cursors = slices.Clone(s.seqs), slices.Clone(s.at), slices.Clone(s.cursors)
 			all[i] = append(all[i], cp)
 		}
 		c.mu.Unlock()
