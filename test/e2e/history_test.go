@@ -100,10 +100,10 @@ func startHistory(t *testing.T, sc historyScale) *historyTest {
 	// first state frames to name.
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	h.pubStart = time.Now()
 	if err := h.w.publish(ctx); err != nil {
 		t.Fatal(err)
 	}
-	h.pubStart = time.Now()
 	h.stopTicks = h.w.ticker(t, sc.every)
 
 	start := time.Now()
