@@ -291,9 +291,22 @@ func (n *Node) Start() error {
 		}
 	}
 	n.services = g
+	if !n.cfg.Redis.Enabled() {
+		n.awaitEmbeddedBroker()
+	}
 	n.log.Info("notify node started", "addr", n.Addr(), "grpc", n.GRPCAddr(), "node", n.cfg.NodeName,
 		"broker", n.brokerName(), "pprof", n.cfg.PprofPort)
 	return nil
+}
+
+// awaitEmbeddedBroker waits (briefly) until the embedded broker's Run has
+// taken its handler: it delivers synchronously, so a publish made right
+// after Start would otherwise reach nobody. (Redis gets no such wait: it
+// may be down at start; /readyz says when it delivers.)
+func (n *Node) awaitEmbeddedBroker() {
+	for deadline := time.Now().Add(time.Second); n.broker.Ready() != nil && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
 }
 
 type part struct {
