@@ -129,3 +129,21 @@ func TestSSEResumeWithTopics(t *testing.T) {
 		t.Fatalf("resumed with %q and got %v, want u2 and n2", lastID, got)
 	}
 }
+
+// TestRawClientsPayNothing: a raw client that does not resume reads no
+// history (its state frame has no cursor); one that tracks cursors
+// (envelope=1) gets the newest.
+func TestRawClientsPayNothing(t *testing.T) {
+	tn := historyNode(t, nil, nil)
+	tok := token(t, "raw", nil, time.Hour)
+	cur := tn.apiPublish("raw", "x")
+	if st := tn.dial(tok, "").connectResume("raw"); st.Cursor != "" {
+		t.Fatalf("raw client's state %+v carries a cursor", st)
+	}
+	if st := tn.dial(tok, "envelope=1").connectResume("raw"); st.Cursor != cur {
+		t.Fatalf("envelope client's state %+v, want cursor %s", st, cur)
+	}
+	if st := tn.dial(tok, "since="+cur).connectResume("raw"); st.Cursor != cur || st.Recovered == nil || !*st.Recovered {
+		t.Fatalf("raw client resuming: %+v", st)
+	}
+}

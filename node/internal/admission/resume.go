@@ -37,7 +37,15 @@ type Since struct {
 type Resume struct {
 	User   Since
 	Topics map[string]Since
+	// Track: the client tracks cursors (envelope frames, event ids), so its
+	// state frame carries where its streams stand, and its messages must
+	// follow that without a repeat. A client that neither tracks nor
+	// resumes pays nothing for history.
+	Track bool
 }
+
+// Reads reports whether the connect reads the client's history.
+func (r Resume) Reads() bool { return r.Track || r.Asked() }
 
 // Asked reports whether the client named any cursor.
 func (r Resume) Asked() bool {
@@ -172,7 +180,7 @@ func (p *Pipeline) ReadSnapshot(ctx context.Context, user string, topics []strin
 	if snap.State == nil {
 		snap.State = map[string]string{}
 	}
-	if p.cfg.History == nil {
+	if p.cfg.History == nil || !res.Reads() {
 		return snap, nil
 	}
 	snap.History = true

@@ -136,6 +136,7 @@ func stateJSON(snap *admission.Snapshot) []byte {
 		v.State = map[string]string{}
 	}
 	if snap.History {
+		// The client tracks cursors or resumes: where its streams stand.
 		v.streamJSON = streamOf(&snap.User)
 		if len(snap.Topics) > 0 {
 			v.Topics = make(map[string]streamJSON, len(snap.Topics))

@@ -49,11 +49,13 @@ func (e *Endpoint) ServeWS(w http.ResponseWriter, r *http.Request) {
 		e.cfg.Accept.Refuse(w, http.StatusBadRequest, admission.RejectBadRequest, err.Error())
 		return
 	}
+	envelope := envelopeAsked(r)
+	res.Track = envelope && e.cfg.History
 	c := &wsClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportWebSocket}, hub: e.cfg.Hub},
-		envelope: envelopeAsked(r)}
+		envelope: envelope}
 	c.Sink = c
 	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c})
-	if e.cfg.History {
+	if e.cfg.History && res.Reads() {
 		c.hold.Store(hub.NewHold(e.cfg.SendQueueBytes))
 	}
 	snap, ok := e.cfg.Accept.Register(w, r, &c.Client, a.Topics, res)
