@@ -37,6 +37,17 @@ var ErrBadCursor = errors.New("malformed cursor")
 // theirs may grow without bound.
 const maxEpochLen = 64
 
+// OriginEpoch marks a cursor taken of an empty stream: its Seq is when it
+// was taken (unix milliseconds). No stream has this epoch, so a client can
+// hold a cursor before the first message, and resume from it.
+const OriginEpoch = "0"
+
+// OriginAt is the cursor of an empty stream read at t.
+func OriginAt(t time.Time) Cursor { return Cursor{Epoch: OriginEpoch, Seq: uint64(t.UnixMilli())} }
+
+// IsOrigin reports whether c was taken of an empty stream.
+func (c Cursor) IsOrigin() bool { return c.Epoch == OriginEpoch }
+
 // ParseCursor reads a cursor's string form; "" is the zero cursor.
 func ParseCursor(s string) (Cursor, error) {
 	if s == "" {
@@ -47,7 +58,7 @@ func ParseCursor(s string) (Cursor, error) {
 		return Cursor{}, fmt.Errorf("%w: want <epoch>:<seq>", ErrBadCursor)
 	}
 	n, err := strconv.ParseUint(seq, 10, 64)
-	if err != nil || n == 0 {
+	if err != nil || (n == 0 && epoch != OriginEpoch) {
 		return Cursor{}, fmt.Errorf("%w: bad sequence number", ErrBadCursor)
 	}
 	return Cursor{Epoch: epoch, Seq: n}, nil

@@ -17,6 +17,8 @@ func TestCursorRoundTrip(t *testing.T) {
 		{"abc", Cursor{}, true},
 		{":1", Cursor{}, true},
 		{"abc:0", Cursor{}, true},
+		{"0:0", Cursor{OriginEpoch, 0}, false},
+		{"0:1764590000123", Cursor{OriginEpoch, 1764590000123}, false},
 		{"abc:-1", Cursor{}, true},
 		{"abc:1:2", Cursor{}, true},
 		{"a b:1", Cursor{}, true},

@@ -128,7 +128,7 @@ func (h *memHistory) append(ch, payload, event string, now time.Time) Cursor {
 // stream it replaces).
 func (h *memHistory) renew(ch, old string) *memStream {
 	epoch := old
-	for epoch == old {
+	for epoch == old || epoch == OriginEpoch {
 		epoch = strconv.FormatUint(rand.Uint64(), 36)
 	}
 	s := &memStream{epoch: epoch}

@@ -181,7 +181,7 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
 	}
 	if n.history != nil {
-		ac.History = n.history
+		ac.History, ac.HistoryTTL = n.history, cfg.History.TTL
 	}
 	if n.handoff != nil {
 		ac.Receiver = n.handoff

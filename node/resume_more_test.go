@@ -103,8 +103,8 @@ func TestSSEResumeWithTopics(t *testing.T) {
 	r := open("")
 	u1 := tn.apiPublish("st", "u1")
 	ev := r.next(t)
-	if ev.id != u1 || ev.data != "u1" {
-		t.Fatalf("user event %+v, want id %s", ev, u1)
+	if !strings.HasPrefix(ev.id, u1+" news=0:") || ev.data != "u1" {
+		t.Fatalf("user event %+v, want id %s and the empty topic's origin", ev, u1)
 	}
 	resp, err := tn.protoClient().Publish(withKey(t, testAPIKey), &notifypb.PublishRequest{Topics: []string{"news"}, Text: "n1"})
 	if err != nil {
@@ -145,5 +145,32 @@ func TestRawClientsPayNothing(t *testing.T) {
 	}
 	if st := tn.dial(tok, "since="+cur).connectResume("raw"); st.Cursor != cur || st.Recovered == nil || !*st.Recovered {
 		t.Fatalf("raw client resuming: %+v", st)
+	}
+}
+
+// TestResumeFromAnEmptyStream: the state frame of an empty stream still
+// carries a cursor (its origin), and a client that drops before its first
+// message resumes from it without a gap; an origin older than the TTL
+// cannot vouch for what came and went, so it is not recovered.
+func TestResumeFromAnEmptyStream(t *testing.T) {
+	tn := historyNode(t, nil, nil)
+	tok := token(t, "empty", nil, time.Hour)
+	st := tn.dial(tok, "envelope=1").connectResume("empty")
+	if !strings.HasPrefix(st.Cursor, "0:") {
+		t.Fatalf("state of an empty stream: %+v, want an origin cursor", st)
+	}
+	a, b := tn.apiPublish("empty", "a"), tn.apiPublish("empty", "b")
+	c := tn.dial(tok, "envelope=1&since="+st.Cursor)
+	if st2 := c.connectResume("empty"); st2.Recovered == nil || !*st2.Recovered || st2.Cursor != b {
+		t.Fatalf("resume from the origin: %+v", st2)
+	}
+	for _, want := range []string{a, b} {
+		if e := c.readEnvelope(); e.Cursor != want {
+			t.Fatalf("replayed %+v, want %s", e, want)
+		}
+	}
+	old := "0:" + strconv.FormatInt(time.Now().Add(-time.Hour).UnixMilli(), 10)
+	if st3 := tn.dial(tok, "envelope=1&since="+old).connectResume("empty"); st3.Recovered == nil || *st3.Recovered {
+		t.Fatalf("resume from an origin older than the TTL: %+v, want recovered:false", st3)
 	}
 }

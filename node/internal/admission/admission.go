@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -50,8 +51,9 @@ type Config struct {
 	Hub            *hub.Hub
 	Transport      *transport.Server
 	State          broker.StateStore
-	History        History  // nil: history is off
-	Receiver       Receiver // nil: no hand-off to tell of resumes
+	History        History       // nil: history is off
+	HistoryTTL     time.Duration // NOTIFY_HISTORY_TTL
+	Receiver       Receiver      // nil: no hand-off to tell of resumes
 	Owners         Owners
 	Registerer     prometheus.Registerer
 	Logger         *slog.Logger

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -249,20 +250,38 @@ func firstErr(a, b error) error {
 
 func (p *Pipeline) readStream(ctx context.Context, st *Stream, t broker.Target, s Since) error {
 	st.Asked = s.Asked
+	now := time.Now()
+	defer func() {
+		if st.Newest.IsZero() {
+			// An empty stream still has a place to resume from.
+			st.Newest = broker.OriginAt(now)
+		}
+	}()
 	if !s.Asked {
 		c, err := p.cfg.History.Newest(ctx, t)
 		st.Newest = c
 		return err
 	}
-	hr, err := p.cfg.History.Read(ctx, t, s.Cursor)
+	since := s.Cursor
+	if since.IsOrigin() {
+		since = broker.Cursor{} // every entry the stream has
+	}
+	hr, err := p.cfg.History.Read(ctx, t, since)
 	if err != nil {
 		return err
 	}
 	st.Newest, st.Recovered, st.Entries = hr.Newest, hr.Recovered, hr.Entries
-	if s.Cursor.IsZero() {
+	switch {
+	case s.Cursor.IsZero():
 		// "since=" (empty): the client wants cursors from now on, and
 		// missed nothing it could have known of.
 		st.Recovered, st.Entries = true, nil
+	case s.Cursor.IsOrigin():
+		// The stream was empty when the client read it: everything it holds
+		// now came after, and nothing is missing if the stream kept its
+		// first entry and no earlier stream can have come and expired.
+		taken := time.UnixMilli(int64(s.Cursor.Seq))
+		st.Recovered = (len(hr.Entries) == 0 || hr.Entries[0].Cursor.Seq == 1) && now.Sub(taken) < p.cfg.HistoryTTL
 	}
 	return nil
 }

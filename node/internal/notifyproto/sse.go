@@ -197,11 +197,25 @@ func (e *Endpoint) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	// the event loop writes events as they are.
 	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-store\r\n" +
 		"X-Accel-Buffering: no\r\nX-Notify-Node: " + e.cfg.Accept.NodeName() + "\r\n\r\n" + sseRetry
-	first := append([][]byte{[]byte(head), sseEvent("connect", string(connectJSON(c.User))), sseEvent("state", string(stateJSON(snap)))}, events...)
+	first := append([][]byte{[]byte(head), sseEvent("connect", string(connectJSON(c.User))), e.stateEvent(c, snap)}, events...)
 	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, nil, first...)
 	if overflow {
 		c.conn.Close(transport.CloseSlowConsumer, "slow consumer")
 	}
+}
+
+// stateEvent is the "state" event; with history it carries, as its id,
+// where the client stands before any message, so that an EventSource that
+// drops before its first message still resumes with Last-Event-ID.
+func (e *Endpoint) stateEvent(c *sseClient, snap *admission.Snapshot) []byte {
+	ev := sseEvent("state", string(stateJSON(snap)))
+	switch {
+	case !snap.History:
+		return ev
+	case c.pos != nil:
+		return append(positionsOf(snap).idLine(), ev...)
+	}
+	return append([]byte("id: "+snap.User.Newest.String()+"\n"), ev...)
 }
 
 // sseResume is the resume an event stream asks for: the query parameters
