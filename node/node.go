@@ -131,6 +131,11 @@ func randomSecret() string {
 // newBroker is Redis when it is configured, else the embedded broker.
 func (n *Node) newBroker() error {
 	if !n.cfg.Redis.Enabled() {
+		// The older Notify defaulted PUBSUB_REDIS_ADDR to redis:6379: a
+		// deployment migrated without setting it would silently never see a
+		// Redis publish.
+		n.log.Warn("no Redis configured (PUBSUB_REDIS_ADDR, REDIS_URL): running on the embedded broker, so messages published to a Redis never reach this node",
+			"setting", "PUBSUB_REDIS_ADDR")
 		m := broker.NewMemory(n.reg, n.cfg.History)
 		n.broker, n.state, n.closeBroker = m, m, func() error { return nil }
 		if n.cfg.History.Enabled() {

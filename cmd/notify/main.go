@@ -1,6 +1,8 @@
 // Command notify runs a notify node, and helps operate one.
 //
-//	notify [serve] [flags]    run a node (every flag is also an environment variable)
+//	notify [serve|start] [flags]
+//	                          run a node (every flag is also an environment variable;
+//	                          start is the older Notify's name for it)
 //	notify token --user ID    print a signed HS256 token for a user
 //	notify publish --user ID --payload TEXT
 //	                          publish through a node's API
@@ -41,7 +43,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		cmd, args = args[0], args[1:]
 	}
 	switch cmd {
-	case "serve":
+	case "serve", "start":
 		return serve(args, stdout, stderr)
 	case "token":
 		return token(args, stdout, stderr)
@@ -53,7 +55,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "help":
 		return serve([]string{"--help"}, stdout, stderr)
 	default:
-		fmt.Fprintf(stderr, "notify: unknown command %q (commands: serve, token, publish, version)\n", cmd)
+		fmt.Fprintf(stderr, "notify: unknown command %q (commands: serve or start, token, publish, version)\n", cmd)
 		return 2
 	}
 }
@@ -109,12 +111,13 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	cfg.RegisterFlags(fs)
 	lc.RegisterFlags(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "Usage: notify [serve] [flags]\n       notify token --user ID [--ttl 24h] [--topics a,b]\n"+
+		fmt.Fprintf(stderr, "Usage: notify [serve|start] [flags]\n       notify token --user ID [--ttl 24h] [--topics a,b]\n"+
 			"       notify publish --user ID|--topic NAME --payload TEXT [--addr URL] [--api-key K]\n       notify version\n\n"+
 			"Settings (flag, environment variable, default); flags win over the environment:\n")
 		printSettings(stderr, fs)
 	}
-	if err := parseSettings(fs, args, lookupEnv); err != nil {
+	legacy := readLegacy(os.Environ(), lookupEnv)
+	if err := parseSettings(fs, args, legacy.lookup(lookupEnv)); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
@@ -126,6 +129,7 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "notify:", err)
 		return 2
 	}
+	legacy.report(log)
 	if err := cfg.Validate(); err != nil {
 		fmt.Fprintln(stderr, "notify: configuration:\n "+strings.ReplaceAll(err.Error(), "\n", "\n "))
 		return 2

@@ -149,12 +149,48 @@ func TestVersion(t *testing.T) {
 	}
 }
 
-// TestServeAndSIGTERM runs a node process with no Redis, checks it serves,
-// then stops it with SIGTERM: exit 0, after the drain.
+// TestServeAndSIGTERM runs a node process with no Redis under each name of
+// the serve command (the older Notify's CLI had notify, serve and start),
+// checks it serves, then stops it with SIGTERM: exit 0, after the drain.
 func TestServeAndSIGTERM(t *testing.T) {
+	for _, args := range [][]string{nil, {"serve"}, {"start"}} {
+		t.Run(strings.Join(append([]string{"notify"}, args...), " "), func(t *testing.T) {
+			log := runUntilSIGTERM(t, args)
+			for _, want := range []string{`"msg":"notify node stopped"`, `"setting":"PUBSUB_REDIS_ADDR"`} {
+				if !strings.Contains(log, want) {
+					t.Fatalf("log has no %s:\n%s", want, log)
+				}
+			}
+		})
+	}
+}
+
+// TestLegacySettingsReported: the older services' settings are named at
+// start, as mapped or as ignored.
+func TestLegacySettingsReported(t *testing.T) {
+	log := runUntilSIGTERM(t, []string{"start"}, "ENVIRONMENT=prod", "ELASTIC_APM_SERVER_URL=http://apm", "PHX_HOST=example.com",
+		"SECRET_KEY_BASE="+strings.Repeat("k", 64))
+	for _, want := range []string{
+		`"msg":"legacy settings ignored: they have no meaning in notify","settings":"ELASTIC_APM_SERVER_URL,ENVIRONMENT,PHX_HOST"`,
+		`"msg":"legacy setting mapped","from":"SECRET_KEY_BASE","to":"NOTIFY_PHOENIX_SECRET_KEY_BASE"`,
+	} {
+		if !strings.Contains(log, want) {
+			t.Errorf("log has no %s:\n%s", want, log)
+		}
+	}
+	if strings.Contains(log, strings.Repeat("k", 64)) {
+		t.Error("the log shows SECRET_KEY_BASE's value")
+	}
+}
+
+// runUntilSIGTERM runs the command with args and env until it serves, stops
+// it with SIGTERM, and returns its log once it exited 0.
+func runUntilSIGTERM(t *testing.T, args []string, env ...string) string {
+	t.Helper()
 	port := freePort(t)
-	cmd := exec.Command(binary)
+	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), "PORT="+port, "PPROF_PORT=off", "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_JWT_SECRET=s", "NOTIFY_DRAIN_TIMEOUT=100ms", "LOG_FORMAT=json")
+	cmd.Env = append(cmd.Env, env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -198,9 +234,7 @@ func TestServeAndSIGTERM(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit after SIGTERM: %v", err)
 	}
-	if log := strings.Join(all, "\n"); !strings.Contains(log, `"msg":"notify node stopped"`) {
-		t.Fatalf("log has no stop line:\n%s", log)
-	}
+	return strings.Join(all, "\n")
 }
 
 func freePort(t *testing.T) string {
