@@ -1,9 +1,12 @@
 package auth
 
 import (
+	"bufio"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 )
 
@@ -30,8 +33,11 @@ func TestTokenFromRequest(t *testing.T) {
 		{name: "upper-case bearer", header: "BEARER h.h.h", want: "h.h.h", wantSource: SourceHeader},
 		{name: "header spaces trimmed", header: "  Bearer \t h.h.h  ", want: "h.h.h", wantSource: SourceHeader},
 		{name: "bearer without token falls through", header: "Bearer   ", query: "q.q.q", want: "q.q.q", wantSource: SourceQuery},
-		{name: "bare token in header is not bearer", header: "h.h.h", wantSource: SourceNone},
-		{name: "bearer prefix glued to token", header: "Bearerh.h.h", wantSource: SourceNone},
+		{name: "raw token in header", header: "h.h.h", want: "h.h.h", wantSource: SourceHeader},
+		{name: "raw token in header beats query", header: " h.h.h ", query: "q.q.q", want: "h.h.h", wantSource: SourceHeader},
+		{name: "bearer prefix glued to token is a raw token", header: "Bearerh.h.h", want: "Bearerh.h.h", wantSource: SourceHeader},
+		{name: "header only the word bearer falls through", header: "Bearer", query: "q.q.q", want: "q.q.q", wantSource: SourceQuery},
+		{name: "other scheme with two words falls through", header: "Digest a b", query: "q.q.q", want: "q.q.q", wantSource: SourceQuery},
 		{name: "query bearer prefix stripped", query: "Bearer q.q.q", want: "q.q.q", wantSource: SourceQuery},
 		{name: "query lower-case bearer prefix stripped", query: "bearer q.q.q", want: "q.q.q", wantSource: SourceQuery},
 		{name: "query spaces trimmed", query: "  q.q.q ", want: "q.q.q", wantSource: SourceQuery},
@@ -79,6 +85,50 @@ func TestTokenFromRequestMultipleValues(t *testing.T) {
 	}
 }
 
+// TestTokenFromRequestLowerCaseHeader: a header sent on the wire as
+// "authorization" is the same header (go-bridget/notify read it in any case).
+func TestTokenFromRequestLowerCaseHeader(t *testing.T) {
+	r, err := http.ReadRequest(bufio.NewReader(strings.NewReader("GET /notify/ws HTTP/1.1\r\nHost: x\r\nauthorization: h.h.h\r\n\r\n")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, src := TokenFromRequest(r, ""); got != "h.h.h" || src != SourceHeader {
+		t.Fatalf("got %q, %v", got, src)
+	}
+}
+
+func TestTokenFromRequestForm(t *testing.T) {
+	tests := []struct {
+		name, contentType, body, query string
+		want                           string
+		wantSource                     Source
+	}{
+		{name: "form field", contentType: "application/x-www-form-urlencoded", body: "authorization=f.f.f", want: "f.f.f", wantSource: SourceForm},
+		{name: "form field with bearer", contentType: "application/x-www-form-urlencoded; charset=utf-8", body: "authorization=Bearer+f.f.f", want: "f.f.f", wantSource: SourceForm},
+		{name: "query beats form", contentType: "application/x-www-form-urlencoded", body: "authorization=f.f.f", query: "q.q.q", want: "q.q.q", wantSource: SourceQuery},
+		{name: "JSON body is not read", contentType: "application/json", body: `{"authorization":"f.f.f"}`, wantSource: SourceNone},
+		{name: "form too large", contentType: "application/x-www-form-urlencoded", body: "authorization=" + strings.Repeat("f", maxFormBytes), wantSource: SourceNone},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			target := "/notify/ws"
+			if tt.query != "" {
+				target += "?authorization=" + tt.query
+			}
+			r := httptest.NewRequest(http.MethodPost, target, strings.NewReader(tt.body))
+			r.Header.Set("Content-Type", tt.contentType)
+			if got, src := TokenFromRequest(r, ""); got != tt.want || src != tt.wantSource {
+				t.Fatalf("got %q, %v; want %q, %v", got, src, tt.want, tt.wantSource)
+			}
+			if tt.contentType == "application/json" {
+				if b, _ := io.ReadAll(r.Body); string(b) != tt.body {
+					t.Fatalf("the JSON body was consumed: %q left", b)
+				}
+			}
+		})
+	}
+}
+
 func TestTokenFromRequestNil(t *testing.T) {
 	if got, src := TokenFromRequest(nil, "session"); got != "" || src != SourceNone {
 		t.Fatalf("nil request: got %q, %v", got, src)
@@ -98,6 +148,7 @@ func TestSourceString(t *testing.T) {
 		{SourceCookie, "cookie"},
 		{SourceHeader, "header"},
 		{SourceQuery, "query"},
+		{SourceForm, "form"},
 		{Source(9), "Source(9)"},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -172,6 +173,18 @@ func TestTokenSources(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.handshake("query-user")
+	// The older Notify's forms: a raw token in the header (any case), and
+	// "Bearer " in the query parameter.
+	c, err = tn.tryDial("", "", http.Header{"authorization": {token(t, "raw-header-user", nil, time.Hour)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake("raw-header-user")
+	c, err = tn.tryDial("", "authorization="+url.QueryEscape("Bearer "+token(t, "bearer-query-user", nil, time.Hour)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.handshake("bearer-query-user")
 }
 
 func TestConnectStateThenMessages(t *testing.T) {
