@@ -24,9 +24,11 @@ func TestElixirTopic(t *testing.T) {
 		{"group:a:b", true, "a:b", true},
 		{"user:", false, "", false},
 		{"group:  ", true, "  ", false},
-		{"room:1", false, "", false},
-		{"42", false, "", false},
-		{"User:42", false, "", false},
+		// Any other name is a topic, as the Elixir service broadcast to it.
+		{"room:1", true, "room:1", true},
+		{"42", true, "42", true},
+		{"User:42", true, "User:42", true},
+		{" ", true, " ", false},
 	}
 	for _, tt := range tests {
 		group, name, err := elixirTopic(tt.topic)

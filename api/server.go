@@ -25,8 +25,15 @@ import (
 
 // Config of the API servers.
 type Config struct {
-	APIKey         string // NOTIFY_API_KEY; empty disables every method but Auth
-	MaxPublishSize int    // NOTIFY_MAX_PUBLISH_SIZE
+	APIKey string // NOTIFY_API_KEY; empty disables every method but Auth
+	// AuthOff (NOTIFY_API_AUTH=off) serves every method without a key, as
+	// the older services did behind a private network; Authorization is
+	// then ignored.
+	AuthOff bool
+	// SessionCookie (NOTIFY_SESSION_COOKIE) is read by Twirp's Auth, and
+	// wins over the request's authorization, as go-bridget/notify did.
+	SessionCookie  string
+	MaxPublishSize int // NOTIFY_MAX_PUBLISH_SIZE
 	Logger         *slog.Logger
 	Registerer     prometheus.Registerer
 }
@@ -36,6 +43,8 @@ type Server struct {
 	svc     *Service
 	keySum  [32]byte
 	keySet  bool
+	authOff bool
+	cookie  string // session cookie name; "" = none
 	log     *slog.Logger
 	metrics *metrics
 	health  *health.Server
@@ -57,6 +66,8 @@ func NewServer(b Backend, cfg Config) *Server {
 		svc:     NewService(b, cfg.MaxPublishSize),
 		keySum:  sha256.Sum256([]byte(cfg.APIKey)),
 		keySet:  cfg.APIKey != "",
+		authOff: cfg.AuthOff,
+		cookie:  cfg.SessionCookie,
 		log:     cfg.Logger,
 		metrics: newMetrics(cfg.Registerer),
 		health:  health.NewServer(),
@@ -64,13 +75,12 @@ func NewServer(b Backend, cfg Config) *Server {
 	return s
 }
 
-// Authorize checks an Authorization header value against the API key, for
-// the node's internal endpoints.
-func (s *Server) Authorize(authorization string) error { return s.checkKey(authorization) }
-
 // checkKey verifies "Bearer <key>" in constant time (over digests, so not
-// even the key's length leaks).
+// even the key's length leaks). With AuthOff every call passes.
 func (s *Server) checkKey(authorization string) error {
+	if s.authOff {
+		return nil
+	}
 	if !s.keySet {
 		return errorf(twirp.Unauthenticated, errNoKey)
 	}
@@ -131,6 +141,9 @@ func (s *Server) TwirpHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		ci := &callInfo{authorization: r.Header.Get("Authorization")}
+		if s.cookie != "" {
+			r = r.WithContext(withSessionCookie(r.Context(), r, s.cookie))
+		}
 		defer func() {
 			if p := recover(); p != nil {
 				s.log.Error("panic in API call", "method", ci.method, "panic", p)

@@ -62,9 +62,14 @@ func NewService(b Backend, maxPublishSize int) *Service {
 	return &Service{b: b, maxSize: maxPublishSize}
 }
 
-// Auth checks a client token and returns its user (public).
-func (s *Service) Auth(_ context.Context, req *notifypb.AuthRequest) (*notifypb.AuthResponse, error) {
+// Auth checks a client token and returns its user (public). The session
+// cookie (NOTIFY_SESSION_COOKIE), when the Twirp request carried one, wins
+// over the authorization field, as in go-bridget/notify.
+func (s *Service) Auth(ctx context.Context, req *notifypb.AuthRequest) (*notifypb.AuthResponse, error) {
 	tok := strings.TrimSpace(req.GetAuthorization())
+	if c, ok := sessionCookie(ctx); ok {
+		tok = c
+	}
 	if len(tok) > 7 && strings.EqualFold(tok[:7], "bearer ") {
 		tok = strings.TrimSpace(tok[7:])
 	}
@@ -217,7 +222,8 @@ func (s *Service) BroadcastTextMessage(ctx context.Context, req *notificationspb
 	topics := req.GetTopics()
 	switch {
 	case len(topics) == 0:
-		return nil, errorf(twirp.InvalidArgument, "topics: give at least one")
+		// The Elixir service broadcast to nobody: a no-op, not an error.
+		return &notificationspb.BroadcastTextMessageResponse{}, nil
 	case len(topics) > MaxTargets:
 		return nil, errorf(twirp.InvalidArgument, "topics: %d, at most %d per call", len(topics), MaxTargets)
 	case len(req.GetMessage()) > s.maxSize:
@@ -244,8 +250,9 @@ func (s *Service) BroadcastTextMessage(ctx context.Context, req *notificationspb
 	return &notificationspb.BroadcastTextMessageResponse{}, nil
 }
 
-// elixirTopic reads a Phoenix topic of the Elixir service: user:<id> or
-// group:<name>.
+// elixirTopic reads a Phoenix topic of the Elixir service, which broadcast
+// to any topic name: user:<id> is user <id>, group:<name> is topic <name>,
+// and any other name is the topic of that name.
 func elixirTopic(topic string) (group bool, name string, err error) {
 	if id, ok := strings.CutPrefix(topic, "user:"); ok {
 		return false, id, checkName("topics", id)
@@ -253,7 +260,7 @@ func elixirTopic(topic string) (group bool, name string, err error) {
 	if name, ok := strings.CutPrefix(topic, "group:"); ok {
 		return true, name, checkName("topics", name)
 	}
-	return false, "", errorf(twirp.InvalidArgument, "topics: %q is neither user:<id> nor group:<name>", truncate(topic))
+	return true, topic, checkName("topics", topic)
 }
 
 // checkName refuses empty, blank, overlong or non-UTF-8 ids.

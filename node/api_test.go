@@ -245,7 +245,7 @@ func TestGRPC(t *testing.T) {
 	c.handshake("g1")
 	grpcPublishAndBroadcast(t, ns, el, c)
 	grpcHealthAndReflection(t, cc)
-	if got := tn.metric("notify_api_requests_total", "method", "BroadcastTextMessage", "code", "ok"); got != 1 {
+	if got := tn.metric("notify_api_requests_total", "method", "BroadcastTextMessage", "code", "ok"); got != 3 { // two to users and topics, one to nobody
 		t.Fatalf("BroadcastTextMessage ok = %v", got)
 	}
 	// Draining: health says NOT_SERVING.
@@ -295,7 +295,18 @@ func grpcPublishAndBroadcast(t *testing.T, ns notifypb.NotifyServiceClient, el n
 			t.Fatalf("got %q", s)
 		}
 	}
-	for _, bad := range []string{"room:1", "user:", "group: ", "g1"} {
+	// Any other name is the topic of that name, as in the Elixir service;
+	// an empty list is a no-op.
+	if _, err := el.BroadcastTextMessage(ctx, &notificationspb.BroadcastTextMessageRequest{Topics: []string{"lobby"}, Message: "bare"}); err != nil {
+		t.Fatal(err)
+	}
+	if s := c.readString(); s != "bare" {
+		t.Fatalf("got %q", s)
+	}
+	if _, err := el.BroadcastTextMessage(ctx, &notificationspb.BroadcastTextMessageRequest{Message: "to nobody"}); err != nil {
+		t.Fatalf("an empty topic list: %v, want a no-op", err)
+	}
+	for _, bad := range []string{"user:", "group: ", " ", strings.Repeat("x", 600)} {
 		_, err := el.BroadcastTextMessage(ctx, &notificationspb.BroadcastTextMessageRequest{Topics: []string{bad}, Message: "x"})
 		if status.Code(err) != codes.InvalidArgument {
 			t.Fatalf("topic %q: %v, want InvalidArgument", bad, err)

@@ -27,6 +27,7 @@ type Config struct {
 	PprofPort      string // PPROF_PORT: pprof listener, "off" disables
 	GRPCPort       string // GRPC_PORT: gRPC listener, "off" disables
 	APIKey         string // NOTIFY_API_KEY: bearer key of the server API
+	APIAuth        string // NOTIFY_API_AUTH: on, or off for no key at all (the older services)
 	MaxPublishSize int    // NOTIFY_MAX_PUBLISH_SIZE
 	Auth           auth.Config
 	Redis          broker.RedisConfig
@@ -76,6 +77,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.PprofPort, "pprof-port", "127.0.0.1:6060", `net/http/pprof listener; "off" disables it`)
 	fs.StringVar(&c.GRPCPort, "grpc-port", ":8080", `gRPC listener (NotifyService, NotificationsService, health, reflection); "off" disables it`)
 	fs.StringVar(&c.APIKey, "notify-api-key", "", "bearer key for the server API; every method but Auth is refused while it is unset")
+	fs.StringVar(&c.APIAuth, "notify-api-auth", "on", `"off" serves the API (Twirp and gRPC) without a key, as the older services did behind a private network; Authorization is then ignored`)
 	fs.IntVar(&c.MaxPublishSize, "notify-max-publish-size", 65536, "largest payload the API publishes, in bytes")
 	c.Auth.RegisterFlags(fs)
 	c.Redis.RegisterFlags(fs)
@@ -97,6 +99,9 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.History.TTL, "notify-history-ttl", 2*time.Minute, "how long a user's or topic's history is kept after its last publish")
 	c.Handoff.RegisterFlags(fs)
 }
+
+// apiAuthOff: NOTIFY_API_AUTH=off.
+func (c *Config) apiAuthOff() bool { return c.APIAuth == "off" }
 
 // HandoffConfig is where messages nobody received go.
 type HandoffConfig struct {
@@ -146,6 +151,9 @@ func (c *Config) validateListeners(v *validation) {
 		if _, err := normalizeAddr(l.value); err != nil {
 			v.bad(l.name, l.value, err.Error()+` (or "off")`)
 		}
+	}
+	if c.APIAuth != "" && c.APIAuth != "on" && c.APIAuth != "off" {
+		v.bad("NOTIFY_API_AUTH", c.APIAuth, `want "on" or "off"`)
 	}
 	if c.MaxPublishSize < 1 || c.MaxPublishSize > c.SendQueueBytes {
 		v.bad("NOTIFY_MAX_PUBLISH_SIZE", strconv.Itoa(c.MaxPublishSize), "must be positive and at most NOTIFY_SEND_QUEUE_BYTES (a bigger message could never be delivered)")

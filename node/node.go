@@ -210,9 +210,13 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		return err
 	}
 	n.api = api.NewServer(apiBackend{n}, api.Config{
-		APIKey: cfg.APIKey, MaxPublishSize: cfg.MaxPublishSize, Logger: n.log, Registerer: n.reg,
+		APIKey: cfg.APIKey, AuthOff: cfg.apiAuthOff(), SessionCookie: cfg.Auth.SessionCookie,
+		MaxPublishSize: cfg.MaxPublishSize, Logger: n.log, Registerer: n.reg,
 	})
-	if cfg.APIKey == "" {
+	switch {
+	case cfg.apiAuthOff():
+		n.log.Warn(apiAuthOffWarning, "setting", "NOTIFY_API_AUTH")
+	case cfg.APIKey == "":
 		n.log.Warn("NOTIFY_API_KEY is not set: the server API refuses every call but Auth")
 	}
 	return nil

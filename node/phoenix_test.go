@@ -29,7 +29,10 @@ type phxClient struct {
 
 func (tn *testNode) phoenix(tok, vsn string, subprotocols []string) *phxClient {
 	tn.t.Helper()
-	q := url.Values{"vsn": {vsn}}
+	q := url.Values{}
+	if vsn != "" {
+		q.Set("vsn", vsn)
+	}
 	if tok != "" {
 		q.Set("token", tok)
 	}
@@ -41,7 +44,7 @@ func (tn *testNode) phoenix(tok, vsn string, subprotocols []string) *phxClient {
 		tn.t.Fatal(err)
 	}
 	tn.t.Cleanup(func() { conn.CloseNow() })
-	return &phxClient{t: tn.t, conn: conn, vsn1: vsn == "1.0.0"}
+	return &phxClient{t: tn.t, conn: conn, vsn1: vsn == "1.0.0" || vsn == ""}
 }
 
 // send pushes a message and returns its ref. A join carries its own ref as
@@ -263,18 +266,24 @@ func phxRejoinAndLeave(t *testing.T, tn *testNode, c *phxClient, lobbyRef string
 	}
 }
 
+// TestPhoenixVsn1AndSubprotocolToken: vsn 1.0.0, which Phoenix also
+// assumes when vsn is missing, with the token in the subprotocol.
 func TestPhoenixVsn1AndSubprotocolToken(t *testing.T) {
 	tn := startPhoenixNode(t, nil)
-	tok := token(t, "v1", nil, time.Hour)
-	enc := strings.TrimRight(base64.StdEncoding.EncodeToString([]byte(tok)), "=")
-	c := tn.phoenix("", "1.0.0", []string{"phoenix", "base64url.bearer.phx." + enc})
-	ref := c.send("", "user:v1", "phx_join", map[string]any{})
-	if m := c.expectReply(ref, "ok"); m.Topic != "user:v1" {
-		t.Fatalf("%+v", m)
-	}
-	tn.publish("notify:v1", "x")
-	if m := c.read(); m.Event != "message" || string(m.Payload) != `"x"` {
-		t.Fatalf("%+v", m)
+	for _, vsn := range []string{"1.0.0", ""} {
+		t.Run("vsn="+vsn, func(t *testing.T) {
+			tok := token(t, "v1", nil, time.Hour)
+			enc := strings.TrimRight(base64.StdEncoding.EncodeToString([]byte(tok)), "=")
+			c := tn.phoenix("", vsn, []string{"phoenix", "base64url.bearer.phx." + enc})
+			ref := c.send("", "user:v1", "phx_join", map[string]any{})
+			if m := c.expectReply(ref, "ok"); m.Topic != "user:v1" {
+				t.Fatalf("%+v", m)
+			}
+			tn.publish("notify:v1", "x")
+			if m := c.read(); m.Event != "message" || string(m.Payload) != `"x"` {
+				t.Fatalf("%+v", m)
+			}
+		})
 	}
 }
 

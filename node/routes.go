@@ -21,6 +21,7 @@ func (n *Node) routes() http.Handler {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
+	mux.HandleFunc("GET /api/healthz", serveLegacyHealth)
 	mux.HandleFunc("GET /cluster", n.serveCluster)
 	mux.HandleFunc("POST "+peers.PresencePath, n.peers.ServePresence)
 	mux.HandleFunc("GET /{$}", n.pages.ServePage)

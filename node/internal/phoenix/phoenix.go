@@ -101,10 +101,12 @@ func (e *Endpoint) Run(ctx context.Context) error {
 // vsn reads the serializer version: 2.0.0 (arrays, phoenix.js's default)
 // or 1.0.0 (objects, older ports).
 func (e *Endpoint) vsn(w http.ResponseWriter, r *http.Request) (vsn1, ok bool) {
+	// Phoenix takes a missing vsn for 1.0.0 (Phoenix.Socket: params["vsn"]
+	// || "1.0.0"); phoenix.js always sends one.
 	switch v := r.URL.Query().Get("vsn"); v {
-	case "", "2.0.0":
+	case "2.0.0":
 		return false, true
-	case "1.0.0":
+	case "", "1.0.0":
 		return true, true
 	default:
 		e.cfg.Accept.Refuse(w, http.StatusBadRequest, admission.RejectBadRequest, "unsupported vsn "+respond.Quote(v)+": 2.0.0 or 1.0.0")
