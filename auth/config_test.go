@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/notify-dev/notify/internal/flagext"
 )
@@ -16,7 +17,7 @@ func TestRegisterFlags(t *testing.T) {
 		args []string
 		want Config
 	}{
-		{name: "defaults", want: Config{UserClaim: "user_id"}},
+		{name: "defaults", want: Config{UserClaim: "user_id", JWKSRefresh: 5 * time.Minute}},
 		{
 			name: "all set",
 			args: []string{
@@ -26,6 +27,8 @@ func TestRegisterFlags(t *testing.T) {
 				"--notify-jwt-issuer=https://issuer.example",
 				"--notify-user-claim=sub",
 				"--notify-session-cookie=session",
+				"--notify-jwks-url=https://a.example/jwks.json,https://b.example/keys",
+				"--notify-jwks-refresh=90s",
 			},
 			want: Config{
 				Secret:         "s3cret",
@@ -34,6 +37,8 @@ func TestRegisterFlags(t *testing.T) {
 				Issuer:         "https://issuer.example",
 				UserClaim:      "sub",
 				SessionCookie:  "session",
+				JWKSURLs:       flagext.StringSlice{"https://a.example/jwks.json", "https://b.example/keys"},
+				JWKSRefresh:    90 * time.Second,
 			},
 		},
 	}
@@ -54,7 +59,7 @@ func TestRegisterFlags(t *testing.T) {
 }
 
 func TestConfigValidate(t *testing.T) {
-	valid := Config{UserClaim: "user_id"}
+	valid := Config{UserClaim: "user_id", JWKSRefresh: DefaultJWKSRefresh}
 	tests := []struct {
 		name    string
 		mod     func(*Config)
@@ -69,6 +74,16 @@ func TestConfigValidate(t *testing.T) {
 		{name: "bad cookie name", mod: func(c *Config) { c.SessionCookie = "my session" }, wantErr: "NOTIFY_SESSION_COOKIE is not a valid cookie name"},
 		{name: "cookie name with separator", mod: func(c *Config) { c.SessionCookie = "a=b" }, wantErr: "NOTIFY_SESSION_COOKIE"},
 		{name: "empty key file name", mod: func(c *Config) { c.PublicKeyFiles = flagext.StringSlice{"a.pem", ""} }, wantErr: "NOTIFY_JWT_PUBLIC_KEYS"},
+		{name: "JWKS URLs", mod: jwksURLs("https://idp.example/.well-known/jwks.json", "http://127.0.0.1:8080/keys")},
+		{name: "JWKS URL with credentials", mod: jwksURLs("https://user:pass@idp.example/jwks")},
+		{name: "JWKS URL relative", mod: jwksURLs("/jwks.json"), wantErr: "NOTIFY_JWKS_URL must list absolute http or https URLs"},
+		{name: "JWKS URL without host", mod: jwksURLs("https:///jwks.json"), wantErr: "NOTIFY_JWKS_URL"},
+		{name: "JWKS URL other scheme", mod: jwksURLs("ftp://idp.example/jwks.json"), wantErr: "NOTIFY_JWKS_URL"},
+		{name: "JWKS URL file", mod: jwksURLs("file:///etc/jwks.json"), wantErr: "NOTIFY_JWKS_URL"},
+		{name: "JWKS URL unparsable", mod: jwksURLs("https://idp.example/%zz"), wantErr: "NOTIFY_JWKS_URL"},
+		{name: "JWKS URL bad second", mod: jwksURLs("https://idp.example/jwks", "idp.example/jwks"), wantErr: "NOTIFY_JWKS_URL"},
+		{name: "JWKS refresh zero", mod: func(c *Config) { c.JWKSRefresh = 0 }, wantErr: "NOTIFY_JWKS_REFRESH must be positive"},
+		{name: "JWKS refresh negative", mod: func(c *Config) { c.JWKSRefresh = -time.Second }, wantErr: "NOTIFY_JWKS_REFRESH must be positive"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -85,5 +100,19 @@ func TestConfigValidate(t *testing.T) {
 				t.Fatalf("Validate = %v, want error containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+func jwksURLs(urls ...string) func(*Config) {
+	return func(c *Config) { c.JWKSURLs = urls }
+}
+
+// TestConfigValidateHidesURL: a JWKS URL may carry credentials, so an
+// error about it does not quote it.
+func TestConfigValidateHidesURL(t *testing.T) {
+	c := Config{UserClaim: "user_id", JWKSRefresh: time.Minute, JWKSURLs: []string{"ftp://user:hunter2@idp.example/"}}
+	err := c.Validate()
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("Validate = %v, want an error not quoting the URL", err)
 	}
 }

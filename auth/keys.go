@@ -106,20 +106,37 @@ func parseBlock(b *pem.Block) (any, error) {
 }
 
 func (k *publicKeys) add(pub any) error {
+	if err := checkPublicKey(pub); err != nil {
+		return err
+	}
+	switch pub := pub.(type) {
+	case *rsa.PublicKey:
+		k.rsa = append(k.rsa, pub)
+	case *ecdsa.PublicKey:
+		bits := pub.Curve.Params().BitSize
+		k.ecdsa[bits] = append(k.ecdsa[bits], pub)
+	case ed25519.PublicKey:
+		k.ed = append(k.ed, pub)
+	}
+	return nil
+}
+
+// checkPublicKey refuses keys no method may verify with: the same rules
+// for PEM files and JWK Sets.
+func checkPublicKey(pub any) error {
 	switch pub := pub.(type) {
 	case *rsa.PublicKey:
 		if bits := pub.N.BitLen(); bits < minRSABits {
 			return fmt.Errorf("RSA key has %d bits, need at least %d", bits, minRSABits)
 		}
-		k.rsa = append(k.rsa, pub)
 	case *ecdsa.PublicKey:
-		bits := pub.Curve.Params().BitSize
-		if _, ok := ecdsaAlgs[bits]; !ok {
+		if _, ok := ecdsaAlgs[pub.Curve.Params().BitSize]; !ok {
 			return fmt.Errorf("unsupported ECDSA curve %s", pub.Curve.Params().Name)
 		}
-		k.ecdsa[bits] = append(k.ecdsa[bits], pub)
 	case ed25519.PublicKey:
-		k.ed = append(k.ed, pub)
+		if len(pub) != ed25519.PublicKeySize {
+			return fmt.Errorf("an Ed25519 key has %d bytes, not %d", ed25519.PublicKeySize, len(pub))
+		}
 	default:
 		return fmt.Errorf("unsupported key type %T", pub)
 	}

@@ -95,7 +95,7 @@ func keyFileErrorCases() []verifierErrorCase {
 		{
 			name:    "nothing configured",
 			files:   func(*testing.T) []string { return nil },
-			wantErr: "neither NOTIFY_JWT_SECRET nor NOTIFY_JWT_PUBLIC_KEYS is set",
+			wantErr: "none of NOTIFY_JWT_SECRET, NOTIFY_JWT_PUBLIC_KEYS and NOTIFY_JWKS_URL is set",
 		},
 		{
 			name:    "missing file",

@@ -1,6 +1,7 @@
 package auth
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"github.com/notify-dev/notify/internal/service"
 )
 
 const (
@@ -39,13 +42,15 @@ func (c Claims) Allows(topic string) bool {
 	return topic != "" && slices.Contains(c.Topics, topic)
 }
 
-// Verifier checks tokens against the configured secret and public keys.
+// Verifier checks tokens against the configured secret, public keys and
+// JWK Sets.
 // It is safe for concurrent use.
 type Verifier struct {
 	parser    *jwt.Parser
 	allowed   map[string]bool
 	secret    []byte // nil when no secret is configured
 	keys      *publicKeys
+	jwks      *jwksSet // nil without NOTIFY_JWKS_URL
 	userClaim string
 	audience  string
 	issuer    string
@@ -53,39 +58,34 @@ type Verifier struct {
 }
 
 // NewVerifier loads the public key files and fixes the algorithm allowlist
-// from what is configured.
-func NewVerifier(cfg Config) (*Verifier, error) {
+// from what is configured. With NOTIFY_JWKS_URL, keys come also from
+// Service, which the caller must run; until it has fetched a document,
+// tokens that need its keys are refused.
+func NewVerifier(cfg Config, opts ...Option) (*Verifier, error) {
 	keys, err := loadPublicKeys(cfg.PublicKeyFiles)
 	if err != nil {
 		return nil, fmt.Errorf("load JWT keys: %w", err)
 	}
-	if cfg.Secret == "" && keys.empty() {
-		return nil, errors.New("load JWT keys: neither NOTIFY_JWT_SECRET nor NOTIFY_JWT_PUBLIC_KEYS is set")
+	if cfg.Secret == "" && keys.empty() && len(cfg.JWKSURLs) == 0 {
+		return nil, errors.New("load JWT keys: none of NOTIFY_JWT_SECRET, NOTIFY_JWT_PUBLIC_KEYS and NOTIFY_JWKS_URL is set")
+	}
+	jwks, err := newJWKSSet(cfg, newOptions(opts))
+	if err != nil {
+		return nil, err
 	}
 
 	v := &Verifier{
 		keys:      keys,
+		jwks:      jwks,
 		userClaim: cfg.userClaim(),
 		audience:  cfg.Audience,
 		issuer:    cfg.Issuer,
 		now:       time.Now,
 	}
-	var methods []string
 	if cfg.Secret != "" {
 		v.secret = []byte(cfg.Secret)
-		methods = append(methods, "HS256", "HS384", "HS512")
 	}
-	if len(keys.rsa) > 0 {
-		methods = append(methods, "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-	}
-	for _, bits := range []int{256, 384, 521} {
-		if len(keys.ecdsa[bits]) > 0 {
-			methods = append(methods, ecdsaAlgs[bits])
-		}
-	}
-	if len(keys.ed) > 0 {
-		methods = append(methods, "EdDSA")
-	}
+	methods := allowedMethods(cfg.Secret != "", keys, jwks != nil)
 	v.allowed = make(map[string]bool, len(methods))
 	for _, m := range methods {
 		v.allowed[m] = true
@@ -99,6 +99,41 @@ func NewVerifier(cfg Config) (*Verifier, error) {
 		jwt.WithTimeFunc(func() time.Time { return v.now() }),
 	)
 	return v, nil
+}
+
+// allowedMethods lists the algorithms some configured key may verify. With
+// JWK Sets every asymmetric one is allowed: which keys they will hold is
+// not known yet, and keyFunc still matches each token to its key's family.
+func allowedMethods(secret bool, keys *publicKeys, jwks bool) []string {
+	var methods []string
+	if secret {
+		methods = append(methods, "HS256", "HS384", "HS512")
+	}
+	if jwks || len(keys.rsa) > 0 {
+		methods = append(methods, "RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
+	}
+	for _, bits := range []int{256, 384, 521} {
+		if jwks || len(keys.ecdsa[bits]) > 0 {
+			methods = append(methods, ecdsaAlgs[bits])
+		}
+	}
+	if jwks || len(keys.ed) > 0 {
+		methods = append(methods, "EdDSA")
+	}
+	return methods
+}
+
+// Service is the verifier's long-running part: it fetches the JWK Sets at
+// start and keeps them fresh until ctx ends. Without NOTIFY_JWKS_URL it
+// only waits for ctx, so a caller may run it unconditionally.
+func (v *Verifier) Service() service.Service {
+	if v.jwks == nil {
+		return service.Func(func(ctx context.Context) error {
+			<-ctx.Done()
+			return nil
+		})
+	}
+	return v.jwks
 }
 
 // Verify checks token and returns its claims. Every error matches ErrNoToken
@@ -132,33 +167,13 @@ func (v *Verifier) keyFunc(t *jwt.Token) (any, error) {
 		// depends on a parser option alone.
 		return nil, algorithmError(alg)
 	}
-	switch m := t.Method.(type) {
-	case *jwt.SigningMethodHMAC:
+	if _, ok := t.Method.(*jwt.SigningMethodHMAC); ok {
 		return v.secret, nil
-	case *jwt.SigningMethodRSA:
-		return keySet(v.keys.rsa)
-	case *jwt.SigningMethodRSAPSS:
-		return keySet(v.keys.rsa)
-	case *jwt.SigningMethodECDSA:
-		return keySet(v.keys.ecdsa[m.CurveBits])
-	case *jwt.SigningMethodEd25519:
-		return keySet(v.keys.ed)
 	}
-	return nil, algorithmError(alg)
-}
-
-func keySet[K jwt.VerificationKey](keys []K) (any, error) {
-	switch len(keys) {
-	case 0:
-		return nil, ErrSignature
-	case 1:
-		return keys[0], nil
+	if v.jwks != nil {
+		return v.jwksKey(t)
 	}
-	set := jwt.VerificationKeySet{Keys: make([]jwt.VerificationKey, len(keys))}
-	for i, k := range keys {
-		set.Keys[i] = k
-	}
-	return set, nil
+	return v.pemKey(t.Method)
 }
 
 // parseError maps jwt's errors, whose text may quote decoded token content,
