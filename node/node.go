@@ -115,11 +115,11 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 
 func (n *Node) newVerifier() (*auth.Verifier, error) {
 	ac := n.cfg.Auth
-	if ac.Secret == "" && len(ac.PublicKeyFiles) == 0 {
+	if ac.Secret == "" && len(ac.PublicKeyFiles) == 0 && len(ac.JWKSURLs) == 0 {
 		ac.Secret = randomSecret()
-		n.log.Warn("no NOTIFY_JWT_SECRET or NOTIFY_JWT_PUBLIC_KEYS set: using a random secret for this process; tokens signed elsewhere will be refused")
+		n.log.Warn("no NOTIFY_JWT_SECRET, NOTIFY_JWT_PUBLIC_KEYS or NOTIFY_JWKS_URL set: using a random secret for this process; tokens signed elsewhere will be refused")
 	}
-	return auth.NewVerifier(ac)
+	return auth.NewVerifier(ac, auth.WithRegisterer(n.reg), auth.WithLogger(n.log))
 }
 
 func randomSecret() string {
