@@ -41,7 +41,7 @@ type Handler interface {
 // ConnOptions describe one connection.
 type ConnOptions struct {
 	// Expiry closes the connection with CloseTokenExpired when it passes; zero
-	// means never.
+	// means never. Conn.SetExpiry moves it.
 	Expiry time.Time
 	// Messages makes the connection collect client data messages and hand them
 	// to Handler.OnMessage; otherwise they are validated and discarded.
@@ -65,17 +65,18 @@ type RawOptions struct {
 	Close func(code int, reason string) []byte
 }
 
-// Conn is one server-side WebSocket connection. Send, Enqueue and Close may
-// be called from any goroutine; everything else belongs to the driver. The
-// layout is kept small: an idle connection is this struct and nothing else.
+// Conn is one server-side WebSocket connection. Send, Enqueue, Close and
+// SetExpiry may be called from any goroutine; everything else belongs to the
+// driver. The layout is kept small: an idle connection is this struct and
+// nothing else (TestConnSize).
 type Conn struct {
 	srv     *Server
 	drv     *loop
 	handler Handler     // read-only after creation
 	raw     *RawOptions // nil: WebSocket; read-only after creation
-	expiry  int64       // unix ns, 0 = never; read-only after creation
 
 	mu         sync.Mutex
+	expiry     int64    // unix ns, 0 = never; set by NewConn and SetExpiry
 	queue      [][]byte // frames not yet fully written; queue[0][head:] goes first
 	head       int32
 	queued     int32 // bytes in queue not yet written
@@ -86,6 +87,7 @@ type Conn struct {
 	blocked    bool // the socket is full: the driver flushes when it drains
 	cutPending bool // cut as a slow consumer: the driver drops the queue on its next flush
 	messages   bool // read-only after creation
+	retime     bool // SetExpiry moved expiry: the driver has yet to take the new value
 
 	// Owned by the driver.
 	io ioState
@@ -165,6 +167,36 @@ func (c *Conn) Close(code int, reason string) {
 	}
 	c.closeLocked(code, reason)
 	wake := c.wakeLocked()
+	c.mu.Unlock()
+	if wake {
+		c.drv.wake(c)
+	}
+}
+
+// SetExpiry moves the connection's expiry to t (zero: never), as when its
+// client refreshed its token in-band: the connection now closes with
+// CloseTokenExpired when t passes, whether t is earlier or later than
+// before.
+//
+// It may be called from any goroutine, the Handler's own methods included:
+// the value is recorded under the connection's lock and the driver, which
+// alone owns the timers, takes it up on its own goroutine (woken for it like
+// for a Send), so it takes effect within a tick of the timers. On a held
+// connection it applies from Attach. A closing or closed connection ignores
+// it, as it does setting the expiry it already has.
+func (c *Conn) SetExpiry(t time.Time) {
+	var ns int64
+	if !t.IsZero() {
+		ns = t.UnixNano()
+	}
+	c.mu.Lock()
+	if c.state >= stateClosing || ns == c.expiry {
+		c.mu.Unlock()
+		return
+	}
+	c.expiry = ns
+	c.retime = true
+	wake := c.state == stateOpen && c.drv.expiryMovedLocked(c)
 	c.mu.Unlock()
 	if wake {
 		c.drv.wake(c)

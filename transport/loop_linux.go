@@ -174,7 +174,8 @@ func (l *loop) unlockAndSignal() {
 	}
 }
 
-// wake queues c for a flush on the loop. Called by Send and Close.
+// wake queues c for a flush on the loop. Called by Send, Close and
+// SetExpiry.
 func (l *loop) wake(c *Conn) {
 	l.mu.Lock()
 	l.pending = append(l.pending, c)
@@ -367,9 +368,9 @@ func (l *loop) register(c *Conn) {
 	l.conns[fd] = c
 	c.io.lastRecv = l.now
 	c.io.nextPing = l.now + l.ping
-	if c.expiry != 0 {
-		c.io.expiry = max(l.now+(c.expiry-time.Now().UnixNano()), 1)
-	}
+	c.mu.Lock()
+	l.loadExpiryLocked(c)
+	c.mu.Unlock()
 	l.schedule(c)
 	if len(c.rd.pend) > 0 {
 		b := c.rd.pend
@@ -387,6 +388,29 @@ func fit[T any](table []*T, fd int) []*T {
 	grown := make([]*T, max(fd+1, 2*len(table), 1024))
 	copy(grown, table)
 	return grown
+}
+
+// expiryMovedLocked runs in SetExpiry: the new expiry is taken up by the
+// flush it asks for (even of a blocked connection: flush returns at once).
+func (l *loop) expiryMovedLocked(c *Conn) (wake bool) {
+	if c.scheduled {
+		return false
+	}
+	c.scheduled = true
+	return true
+}
+
+// loadExpiryLocked moves c.expiry, set on other goroutines, onto the loop
+// clock. The caller reschedules.
+func (l *loop) loadExpiryLocked(c *Conn) {
+	c.retime = false
+	c.io.expiry = 0
+	if c.expiry != 0 {
+		// Both clocks read at once (l.now is from the start of this turn):
+		// the loop's deadline is then never before the expiry.
+		now := time.Now()
+		c.io.expiry = max(int64(now.Sub(l.base))+(c.expiry-now.UnixNano()), 1)
+	}
 }
 
 // schedule sets the connection's timer to its next ping, idle or expiry deadline.
@@ -415,6 +439,10 @@ func (l *loop) fire(c *Conn) {
 		return
 	}
 	c.mu.Lock()
+	if c.retime {
+		// A SetExpiry whose wake-up is still queued: the new value counts.
+		l.loadExpiryLocked(c)
+	}
 	switch {
 	case c.state != stateOpen:
 		// Closing, deadline not armed yet: the flush below arms it.
@@ -478,6 +506,11 @@ func (l *loop) flush(c *Conn) {
 		c.scheduled = false
 		if c.cutPending {
 			c.applyCutLocked()
+		}
+		if c.retime && c.state == stateOpen {
+			// SetExpiry's wake-up: earlier or later, the timer moves.
+			l.loadExpiryLocked(c)
+			l.schedule(c)
 		}
 		if len(c.queue) == 0 || c.blocked {
 			closing, empty := c.state == stateClosing, len(c.queue) == 0

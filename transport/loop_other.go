@@ -128,6 +128,10 @@ func (l *loop) reader(c *Conn) {
 	}
 }
 
+// expiryMovedLocked runs in SetExpiry: nothing to do, the writer reads
+// c.expiry on each tick.
+func (l *loop) expiryMovedLocked(*Conn) (wake bool) { return false }
+
 // writer flushes the queue and runs the connection's timers.
 func (l *loop) writer(c *Conn) {
 	ping := l.srv.cfg.PingInterval
