@@ -4,9 +4,11 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net"
+	"net/url"
 	"path"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -32,7 +34,8 @@ const (
 )
 
 // secretEnv are the settings that carry credentials: never inline.
-var secretEnv = []string{"REDIS_URL", "NOTIFY_JWT_SECRET", "NOTIFY_API_KEY", "NOTIFY_GOSSIP_KEY"}
+// SECRET_KEY_BASE is the Elixir service's name, which the node also reads.
+var secretEnv = []string{"REDIS_URL", "NOTIFY_JWT_SECRET", "NOTIFY_API_KEY", "NOTIFY_GOSSIP_KEY", "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE"}
 
 // secretRef is a Secret name and key.
 type secretRef struct{ Name, Key string }
@@ -394,6 +397,61 @@ func (d *deployment) checkEnv(t *testing.T, exp expectations) {
 	if v, ok := d.envValue("PPROF_PORT", exp.Namespace); ok && v != "off" && !strings.HasPrefix(v, "127.0.0.1:") && !strings.HasPrefix(v, "localhost:") {
 		t.Errorf("PPROF_PORT = %q: pprof must stay on loopback (or off)", v)
 	}
+	d.checkTokenSettings(t, exp)
+}
+
+// checkTokenSettings: the literal token and API settings hold values the
+// node accepts (it refuses to start otherwise).
+func (d *deployment) checkTokenSettings(t *testing.T, exp expectations) {
+	t.Helper()
+	literal := func(name string) (string, bool) {
+		v, ok := d.envValue(name, exp.Namespace)
+		if ok && d.env[name].ValueFrom != nil {
+			return "", false // from a reference: not checkable here
+		}
+		return v, ok
+	}
+	if v, ok := literal("NOTIFY_API_AUTH"); ok && v != "on" && v != "off" {
+		t.Errorf("NOTIFY_API_AUTH = %q, want on or off", v)
+	}
+	if v, ok := literal("NOTIFY_EXPIRE_CONNECTIONS"); ok {
+		if _, err := strconv.ParseBool(v); err != nil {
+			t.Errorf("NOTIFY_EXPIRE_CONNECTIONS = %q: %v", v, err)
+		}
+	}
+	for _, name := range []string{"NOTIFY_REFRESH_NOTICE", "NOTIFY_JWKS_REFRESH"} {
+		v, ok := literal(name)
+		if !ok {
+			continue
+		}
+		dur, err := time.ParseDuration(v)
+		switch {
+		case err != nil:
+			t.Errorf("%s = %q: %v", name, v, err)
+		case dur < 0 || (dur == 0 && name == "NOTIFY_JWKS_REFRESH"):
+			t.Errorf("%s = %q: out of range", name, v)
+		}
+	}
+	if v, ok := literal("NOTIFY_JWKS_URL"); ok {
+		for _, raw := range strings.Split(v, ",") {
+			u, err := url.Parse(raw)
+			if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				t.Errorf("NOTIFY_JWKS_URL lists %q: not an absolute http(s) URL", raw)
+			}
+		}
+	}
+	if v, ok := literal("NOTIFY_PHOENIX_TOKEN_MAX_AGE"); ok {
+		if n, err := strconv.Atoi(v); err != nil || n < 1 {
+			t.Errorf("NOTIFY_PHOENIX_TOKEN_MAX_AGE = %q, want a positive number of seconds", v)
+		}
+	}
+	_, phoenix := d.env["NOTIFY_PHOENIX_SECRET_KEY_BASE"]
+	_, legacy := d.env["SECRET_KEY_BASE"]
+	for _, name := range []string{"NOTIFY_PHOENIX_TOKEN_SALT", "NOTIFY_PHOENIX_TOKEN_MAX_AGE"} {
+		if _, ok := d.env[name]; ok && !phoenix && !legacy {
+			t.Errorf("%s set without NOTIFY_PHOENIX_SECRET_KEY_BASE: it has no effect", name)
+		}
+	}
 }
 
 func (d *deployment) drainTimeout(t *testing.T) time.Duration {
@@ -483,8 +541,13 @@ func (d *deployment) checkSecretEnv(t *testing.T, exp expectations, name string,
 		case "REDIS_URL":
 			required = exp.Redis // else the embedded broker
 		case "NOTIFY_JWT_SECRET":
+			// Else tokens are verified with public keys or JWK Sets only
+			// (the node generates no secret then).
 			_, keys := d.env["NOTIFY_JWT_PUBLIC_KEYS"]
-			required = !keys // else tokens are verified with public keys only
+			_, jwks := d.env["NOTIFY_JWKS_URL"]
+			required = !keys && !jwks
+		case "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE":
+			required = false // Phoenix.Tokens are optional
 		}
 		if required {
 			t.Errorf("env %s is not set", name)
@@ -536,6 +599,10 @@ func checkSecretValue(t *testing.T, name, secret, val string) {
 	case "REDIS_URL":
 		if !strings.HasPrefix(val, "redis://") && !strings.HasPrefix(val, "rediss://") {
 			t.Errorf("REDIS_URL in Secret %s is not a redis:// or rediss:// URL", secret)
+		}
+	case "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE":
+		if len(val) < 20 {
+			t.Errorf("%s in Secret %s is shorter than 20 bytes (Phoenix.Token's minimum; the node refuses it)", name, secret)
 		}
 	default:
 		if len(val) < 16 {
