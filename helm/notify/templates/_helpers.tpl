@@ -101,14 +101,35 @@ then the chart renders no value for it.
 {{- if or .Values.auth.publicKeys.inline .Values.auth.publicKeys.existingSecret .Values.auth.publicKeys.existingConfigMap }}true{{ end }}
 {{- end }}
 
+{{/* Tokens verified with keys other than the HMAC secret (PEM files or JWK Sets)? */}}
+{{- define "notify.hasKeys" -}}
+{{- if or (include "notify.hasPublicKeys" .) .Values.auth.jwks.urls }}true{{ end }}
+{{- end }}
+
+{{/* Phoenix.Tokens taken (a secret key base given or from an existing Secret)? */}}
+{{- define "notify.hasPhoenix" -}}
+{{- if or .Values.auth.phoenix.existingSecret .Values.auth.phoenix.secretKeyBase }}true{{ end }}
+{{- end }}
+
+{{/* NOTIFY_API_AUTH: "on" or "off"; YAML 1.1 reads a bare on/off as a boolean. */}}
+{{- define "notify.apiAuth" -}}
+{{- $v := .Values.config.apiAuth }}
+{{- if kindIs "bool" $v }}{{ ternary "on" "off" $v }}{{ else }}{{ $v }}{{ end }}
+{{- end }}
+
 {{/* Redis URL in the chart's Secret? */}}
 {{- define "notify.ownsRedisURL" -}}
 {{- if and (not .Values.redis.existingSecret) .Values.redis.url }}true{{ end }}
 {{- end }}
 
-{{/* JWT secret in the chart's Secret? (given, or generated when nothing else verifies tokens) */}}
+{{/* JWT secret in the chart's Secret? (given, or generated when no public keys or JWKS verify tokens) */}}
 {{- define "notify.ownsJWTSecret" -}}
-{{- if and (not .Values.auth.existingSecret) (or .Values.auth.jwtSecret (not (include "notify.hasPublicKeys" .))) }}true{{ end }}
+{{- if and (not .Values.auth.existingSecret) (or .Values.auth.jwtSecret (not (include "notify.hasKeys" .))) }}true{{ end }}
+{{- end }}
+
+{{/* Phoenix secret key base in the chart's Secret? (only when given: never generated) */}}
+{{- define "notify.ownsPhoenixKey" -}}
+{{- if and (not .Values.auth.phoenix.existingSecret) .Values.auth.phoenix.secretKeyBase }}true{{ end }}
 {{- end }}
 
 {{- define "notify.ownsAPIKey" -}}
@@ -120,7 +141,7 @@ then the chart renders no value for it.
 {{- end }}
 
 {{- define "notify.ownsSecret" -}}
-{{- if or (include "notify.ownsRedisURL" .) (include "notify.ownsJWTSecret" .) (include "notify.ownsAPIKey" .) (include "notify.ownsGossipKey" .) }}true{{ end }}
+{{- if or (include "notify.ownsRedisURL" .) (include "notify.ownsJWTSecret" .) (include "notify.ownsAPIKey" .) (include "notify.ownsGossipKey" .) (include "notify.ownsPhoenixKey" .) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -169,6 +190,9 @@ Call with (list $ "key" $given "generator").
 {{- end }}
 {{- if lt (include "notify.durationSeconds" .Values.config.pingInterval | atoi) 1 }}
 {{- fail "config.pingInterval must be at least 1s" }}
+{{- end }}
+{{- if and .Values.auth.jwks.urls (lt (include "notify.durationSeconds" .Values.auth.jwks.refresh | atoi) 1) }}
+{{- fail "auth.jwks.refresh must be at least 1s" }}
 {{- end }}
 {{- $pk := .Values.auth.publicKeys }}
 {{- if gt (len (compact (list (ternary "inline" "" (not (empty $pk.inline))) $pk.existingSecret $pk.existingConfigMap))) 1 }}
