@@ -88,6 +88,20 @@ var helmCases = []helmCase{
 					t.Errorf("NOTES do not mention %q:\n%s", want, rel.Info.Notes)
 				}
 			}
+			// The new settings at the node's defaults; the optional ones unset.
+			for k, v := range map[string]string{"NOTIFY_API_AUTH": "on", "NOTIFY_EXPIRE_CONNECTIONS": "true", "NOTIFY_REFRESH_NOTICE": "30s"} {
+				if got, ok := d.envValue(k, "apps"); got != v {
+					t.Errorf("%s = %q (set %v), want %q", k, got, ok, v)
+				}
+			}
+			for _, k := range []string{"NOTIFY_JWKS_URL", "NOTIFY_JWKS_REFRESH", "NOTIFY_PHOENIX_SECRET_KEY_BASE", "NOTIFY_PHOENIX_TOKEN_SALT", "NOTIFY_PHOENIX_TOKEN_MAX_AGE"} {
+				if _, ok := d.env[k]; ok {
+					t.Errorf("%s set by default", k)
+				}
+			}
+			if strings.Contains(rel.Info.Notes, "apiAuth") {
+				t.Errorf("NOTES warn about config.apiAuth, which is on:\n%s", rel.Info.Notes)
+			}
 		},
 	},
 	{
@@ -121,15 +135,22 @@ var helmCases = []helmCase{
 				t.Errorf("image %s: the digest should win over the tag", c.Image)
 			}
 			want := map[string]string{
-				"NOTIFY_JWT_PUBLIC_KEYS":  "/etc/notify/jwt-keys/issuer-a.pem,/etc/notify/jwt-keys/issuer-b.pem",
-				"NOTIFY_ALLOWED_ORIGINS":  "https://app.example.com,https://*.example.com",
-				"NOTIFY_CLUSTER_LABEL":    "push-prod",
-				"NOTIFY_DRAIN_TIMEOUT":    "1m30s",
-				"NOTIFY_SEND_QUEUE_BYTES": "1048576",
-				"NOTIFY_USER_CLAIM":       "sub",
-				"NOTIFY_REBALANCE_RATE":   "50",
-				"NOTIFY_OPEN_TOPICS":      "true",
-				"GODEBUG":                 "madvdontneed=1",
+				"NOTIFY_JWT_PUBLIC_KEYS":       "/etc/notify/jwt-keys/issuer-a.pem,/etc/notify/jwt-keys/issuer-b.pem",
+				"NOTIFY_ALLOWED_ORIGINS":       "https://app.example.com,https://*.example.com",
+				"NOTIFY_CLUSTER_LABEL":         "push-prod",
+				"NOTIFY_DRAIN_TIMEOUT":         "1m30s",
+				"NOTIFY_SEND_QUEUE_BYTES":      "1048576",
+				"NOTIFY_USER_CLAIM":            "sub",
+				"NOTIFY_REBALANCE_RATE":        "50",
+				"NOTIFY_OPEN_TOPICS":           "true",
+				"NOTIFY_API_AUTH":              "on",
+				"NOTIFY_JWKS_URL":              "https://auth.example.com/.well-known/jwks.json,https://keys.example.com/jwks",
+				"NOTIFY_JWKS_REFRESH":          "10m",
+				"NOTIFY_EXPIRE_CONNECTIONS":    "true",
+				"NOTIFY_REFRESH_NOTICE":        "1m",
+				"NOTIFY_PHOENIX_TOKEN_SALT":    "user_socket",
+				"NOTIFY_PHOENIX_TOKEN_MAX_AGE": "3600",
+				"GODEBUG":                      "madvdontneed=1",
 			}
 			for k, v := range want {
 				if got, _ := d.envValue(k, "apps"); got != v {
@@ -144,6 +165,13 @@ var helmCases = []helmCase{
 			}
 			if d.sts.Spec.Template.Labels["team"] != "push" || d.sts.Spec.Template.Annotations["example.com/scrape"] != "false" {
 				t.Errorf("pod labels/annotations not applied")
+			}
+			s := ofKind[corev1.Secret](d.objs)[0]
+			if got := keys(s.Data); !slices.Equal(got, []string{"api-key", "gossip-key", "jwt-secret", "phoenix-secret-key-base", "redis-url"}) {
+				t.Errorf("Secret keys = %v", got)
+			}
+			if ref := d.env["NOTIFY_PHOENIX_SECRET_KEY_BASE"].ValueFrom; ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Name != s.Name || ref.SecretKeyRef.Key != "phoenix-secret-key-base" {
+				t.Errorf("NOTIFY_PHOENIX_SECRET_KEY_BASE does not come from Secret %s key phoenix-secret-key-base: %+v", s.Name, ref)
 			}
 			if d.sts.Spec.Template.Annotations["checksum/secret"] == "" || d.sts.Spec.Template.Annotations["checksum/jwt-keys"] == "" {
 				t.Errorf("checksum annotations missing: %v", d.sts.Spec.Template.Annotations)
@@ -164,7 +192,7 @@ var helmCases = []helmCase{
 			if n := len(np.Spec.Ingress[1].From); n != 3 {
 				t.Errorf("client rule admits %d peers, want the 2 given and the pods themselves", n)
 			}
-			for _, want := range []string{"wss://push.example.com/notify/ws", "notify token --user"} {
+			for _, want := range []string{"wss://push.example.com/notify/ws", "notify token --user", "Phoenix.Tokens"} {
 				if !strings.Contains(rel.Info.Notes, want) {
 					t.Errorf("NOTES do not mention %q:\n%s", want, rel.Info.Notes)
 				}
@@ -178,10 +206,11 @@ var helmCases = []helmCase{
 			Replicas: ptr[int32](3), Redis: true, GRPC: true, Spread: true,
 			NoSecretObject: true,
 			External: map[string]secretRef{
-				"REDIS_URL":         {"redis-credentials", "url"},
-				"NOTIFY_JWT_SECRET": {"notify-credentials", "hmac"},
-				"NOTIFY_API_KEY":    {"notify-credentials", "api"},
-				"NOTIFY_GOSSIP_KEY": {"notify-credentials", "gossip"},
+				"REDIS_URL":                      {"redis-credentials", "url"},
+				"NOTIFY_JWT_SECRET":              {"notify-credentials", "hmac"},
+				"NOTIFY_API_KEY":                 {"notify-credentials", "api"},
+				"NOTIFY_GOSSIP_KEY":              {"notify-credentials", "gossip"},
+				"NOTIFY_PHOENIX_SECRET_KEY_BASE": {"notify-credentials", "phoenix"},
 			},
 		},
 		check: func(t *testing.T, d *deployment, rel *release.Release) {
@@ -194,6 +223,31 @@ var helmCases = []helmCase{
 			// No credential may appear anywhere in the manifest.
 			if strings.Contains(rel.Manifest, "redis://") || strings.Contains(rel.Manifest, "kind: Secret") {
 				t.Errorf("manifest carries a credential or a Secret:\n%s", rel.Manifest)
+			}
+		},
+	},
+	{
+		name: "jwks only", release: "notify", file: "jwks-only.yaml",
+		exp: expectations{
+			Kinds:    map[string]int{"StatefulSet": 1, "Service": 2, "Secret": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1},
+			Replicas: ptr[int32](3), Redis: true, GRPC: true, Spread: true,
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			// A JWKS URL alone verifies tokens: no secret generated or passed.
+			if _, ok := d.env["NOTIFY_JWT_SECRET"]; ok {
+				t.Errorf("NOTIFY_JWT_SECRET set although the JWK Sets verify tokens")
+			}
+			s := ofKind[corev1.Secret](d.objs)[0]
+			if got := keys(s.Data); !slices.Equal(got, []string{"api-key", "gossip-key", "redis-url"}) {
+				t.Errorf("Secret keys = %v, want no jwt-secret", got)
+			}
+			for k, v := range map[string]string{"NOTIFY_JWKS_URL": "https://idp.example.com/.well-known/jwks.json", "NOTIFY_JWKS_REFRESH": "5m"} {
+				if got, _ := d.envValue(k, "apps"); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if !strings.Contains(rel.Info.Notes, "JWK Sets at auth.jwks.urls") || strings.Contains(rel.Info.Notes, "notify token") {
+				t.Errorf("NOTES should point to the JWK Sets, not to notify token:\n%s", rel.Info.Notes)
 			}
 		},
 	},
@@ -237,11 +291,56 @@ func TestHelmNoInlineSecrets(t *testing.T) {
 		if strings.Contains(doc, "kind: Secret\n") {
 			continue
 		}
-		for _, secret := range []string{"full-jwt-secret-0123456789abcdef", "full-api-key-0123456789abcdef", "s3cret", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="} {
+		for _, secret := range []string{"full-jwt-secret-0123456789abcdef", "full-api-key-0123456789abcdef", "s3cret", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "full-phoenix-secret-key-base-0123456789abcdef"} {
 			if strings.Contains(doc, secret) || strings.Contains(doc, base64.StdEncoding.EncodeToString([]byte(secret))) {
 				t.Errorf("credential %q outside the Secret:\n%s", secret, doc)
 			}
 		}
+	}
+}
+
+// TestHelmAPIAuthOff: config.apiAuth off, written the ways a user would (a
+// bare YAML off, which YAML 1.1 reads as false; --set strings), renders
+// NOTIFY_API_AUTH=off, keeps the API key, and the NOTES warn loudly.
+func TestHelmAPIAuthOff(t *testing.T) {
+	bare := filepath.Join(t.TempDir(), "api-auth-off.yaml")
+	if err := os.WriteFile(bare, []byte("config:\n  apiAuth: off\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		files []string
+		set   []string
+	}{
+		{"yaml off", []string{bare}, nil},
+		{"set off", nil, []string{"config.apiAuth=off"}},
+		{"set false", nil, []string{"config.apiAuth=false"}},
+		{"with ingress", nil, []string{"config.apiAuth=off", "ingress.enabled=true"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rel, err := renderChart("notify", "apps", kubeVersion, tc.files, tc.set...)
+			if err != nil {
+				t.Fatalf("render: %v", err)
+			}
+			d := checkDeployment(t, decodeManifests(t, tc.name, []byte(rel.Manifest)), expectations{
+				Namespace: "apps", Replicas: ptr[int32](3), Redis: true, GRPC: true, Spread: true,
+			})
+			if got, _ := d.envValue("NOTIFY_API_AUTH", "apps"); got != "off" {
+				t.Errorf("NOTIFY_API_AUTH = %q, want off", got)
+			}
+			wants := []string{"WARNING: config.apiAuth is off", "WITHOUT ANY KEY", "every pod in the cluster"}
+			if slices.Contains(tc.set, "ingress.enabled=true") {
+				wants = append(wants, "through the Ingress")
+			}
+			for _, want := range wants {
+				if !strings.Contains(rel.Info.Notes, want) {
+					t.Errorf("NOTES do not say %q:\n%s", want, rel.Info.Notes)
+				}
+			}
+			if strings.Contains(rel.Info.Notes, "Bearer $API_KEY") {
+				t.Errorf("NOTES still ask for the API key:\n%s", rel.Info.Notes)
+			}
+		})
 	}
 }
 
@@ -276,6 +375,16 @@ func TestHelmRejects(t *testing.T) {
 		{"reserved user claim", []string{"auth.userClaim=exp"}, "userClaim"},
 		{"origin without scheme", []string{"auth.allowedOrigins={app.example.com}"}, "allowedOrigins"},
 		{"HPA without metrics", []string{"autoscaling.enabled=true", "autoscaling.targetCPUUtilizationPercentage=null"}, "metric"},
+		{"API auth neither on nor off", []string{"config.apiAuth=none"}, "apiAuth"},
+		{"JWKS URL not http(s)", []string{"auth.jwks.urls={ftp://keys.example.com/jwks}"}, "jwks.urls"},
+		{"JWKS URL relative", []string{"auth.jwks.urls={/jwks.json}"}, "jwks.urls"},
+		{"JWKS refresh zero", []string{"auth.jwks.urls={https://idp.example.com/jwks}", "auth.jwks.refresh=0s"}, "jwks.refresh"},
+		{"JWKS refresh not a duration", []string{"auth.jwks.refresh=often"}, "jwks.refresh"},
+		{"refresh notice not a duration", []string{"auth.refreshNotice=soon"}, "refreshNotice"},
+		{"expire connections not a boolean", []string{"auth.expireConnections=yes"}, "expireConnections"},
+		{"Phoenix key base too short", []string{"auth.phoenix.secretKeyBase=short"}, "secretKeyBase"},
+		{"Phoenix max age zero", []string{"auth.phoenix.tokenMaxAge=0"}, "tokenMaxAge"},
+		{"Phoenix salt empty", []string{"auth.phoenix.tokenSalt="}, "tokenSalt"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderChart("notify", "apps", kubeVersion, nil, tc.set...)
