@@ -38,6 +38,22 @@ type Handler interface {
 	OnClose(c *Conn, info CloseInfo)
 }
 
+// ExpiryNotifier is implemented by a Handler that wants to know,
+// Config.ExpiryNotice ahead, that its connection's expiry is near (so it can
+// ask the client to refresh its token). The notice is the server's, not the
+// connection's: all share one value, which keeps it out of Conn.
+type ExpiryNotifier interface {
+	// OnExpiring is called once per expiry value, when the connection is
+	// open and its expiry is at most Config.ExpiryNotice away (at once,
+	// within a tick of the timers, when it already was at Attach or
+	// SetExpiry), but not once the expiry has passed: the connection is
+	// closing then. Like OnMessage it runs on the goroutine that reads the
+	// connection (its event loop on Linux), so never at the same time as
+	// OnMessage, and must not block; it typically Sends a frame. expiry is
+	// the value given to ConnOptions.Expiry or SetExpiry.
+	OnExpiring(c *Conn, expiry time.Time)
+}
+
 // ConnOptions describe one connection.
 type ConnOptions struct {
 	// Expiry closes the connection with CloseTokenExpired when it passes; zero
@@ -87,6 +103,7 @@ type Conn struct {
 	blocked    bool // the socket is full: the driver flushes when it drains
 	cutPending bool // cut as a slow consumer: the driver drops the queue on its next flush
 	messages   bool // read-only after creation
+	notices    bool // the handler is an ExpiryNotifier and the server gives notice; read-only after creation
 	retime     bool // SetExpiry moved expiry: the driver has yet to take the new value
 
 	// Owned by the driver.
@@ -176,7 +193,7 @@ func (c *Conn) Close(code int, reason string) {
 // SetExpiry moves the connection's expiry to t (zero: never), as when its
 // client refreshed its token in-band: the connection now closes with
 // CloseTokenExpired when t passes, whether t is earlier or later than
-// before.
+// before, and the expiry notice (ExpiryNotifier) is given again for t.
 //
 // It may be called from any goroutine, the Handler's own methods included:
 // the value is recorded under the connection's lock and the driver, which

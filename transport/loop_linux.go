@@ -33,6 +33,7 @@ type ioState struct {
 	fd           int32
 	shutWR       bool // our close frame is written and FIN sent
 	again        bool // on the loop's list of connections with unread input
+	noticed      bool // the expiry notice for this expiry was given
 }
 
 // loop is one epoll event loop. Its goroutine owns every ioState and readState
@@ -401,9 +402,10 @@ func (l *loop) expiryMovedLocked(c *Conn) (wake bool) {
 }
 
 // loadExpiryLocked moves c.expiry, set on other goroutines, onto the loop
-// clock. The caller reschedules.
+// clock, and arms the notice for it. The caller reschedules.
 func (l *loop) loadExpiryLocked(c *Conn) {
 	c.retime = false
+	c.io.noticed = false
 	c.io.expiry = 0
 	if c.expiry != 0 {
 		// Both clocks read at once (l.now is from the start of this turn):
@@ -413,7 +415,8 @@ func (l *loop) loadExpiryLocked(c *Conn) {
 	}
 }
 
-// schedule sets the connection's timer to its next ping, idle or expiry deadline.
+// schedule sets the connection's timer to its next ping, idle, notice or
+// expiry deadline.
 func (l *loop) schedule(c *Conn) {
 	next := c.io.nextPing
 	if c.raw == nil {
@@ -421,6 +424,9 @@ func (l *loop) schedule(c *Conn) {
 	}
 	if c.io.expiry != 0 {
 		next = min(next, c.io.expiry)
+		if c.notices && !c.io.noticed {
+			next = min(next, c.io.expiry-int64(l.srv.cfg.ExpiryNotice))
+		}
 	}
 	l.wheel.schedule(c, next)
 }
@@ -443,9 +449,25 @@ func (l *loop) fire(c *Conn) {
 		// A SetExpiry whose wake-up is still queued: the new value counts.
 		l.loadExpiryLocked(c)
 	}
+	l.timersLocked(c, now)
+	notice := l.noticeLocked(c, now)
+	c.mu.Unlock()
+	if notice != 0 {
+		// Unlocked: the handler typically Sends.
+		c.handler.(ExpiryNotifier).OnExpiring(c, time.Unix(0, notice))
+	}
+	l.flush(c)
+	if c.io.fd >= 0 && c.io.closeAt == 0 {
+		l.schedule(c)
+	}
+}
+
+// timersLocked closes an open connection whose token expired or that went
+// idle, or pings it when its ping is due.
+func (l *loop) timersLocked(c *Conn, now int64) {
 	switch {
 	case c.state != stateOpen:
-		// Closing, deadline not armed yet: the flush below arms it.
+		// Closing, deadline not armed yet: the flush after this arms it.
 	case c.io.expiry != 0 && now >= c.io.expiry:
 		c.closeLocked(CloseTokenExpired, "token expired")
 	case c.raw == nil && now-c.io.lastRecv >= 2*l.ping:
@@ -456,11 +478,19 @@ func (l *loop) fire(c *Conn) {
 		}
 		c.io.nextPing = now + l.ping
 	}
-	c.mu.Unlock()
-	l.flush(c)
-	if c.io.fd >= 0 && c.io.closeAt == 0 {
-		l.schedule(c)
+}
+
+// noticeLocked returns the expiry (unix ns) an open connection is to be
+// given notice of now, once per value, else 0.
+func (l *loop) noticeLocked(c *Conn, now int64) int64 {
+	if !c.notices || c.io.noticed || c.io.expiry == 0 || c.state != stateOpen {
+		return 0
 	}
+	if now < c.io.expiry-int64(l.srv.cfg.ExpiryNotice) {
+		return 0
+	}
+	c.io.noticed = true
+	return c.expiry
 }
 
 // read drains the socket (edge-triggered: until EAGAIN, or a short read) and

@@ -3,7 +3,9 @@
 package transport
 
 import (
+	"errors"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -111,7 +113,9 @@ func (l *loop) afterFeed(c *Conn) {
 
 func (l *loop) reader(c *Conn) {
 	buf := make([]byte, 4096)
+	var notice readerNotice
 	for {
+		l.expiryNotice(c, &notice)
 		// An incomplete header or control frame from the last read goes in
 		// front of the new bytes.
 		off := copy(buf, c.rd.pend)
@@ -121,6 +125,10 @@ func (l *loop) reader(c *Conn) {
 			c.feed(buf[:off+n])
 			l.afterFeed(c)
 		}
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			notice.armed = -1 // the notice's deadline, or SetExpiry's wake-up
+			continue
+		}
 		if err != nil {
 			l.finish(c, c.goneCode())
 			return
@@ -128,9 +136,67 @@ func (l *loop) reader(c *Conn) {
 	}
 }
 
-// expiryMovedLocked runs in SetExpiry: nothing to do, the writer reads
-// c.expiry on each tick.
-func (l *loop) expiryMovedLocked(*Conn) (wake bool) { return false }
+// readerNotice is the reader's part of the expiry notice. The reader gives
+// it, so that OnExpiring, like OnMessage, runs on the reader (the event loop
+// serializes them too); a read deadline at the notice's time interrupts
+// Read for it.
+type readerNotice struct {
+	noticed bool  // given for the current expiry
+	armed   int64 // read deadline set (unix ns); 0 = none, -1 = not known
+}
+
+// aLongTimeAgo, as a read deadline, makes a waiting Read return at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// expiryMovedLocked runs in SetExpiry. The writer reads c.expiry on each
+// tick, but the reader may wait in Read for a deadline from the old value:
+// it is woken to arm the new one. This runs under c.mu, as the reader's
+// arming does, so an old deadline cannot overwrite the wake-up.
+func (l *loop) expiryMovedLocked(c *Conn) (wake bool) {
+	if c.notices {
+		_ = c.io.nc.SetReadDeadline(aLongTimeAgo)
+	}
+	return false
+}
+
+// expiryNotice gives the expiry notice if it is due, else sets the read
+// deadline to when it will be (none when no notice is to come).
+func (l *loop) expiryNotice(c *Conn, n *readerNotice) {
+	for c.notices {
+		c.mu.Lock()
+		if c.retime {
+			c.retime = false
+			n.noticed = false
+			n.armed = -1 // SetExpiry set a deadline to wake us
+		}
+		// Once the expiry has passed there is no notice: the writer closes
+		// the connection on its next tick, as the event loop would at once.
+		var at int64
+		now := time.Now().UnixNano()
+		if !n.noticed && c.expiry != 0 && now < c.expiry && c.state == stateOpen {
+			at = c.expiry - int64(l.srv.cfg.ExpiryNotice)
+		}
+		if at != 0 && now >= at {
+			n.noticed = true
+			expiry := c.expiry
+			c.mu.Unlock()
+			// Unlocked: the handler typically Sends. It may SetExpiry
+			// too, so look again.
+			c.handler.(ExpiryNotifier).OnExpiring(c, time.Unix(0, expiry))
+			continue
+		}
+		if at != n.armed {
+			var deadline time.Time
+			if at != 0 {
+				deadline = time.Unix(0, at)
+			}
+			_ = c.io.nc.SetReadDeadline(deadline)
+			n.armed = at
+		}
+		c.mu.Unlock()
+		return
+	}
+}
 
 // writer flushes the queue and runs the connection's timers.
 func (l *loop) writer(c *Conn) {

@@ -20,6 +20,7 @@ type Config struct {
 	SendQueueBytes int           // unsent bytes per connection before it is cut as slow (close 4008)
 	CloseTimeout   time.Duration // how long a closing connection may take to finish the handshake
 	Loops          int           // event loops; default one per CPU
+	ExpiryNotice   time.Duration // how long before its expiry a connection's ExpiryNotifier hears of it; 0 = never
 	Logger         *slog.Logger
 }
 
@@ -69,6 +70,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("close timeout %v: must be at least 1ms", c.CloseTimeout)
 	case c.Loops < 1 || c.Loops > 256:
 		return fmt.Errorf("loops %d: must be 1..256", c.Loops)
+	case c.ExpiryNotice < 0:
+		return fmt.Errorf("expiry notice %v: must not be negative", c.ExpiryNotice)
 	}
 	return nil
 }
@@ -118,6 +121,9 @@ func (s *Server) NewConn(o ConnOptions) *Conn {
 	c := &Conn{srv: s, handler: o.Handler, messages: o.Messages, raw: o.Raw}
 	if !o.Expiry.IsZero() {
 		c.expiry = o.Expiry.UnixNano()
+	}
+	if _, ok := o.Handler.(ExpiryNotifier); ok && s.cfg.ExpiryNotice > 0 {
+		c.notices = true
 	}
 	return c
 }
