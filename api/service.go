@@ -275,10 +275,3 @@ func checkName(field, v string) error {
 	}
 	return nil
 }
-
-func truncate(s string) string {
-	if len(s) > 64 {
-		s = s[:64] + "..."
-	}
-	return strings.ToValidUTF8(s, "?")
-}

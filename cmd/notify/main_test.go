@@ -50,6 +50,8 @@ func TestHelpListsEverySetting(t *testing.T) {
 		"NOTIFY_JWT_AUDIENCE", "NOTIFY_JWT_ISSUER", "NOTIFY_USER_CLAIM", "NOTIFY_SESSION_COOKIE",
 		"NOTIFY_ALLOWED_ORIGINS", "NOTIFY_OPEN_TOPICS", "NOTIFY_PING_INTERVAL", "NOTIFY_MAX_MESSAGE_SIZE",
 		"NOTIFY_SEND_QUEUE_BYTES", "NOTIFY_NODE_NAME", "NOTIFY_DRAIN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT",
+		"NOTIFY_API_AUTH", "NOTIFY_EXPIRE_CONNECTIONS", "NOTIFY_REFRESH_NOTICE", "NOTIFY_JWKS_URL", "NOTIFY_JWKS_REFRESH",
+		"NOTIFY_PHOENIX_SECRET_KEY_BASE", "NOTIFY_PHOENIX_TOKEN_SALT", "NOTIFY_PHOENIX_TOKEN_MAX_AGE",
 	} {
 		if !strings.Contains(out.String(), " "+env+" ") {
 			t.Errorf("--help does not list %s", env)
@@ -189,7 +191,7 @@ func runUntilSIGTERM(t *testing.T, args []string, env ...string) string {
 	t.Helper()
 	port := freePort(t)
 	cmd := exec.Command(binary, args...)
-	cmd.Env = append(os.Environ(), "PORT="+port, "PPROF_PORT=off", "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_JWT_SECRET=s", "NOTIFY_DRAIN_TIMEOUT=100ms", "LOG_FORMAT=json")
+	cmd.Env = append(os.Environ(), "PORT=127.0.0.1"+port, "PPROF_PORT=off", "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_JWT_SECRET=s", "NOTIFY_DRAIN_TIMEOUT=100ms", "LOG_FORMAT=json")
 	cmd.Env = append(cmd.Env, env...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -205,20 +207,25 @@ func runUntilSIGTERM(t *testing.T, args []string, env ...string) string {
 		close(lines)
 	}()
 	base := "http://127.0.0.1" + port
-	await.Within(t, 10*time.Second, "the node to become ready (/readyz 200)", func() bool {
+	var all []string
+	if !await.Poll(10*time.Second, func() bool {
+		for len(lines) > 0 {
+			all = append(all, <-lines)
+		}
 		resp, err := http.Get(base + "/readyz")
 		if err != nil {
 			return false
 		}
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
-	})
+	}) {
+		t.Fatalf("not ready (/readyz 200) within 10s; log:\n%s", strings.Join(all, "\n"))
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
 	// Read the log to its end (the process closing stderr) before Wait,
 	// which closes the pipe.
-	var all []string
 	timeout := time.After(15 * time.Second)
 	for open := true; open; {
 		select {
