@@ -123,6 +123,7 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz='^FuzzUTF8$$' -fuzztime=30s ./transport/
 	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=30s ./auth/
 	$(GO) test -run='^$$' -fuzz='^FuzzTokenFromRequest$$' -fuzztime=30s ./auth/
+	$(GO) test -run='^$$' -fuzz='^FuzzParseRefresh$$' -fuzztime=30s ./node/internal/notifyproto/
 	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=30s ./auth/phxtoken/
 	$(GO) test -run='^$$' -fuzz='^FuzzDecodeTerm$$' -fuzztime=30s ./auth/phxtoken/
 

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/auth/phxtoken"
 	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/cluster"
 	"github.com/notify-dev/notify/internal/flagext"
@@ -31,6 +32,7 @@ type Config struct {
 	MaxPublishSize int    // NOTIFY_MAX_PUBLISH_SIZE
 	Auth           auth.Config
 	Redis          broker.RedisConfig
+	Tokens         TokenConfig          // NOTIFY_EXPIRE_CONNECTIONS, NOTIFY_REFRESH_NOTICE, NOTIFY_PHOENIX_*
 	AllowedOrigins flagext.StringSlice  // NOTIFY_ALLOWED_ORIGINS
 	OpenTopics     bool                 // NOTIFY_OPEN_TOPICS
 	PingInterval   time.Duration        // NOTIFY_PING_INTERVAL
@@ -81,6 +83,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPublishSize, "notify-max-publish-size", 65536, "largest payload the API publishes, in bytes")
 	c.Auth.RegisterFlags(fs)
 	c.Redis.RegisterFlags(fs)
+	c.Tokens.RegisterFlags(fs)
 	fs.Var(&c.AllowedOrigins, "notify-allowed-origins", "comma-separated Origin allowlist for browsers, e.g. https://app.example.com,https://*.example.com; empty allows any")
 	fs.BoolVar(&c.OpenTopics, "notify-open-topics", false, "let any client join any topic, not only those its token's topics claim lists")
 	fs.DurationVar(&c.PingInterval, "notify-ping-interval", 25*time.Second, "server ping interval; a connection silent for 2 intervals is closed")
@@ -102,6 +105,30 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 
 // apiAuthOff: NOTIFY_API_AUTH=off.
 func (c *Config) apiAuthOff() bool { return c.APIAuth == "off" }
+
+// TokenConfig is how long connections live on their tokens.
+type TokenConfig struct {
+	ExpireConnections bool          // NOTIFY_EXPIRE_CONNECTIONS
+	RefreshNotice     time.Duration // NOTIFY_REFRESH_NOTICE
+	// Phoenix.Tokens of the Elixir service, on /pubsub/*: empty secret = off.
+	PhoenixSecretKeyBase string // NOTIFY_PHOENIX_SECRET_KEY_BASE (or SECRET_KEY_BASE)
+	PhoenixSalt          string // NOTIFY_PHOENIX_TOKEN_SALT
+	PhoenixMaxAge        int    // NOTIFY_PHOENIX_TOKEN_MAX_AGE, seconds
+}
+
+// phoenix is the Phoenix.Token verifier's config.
+func (c *TokenConfig) phoenix() phxtoken.Config {
+	return phxtoken.Config{SecretKeyBase: c.PhoenixSecretKeyBase, Salt: c.PhoenixSalt, MaxAge: time.Duration(c.PhoenixMaxAge) * time.Second}
+}
+
+// RegisterFlags registers the token lifetime settings on fs.
+func (c *TokenConfig) RegisterFlags(fs *flag.FlagSet) {
+	fs.BoolVar(&c.ExpireConnections, "notify-expire-connections", true, "close a connection with 4001 when its token expires (clients refresh in-band); false checks the token at connect only, as the older services did")
+	fs.DurationVar(&c.RefreshNotice, "notify-refresh-notice", 30*time.Second, `how long before a connection's token expires it is sent {"kind":"expiring"} (0: never)`)
+	fs.StringVar(&c.PhoenixSecretKeyBase, "notify-phoenix-secret-key-base", "", "the Elixir service's secret_key_base: /pubsub/* also take its Phoenix.Token client tokens (SECRET_KEY_BASE is read too); empty = JWTs only")
+	fs.StringVar(&c.PhoenixSalt, "notify-phoenix-token-salt", phxtoken.DefaultSalt, "salt the Phoenix.Tokens were signed with")
+	fs.IntVar(&c.PhoenixMaxAge, "notify-phoenix-token-max-age", int(phxtoken.DefaultMaxAge/time.Second), "seconds a Phoenix.Token is valid after it was signed")
+}
 
 // HandoffConfig is where messages nobody received go.
 type HandoffConfig struct {
@@ -183,6 +210,15 @@ func (c *Config) validateClients(v *validation) {
 	if c.DrainTimeout < 0 {
 		v.bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")
 	}
+	if c.Tokens.RefreshNotice < 0 {
+		v.bad("NOTIFY_REFRESH_NOTICE", c.Tokens.RefreshNotice.String(), "must not be negative")
+	}
+	if c.Tokens.PhoenixSecretKeyBase != "" {
+		pc := c.Tokens.phoenix()
+		if err := pc.Validate(); err != nil {
+			v.err(fmt.Errorf("NOTIFY_PHOENIX_SECRET_KEY_BASE, _TOKEN_SALT, _TOKEN_MAX_AGE: %w", err))
+		}
+	}
 }
 
 func (c *Config) validateCluster(v *validation) {
@@ -243,6 +279,7 @@ func (c *Config) transportConfig() transport.Config {
 		SendQueueBytes: c.SendQueueBytes,
 		CloseTimeout:   c.CloseTimeout,
 		Loops:          c.Loops,
+		ExpiryNotice:   c.Tokens.RefreshNotice,
 	}
 }
 

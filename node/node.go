@@ -59,6 +59,7 @@ type Node struct {
 	cluster   *cluster.Cluster
 	listeners *listeners
 	services  *service.Group
+	jwks      service.Service // the verifier's JWK Set refresh; idle without NOTIFY_JWKS_URL
 
 	stopOnce sync.Once
 	stopErr  error
@@ -96,6 +97,7 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	n.jwks = verifier.Service()
 	if err := n.newBroker(); err != nil {
 		return nil, err
 	}
@@ -180,8 +182,13 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 	if err := n.newHandoff(); err != nil {
 		return err
 	}
+	phx, err := n.newPhoenixTokens(verifier)
+	if err != nil {
+		return err
+	}
 	ac := admission.Config{
-		Verifier: verifier, AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
+		Verifier: verifier, PhoenixVerifier: phx, ExpireConnections: cfg.Tokens.ExpireConnections,
+		AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
 		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
 		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
 	}
@@ -327,6 +334,7 @@ type part struct {
 // reverse: the listeners first, the event loops last.
 func (n *Node) parts() []part {
 	return []part{
+		{"jwks", n.jwks},
 		{"transport", service.Func(func(ctx context.Context) error {
 			<-ctx.Done()
 			n.loops.Close() // every remaining socket, at once

@@ -142,10 +142,13 @@ func (c *phxClient) expectReply(ref, status string) phxMsg {
 	return m
 }
 
-func startPhoenixNode(t *testing.T, rs *redistest.Server) *testNode {
+func startPhoenixNode(t *testing.T, rs *redistest.Server, mutate ...func(*Config)) *testNode {
 	return startAPINode(t, rs, func(c *Config) {
 		c.LongPollHold = 300 * time.Millisecond
 		c.LongPollIdle = time.Second
+		for _, m := range mutate {
+			m(c)
+		}
 	})
 }
 

@@ -41,22 +41,33 @@ type Receiver interface {
 	Received(ctx context.Context, user string, c broker.Cursor)
 }
 
+// Verifier checks a client token.
+type Verifier interface {
+	Verify(token string) (auth.Claims, error)
+}
+
 // Config of a Pipeline.
 type Config struct {
-	Verifier       *auth.Verifier
-	AllowedOrigins []string // NOTIFY_ALLOWED_ORIGINS, each valid for ParseOrigin
-	OpenTopics     bool     // NOTIFY_OPEN_TOPICS
-	SessionCookie  string   // NOTIFY_SESSION_COOKIE
-	NodeName       string   // sent as X-Notify-Node on every accepted handshake
-	Hub            *hub.Hub
-	Transport      *transport.Server
-	State          broker.StateStore
-	History        History       // nil: history is off
-	HistoryTTL     time.Duration // NOTIFY_HISTORY_TTL
-	Receiver       Receiver      // nil: no hand-off to tell of resumes
-	Owners         Owners
-	Registerer     prometheus.Registerer
-	Logger         *slog.Logger
+	Verifier Verifier // JWTs
+	// PhoenixVerifier checks the tokens of the Phoenix endpoints (JWTs and
+	// Phoenix.Tokens); nil: Verifier.
+	PhoenixVerifier Verifier
+	// ExpireConnections (NOTIFY_EXPIRE_CONNECTIONS) closes a connection
+	// when its token expires; false checks the token at connect only.
+	ExpireConnections bool
+	AllowedOrigins    []string // NOTIFY_ALLOWED_ORIGINS, each valid for ParseOrigin
+	OpenTopics        bool     // NOTIFY_OPEN_TOPICS
+	SessionCookie     string   // NOTIFY_SESSION_COOKIE
+	NodeName          string   // sent as X-Notify-Node on every accepted handshake
+	Hub               *hub.Hub
+	Transport         *transport.Server
+	State             broker.StateStore
+	History           History       // nil: history is off
+	HistoryTTL        time.Duration // NOTIFY_HISTORY_TTL
+	Receiver          Receiver      // nil: no hand-off to tell of resumes
+	Owners            Owners
+	Registerer        prometheus.Registerer
+	Logger            *slog.Logger
 }
 
 // Pipeline admits clients.
@@ -67,6 +78,7 @@ type Pipeline struct {
 	draining   atomic.Bool
 	rejected   map[string]prometheus.Counter // by reason
 	recoveries *recoveryMetrics
+	refreshes  *refreshMetrics
 }
 
 // Rejection reasons (label of notify_connections_rejected_total).
@@ -114,6 +126,9 @@ func New(cfg Config) (*Pipeline, error) {
 	if p.recoveries, err = newRecoveryMetrics(cfg.Registerer); err != nil {
 		return nil, fmt.Errorf("admission metrics: %w", err)
 	}
+	if p.refreshes, err = newRefreshMetrics(cfg.Registerer); err != nil {
+		return nil, fmt.Errorf("admission metrics: %w", err)
+	}
 	return p, nil
 }
 
@@ -129,6 +144,15 @@ func (p *Pipeline) NodeName() string { return p.cfg.NodeName }
 // Verify checks a client token.
 func (p *Pipeline) Verify(token string) (auth.Claims, error) { return p.cfg.Verifier.Verify(token) }
 
+// VerifyPhoenix checks a token of the Phoenix endpoints: a JWT or a
+// Phoenix.Token.
+func (p *Pipeline) VerifyPhoenix(token string) (auth.Claims, error) {
+	if p.cfg.PhoenixVerifier != nil {
+		return p.cfg.PhoenixVerifier.Verify(token)
+	}
+	return p.cfg.Verifier.Verify(token)
+}
+
 // Token finds a client token in the sources of /notify/ws: the session
 // cookie, the Authorization header, the authorization query parameter.
 func (p *Pipeline) Token(r *http.Request) string {
@@ -141,6 +165,7 @@ type Request struct {
 	Token   string // found by the protocol's own token sources
 	Upgrade bool   // a WebSocket handshake: validate it first
 	Topics  bool   // parse and check the topic query parameters
+	Phoenix bool   // a Phoenix endpoint: Phoenix.Tokens are taken too
 	// Refuse answers a refusal in the protocol's own format; nil means the
 	// contract's JSON error with the status.
 	Refuse func(w http.ResponseWriter, status int, msg string)
@@ -185,7 +210,11 @@ func (p *Pipeline) Admit(w http.ResponseWriter, r *http.Request, req Request) (A
 	if !p.OriginAllowed(r) {
 		return refuse(http.StatusForbidden, RejectOrigin, "origin not allowed")
 	}
-	claims, err := p.Verify(req.Token)
+	verify := p.Verify
+	if req.Phoenix {
+		verify = p.VerifyPhoenix
+	}
+	claims, err := verify(req.Token)
 	if err != nil {
 		return refuse(http.StatusUnauthorized, RejectUnauthorized, err.Error())
 	}

@@ -37,7 +37,7 @@ func New(cfg Config) *Endpoint { return &Endpoint{cfg: cfg} }
 type client struct {
 	hub.Client
 	conn *transport.Conn
-	hub  *hub.Hub
+	ep   *Endpoint
 	// hold keeps live messages while the connect reads the client's
 	// history (nil otherwise): the Sink offers them to it first.
 	hold atomic.Pointer[hub.Hold]
@@ -55,13 +55,12 @@ func (c *client) Close(code int, reason string) { c.conn.Close(code, reason) }
 // Closed implements hub.Sink.
 func (c *client) Closed() bool { return c.conn.Closed() }
 
-// OnMessage implements transport.Handler: client data frames are read and
-// ignored (the connection is created without collecting them).
+// OnMessage implements transport.Handler: an SSE client sends nothing.
 func (c *client) OnMessage(*transport.Conn, bool, []byte) {}
 
 // OnClose implements transport.Handler: the connection is gone.
 func (c *client) OnClose(_ *transport.Conn, info transport.CloseInfo) {
-	c.hub.Remove(&c.Client, info.Code, info.Dropped)
+	c.ep.cfg.Hub.Remove(&c.Client, info.Code, info.Dropped)
 }
 
 // catchUp ends the client's hold: emit gets what the client missed (the

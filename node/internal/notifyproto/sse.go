@@ -167,9 +167,9 @@ func (e *Endpoint) ServeSSE(w http.ResponseWriter, r *http.Request) {
 		e.cfg.Accept.Refuse(w, http.StatusBadRequest, admission.RejectBadRequest, err.Error())
 		return
 	}
-	c := &sseClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportSSE}, hub: e.cfg.Hub}}
+	c := &sseClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportSSE}, ep: e}}
 	c.Sink = c
-	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c, Raw: sseRaw})
+	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: e.cfg.Accept.Expiry(a.Claims.ExpiresAt), Handler: c, Raw: sseRaw})
 	res.Track = e.cfg.History // events carry ids: EventSource resumes from them
 	if e.cfg.History {
 		c.hold.Store(hub.NewHold(e.cfg.SendQueueBytes))

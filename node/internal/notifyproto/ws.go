@@ -15,9 +15,18 @@ type wsClient struct {
 }
 
 var (
-	_ hub.Sink          = (*wsClient)(nil)
-	_ transport.Handler = (*wsClient)(nil)
+	_ hub.Sink                 = (*wsClient)(nil)
+	_ transport.Handler        = (*wsClient)(nil)
+	_ transport.ExpiryNotifier = (*wsClient)(nil)
 )
+
+// OnMessage implements transport.Handler: a refresh frame is answered,
+// every other client frame is ignored.
+func (c *wsClient) OnMessage(conn *transport.Conn, text bool, payload []byte) {
+	if text {
+		c.refresh(conn, payload)
+	}
+}
 
 // Deliver implements hub.Sink: the message in the client's format, built
 // once per message for every client of that format.
@@ -51,10 +60,10 @@ func (e *Endpoint) ServeWS(w http.ResponseWriter, r *http.Request) {
 	}
 	envelope := envelopeAsked(r)
 	res.Track = envelope && e.cfg.History
-	c := &wsClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportWebSocket}, hub: e.cfg.Hub},
+	c := &wsClient{client: client{Client: hub.Client{User: a.Claims.UserID, Via: a.Via, Transport: hub.TransportWebSocket}, ep: e},
 		envelope: envelope}
 	c.Sink = c
-	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Handler: c})
+	c.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: e.cfg.Accept.Expiry(a.Claims.ExpiresAt), Messages: true, Handler: c})
 	if e.cfg.History && res.Reads() {
 		c.hold.Store(hub.NewHold(e.cfg.SendQueueBytes))
 	}

@@ -5,11 +5,13 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/base64"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
 	"time"
 
+	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/node/internal/admission"
 	"github.com/notify-dev/notify/node/internal/hub"
 	"github.com/notify-dev/notify/node/internal/respond"
@@ -43,10 +45,14 @@ type session struct {
 	outBytes int
 	polls    int
 	lastPoll time.Time
-	cutCode  int           // cut (slow consumer, closed): the reaper ends it with this code
-	ended    bool          // takes nothing more; the next request gets 410
-	wake     chan struct{} // size 1: messages arrived
-	done     chan struct{} // closed when the session ends
+	cutCode  int // cut (slow consumer, closed): the reaper ends it with this code
+	// refreshed: a refresh moved the session's expiry to until (zero:
+	// never), so the token its polls carry may have expired.
+	refreshed bool
+	until     time.Time
+	ended     bool          // takes nothing more; the next request gets 410
+	wake      chan struct{} // size 1: messages arrived
+	done      chan struct{} // closed when the session ends
 }
 
 var _ output = (*session)(nil)
@@ -82,6 +88,26 @@ func (s *session) close(code int, _ string) {
 	}
 	s.mu.Unlock()
 	signal(s.ep.ending)
+}
+
+// setExpiry records a refresh: polls whose token expired are taken until
+// t. A poll re-verifies its token, so a session has no timer of its own.
+func (s *session) setExpiry(t time.Time) {
+	s.mu.Lock()
+	s.refreshed, s.until = true, t
+	s.mu.Unlock()
+}
+
+// valid reports whether the session still stands although the token of
+// its polls expired: NOTIFY_EXPIRE_CONNECTIONS=false checks it at the start
+// only, and a refresh may have moved the expiry.
+func (s *session) valid(now time.Time) bool {
+	if s.ep.cfg.Accept.Expiry(now).IsZero() {
+		return true
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.refreshed && (s.until.IsZero() || now.Before(s.until))
 }
 
 func (s *session) closed() bool {
@@ -212,8 +238,8 @@ func (e *Endpoint) ServeLongPoll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	claims, err := e.cfg.Accept.Verify(userTok)
-	if err != nil {
+	claims, ok := e.pollClaims(userTok, sessTok)
+	if !ok {
 		e.cfg.Accept.Count(admission.RejectUnauthorized)
 		if s := e.session(sessTok, ""); s != nil {
 			s.endWith(transport.CloseTokenExpired)
@@ -237,6 +263,20 @@ func (e *Endpoint) ServeLongPoll(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// pollClaims verifies the user token of a poll. An expired one is taken
+// for a session that still stands (see session.valid): the session token
+// is the proof, and the user is the session's.
+func (e *Endpoint) pollClaims(userTok, sessTok string) (auth.Claims, bool) {
+	claims, err := e.cfg.Accept.VerifyPhoenix(userTok)
+	if err == nil {
+		return claims, true
+	}
+	if s := e.session(sessTok, ""); s != nil && errors.Is(err, auth.ErrExpired) && s.valid(time.Now()) {
+		return auth.Claims{UserID: s.User}, true
+	}
+	return auth.Claims{}, false
+}
+
 // open opens a session: the admission of every client endpoint, refusals
 // in long-poll's format, relayed to the owner where the session must live.
 func (e *Endpoint) open(w http.ResponseWriter, r *http.Request, userTok string, vsn1 bool) {
@@ -244,7 +284,7 @@ func (e *Endpoint) open(w http.ResponseWriter, r *http.Request, userTok string, 
 		writeStatus(w, status{Status: http.StatusBadRequest})
 		return
 	}
-	a, ok := e.cfg.Accept.Admit(w, r, admission.Request{Token: userTok, Refuse: refuseLongPoll,
+	a, ok := e.cfg.Accept.Admit(w, r, admission.Request{Token: userTok, Refuse: refuseLongPoll, Phoenix: true,
 		Relay: func(w http.ResponseWriter, r *http.Request, user string) bool {
 			return e.cfg.Relay.RelayRequestToOwner(w, r, user, nil)
 		}})

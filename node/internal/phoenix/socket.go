@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
@@ -24,6 +25,8 @@ type output interface {
 	send(frame []byte, direct bool) bool
 	close(code int, reason string)
 	closed() bool
+	// setExpiry moves when the socket expires (a refresh; zero: never).
+	setExpiry(t time.Time)
 }
 
 // socket is one Phoenix socket: what its token grants, its joins, and the
@@ -183,6 +186,8 @@ func (s *socket) handle(m message) {
 			s.reply(m, "error", reason{"unmatched topic"})
 		case m.topic == "ping" && m.event == "ping":
 			s.reply(m, "ok", map[string]string{"ping": "pong"})
+		case m.event == "refresh":
+			s.refresh(m)
 		default:
 			s.reply(m, "error", reason{"unknown event"})
 		}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/notify-dev/notify/node/internal/admission"
 	"github.com/notify-dev/notify/node/internal/hub"
@@ -17,13 +18,20 @@ type wsSocket struct {
 }
 
 var (
-	_ output            = (*wsSocket)(nil)
-	_ transport.Handler = (*wsSocket)(nil)
+	_ output                   = (*wsSocket)(nil)
+	_ transport.Handler        = (*wsSocket)(nil)
+	_ transport.ExpiryNotifier = (*wsSocket)(nil)
 )
 
 func (s *wsSocket) send(frame []byte, direct bool) bool { return s.conn.Push(frame, direct) }
 func (s *wsSocket) close(code int, reason string)       { s.conn.Close(code, reason) }
 func (s *wsSocket) closed() bool                        { return s.conn.Closed() }
+func (s *wsSocket) setExpiry(t time.Time)               { s.conn.SetExpiry(t) }
+
+// OnExpiring implements transport.ExpiryNotifier: an "expiring" push with
+// {"exp": <unix seconds>} on every joined topic, NOTIFY_REFRESH_NOTICE
+// ahead, so that the client refreshes in time.
+func (s *wsSocket) OnExpiring(_ *transport.Conn, exp time.Time) { s.expiring(exp) }
 
 // OnMessage implements transport.Handler: a client message. Input that is
 // not a Phoenix message ends the connection with 1007: there is no ref to
@@ -56,13 +64,13 @@ func (e *Endpoint) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	token, subprotocol := e.token(r)
-	a, ok := e.cfg.Accept.Admit(w, r, admission.Request{Token: token, Upgrade: true})
+	a, ok := e.cfg.Accept.Admit(w, r, admission.Request{Token: token, Upgrade: true, Phoenix: true})
 	if !ok {
 		return
 	}
 	s := &wsSocket{}
 	s.init(e, a, vsn1, hub.TransportPhoenix, s)
-	s.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: a.Claims.ExpiresAt, Messages: true, Handler: s})
+	s.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: e.cfg.Accept.Expiry(a.Claims.ExpiresAt), Messages: true, Handler: s})
 	e.cfg.Hub.AddUnjoined(&s.Client) // joins come with phx_join
 	var hdr http.Header
 	if subprotocol {
