@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,8 +17,6 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
-
-	"github.com/notify-dev/notify/auth"
 )
 
 // Client mode: this process holds many WebSocket connections and answers
@@ -44,6 +41,19 @@ type command struct {
 	Envelope bool     `json:"envelope,omitempty"`
 	Since    []string `json:"since,omitempty"`
 	Expect   int      `json:"expect,omitempty"`
+	// The token kind "sign" makes (and "connect" makes without Signed):
+	// "" (HS256 with Secret, auth.Sign), "rs256" (Key, a PKCS#8 RSA key,
+	// and Kid) or "phoenix" (a Phoenix.Token made with KeyBase).
+	Token   string `json:"token,omitempty"`
+	Key     []byte `json:"key,omitempty"`
+	Kid     string `json:"kid,omitempty"`
+	KeyBase string `json:"key_base,omitempty"`
+	// Signed: connect with the users and tokens of the last "sign"
+	// command, so that the handshakes' time leaves signing out.
+	Signed bool `json:"signed,omitempty"`
+	// QueryToken: the token goes in ?token= (as phoenix.js sends it), not
+	// in an Authorization header.
+	QueryToken bool `json:"query_token,omitempty"`
 }
 
 // query is the query string of connection i of c.
@@ -87,6 +97,7 @@ const (
 type clientProc struct {
 	mu       sync.Mutex
 	conns    []net.Conn
+	signed   signedTokens // of the last "sign" command
 	received atomic.Int64
 	closed   atomic.Int64
 	hist     []atomic.Uint64
@@ -106,6 +117,13 @@ func runClient() {
 		switch c.Cmd {
 		case "connect":
 			_ = out.Encode(cp.connect(c))
+		case "sign":
+			var err error
+			if cp.signed, err = sign(c); err != nil {
+				_ = out.Encode(reply{Err: err.Error()})
+				continue
+			}
+			_ = out.Encode(reply{OK: true})
 		case "reset":
 			cp.received.Store(0)
 			cp.closed.Store(0)
@@ -134,23 +152,17 @@ func runClient() {
 }
 
 func (cp *clientProc) connect(c command) reply {
-	acfg := auth.Config{Secret: c.Secret}
-	users := c.Users
-	if users == nil {
-		for i := 0; i < c.Count; i++ {
-			users = append(users, "user-"+strconv.Itoa(c.First+i))
-		}
-	}
-	tokens := make([]string, len(users))
-	for i := range tokens {
-		tok, err := auth.Sign(acfg, users[i], c.Topics, 24*time.Hour, time.Now())
-		if err != nil {
+	st := cp.signed
+	if c.Signed {
+		cp.signed = signedTokens{}
+	} else {
+		var err error
+		if st, err = sign(c); err != nil {
 			return reply{Err: err.Error()}
 		}
-		tokens[i] = tok
 	}
 	if c.Proto == "sse" {
-		return cp.dialAll(c, tokens, func(_ int, tok string) (net.Conn, *bufio.Reader, error) {
+		return cp.dialAll(c, st.tokens, func(_ int, tok string) (net.Conn, *bufio.Reader, error) {
 			return dialSSE(c, tok)
 		}, cp.readSSE)
 	}
@@ -161,10 +173,19 @@ func (cp *clientProc) connect(c command) reply {
 			return d.DialContext(ctx, network, addr)
 		},
 	}
-	return cp.dialAll(c, tokens, func(i int, tok string) (net.Conn, *bufio.Reader, error) {
+	return cp.dialAll(c, st.tokens, func(i int, tok string) (net.Conn, *bufio.Reader, error) {
 		d := dialer
-		d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})
-		nc, br, _, err := d.Dial(context.Background(), c.URL+c.query(i))
+		u := c.URL + c.query(i)
+		if c.QueryToken {
+			sep := "?"
+			if strings.Contains(u, "?") {
+				sep = "&"
+			}
+			u += sep + "token=" + url.QueryEscape(tok)
+		} else {
+			d.Header = ws.HandshakeHeaderHTTP(http.Header{"Authorization": {"Bearer " + tok}})
+		}
+		nc, br, _, err := d.Dial(context.Background(), u)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -175,7 +196,7 @@ func (cp *clientProc) connect(c command) reply {
 		}
 		r := bufio.NewReaderSize(src, 4096)
 		if c.Proto == "phoenix" {
-			err = phoenixJoin(nc, r, tok)
+			err = phoenixJoin(nc, r, st.users[i])
 		} else {
 			err = expectHandshake(nc, r, c.Expect, c.resumes(i))
 		}
@@ -221,12 +242,9 @@ func (cp *clientProc) dialAll(c command, tokens []string, dial func(i int, tok s
 	return rep
 }
 
-// phoenixJoin joins user:<id> (the token's user) and reads the reply.
-func phoenixJoin(nc net.Conn, r *bufio.Reader, tok string) error {
-	user, err := tokenUser(tok)
-	if err != nil {
-		return err
-	}
+// phoenixJoin joins user:<user> (the token's user) and expects the
+// phx_reply ok.
+func phoenixJoin(nc net.Conn, r *bufio.Reader, user string) error {
 	msg := fmt.Sprintf(`["1","1","user:%s","phx_join",{}]`, user)
 	if err := ws.WriteFrame(nc, ws.MaskFrameInPlace(ws.NewTextFrame([]byte(msg)))); err != nil {
 		return err
@@ -237,24 +255,17 @@ func phoenixJoin(nc net.Conn, r *bufio.Reader, tok string) error {
 	if err != nil {
 		return fmt.Errorf("join reply: %w", err)
 	}
-	_, err = io.CopyN(io.Discard, r, h.Length)
-	return err
-}
-
-// tokenUser reads the user claim of a token we signed (no verification).
-func tokenUser(tok string) (string, error) {
-	parts := strings.Split(tok, ".")
-	if len(parts) != 3 {
-		return "", fmt.Errorf("not a JWT")
+	if h.Length > 4096 {
+		return fmt.Errorf("join reply: a %d-byte frame", h.Length)
 	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return "", err
+	p := make([]byte, h.Length)
+	if _, err := io.ReadFull(r, p); err != nil {
+		return fmt.Errorf("join reply: %w", err)
 	}
-	var c struct {
-		UserID string `json:"user_id"`
+	if !strings.Contains(string(p), `"phx_reply"`) || !strings.Contains(string(p), `"status":"ok"`) {
+		return fmt.Errorf("join reply: %s", p)
 	}
-	return c.UserID, json.Unmarshal(b, &c)
+	return nil
 }
 
 // dialSSE opens an event stream (GET /notify/sse) and reads up to the

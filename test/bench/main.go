@@ -20,6 +20,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -47,6 +48,7 @@ type options struct {
 	relayRate    int
 	sinceConns   int
 	historyUsers int
+	tokensOnly   bool
 }
 
 func main() {
@@ -68,6 +70,7 @@ func main() {
 	flag.IntVar(&o.relayRate, "relay-rate", 10000, "messages per second in the relay run")
 	flag.IntVar(&o.sinceConns, "since-conns", 5000, "connections that resume with 100 missed messages each (history run)")
 	flag.IntVar(&o.historyUsers, "history-users", 2000, "users given 100 history entries each for the Redis memory figure")
+	flag.BoolVar(&o.tokensOnly, "tokens-only", false, "run only the handshakes by token kind (see tokenRuns)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -101,8 +104,15 @@ func run(o options) error {
 		defer clients[i].quit()
 	}
 
-	// The node's defaults (history on), then the same with history off.
+	if o.tokensOnly {
+		return tokenRuns(o, redisAddr, rdb, clients)
+	}
+	// The node's defaults (history on), then the token kinds' handshakes,
+	// then the defaults with history off.
 	if err := singleNodeRun(o, redisAddr, rdb, clients, nil, ""); err != nil {
+		return err
+	}
+	if err := tokenRuns(o, redisAddr, rdb, clients); err != nil {
 		return err
 	}
 	if err := singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off"); err != nil {
@@ -531,6 +541,8 @@ type nodeOpts struct {
 	ip   string   // loopback address it listens on
 	join []string // gossip addresses of other nodes
 	env  []string // added to the environment (after the defaults: they win)
+	// noSecret leaves NOTIFY_JWT_SECRET out (a node on NOTIFY_JWKS_URL).
+	noSecret bool
 }
 
 func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
@@ -548,9 +560,14 @@ func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
 	gossip := no.ip + ":" + strconv.Itoa(ports[2])
 	cmd := exec.Command(bin)
 	cmd.Env = append(os.Environ(), "PORT="+addr, "PPROF_PORT="+pprofAddr, "PUBSUB_REDIS_ADDR="+redisAddr,
-		"NOTIFY_JWT_SECRET="+secret, "NOTIFY_API_KEY="+apiKey, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s",
+		"NOTIFY_API_KEY="+apiKey, "LOG_LEVEL=warn", "NOTIFY_DRAIN_TIMEOUT=1s",
 		"NOTIFY_NODE_NAME="+no.name, "GRPC_PORT=off", "NOTIFY_GOSSIP_ADDR="+gossip,
 		"NOTIFY_JOIN="+strings.Join(no.join, ","))
+	if no.noSecret {
+		cmd.Env = slices.DeleteFunc(cmd.Env, func(kv string) bool { return strings.HasPrefix(kv, "NOTIFY_JWT_SECRET=") })
+	} else {
+		cmd.Env = append(cmd.Env, "NOTIFY_JWT_SECRET="+secret)
+	}
 	cmd.Env = append(cmd.Env, no.env...)
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
