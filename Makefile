@@ -13,7 +13,7 @@ SUDO       := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 IMAGE      ?= notify:dev
 VERSION    ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: build run test e2e-long deps lint bench fuzz clean generate image up down logs helm-test
+.PHONY: build run test e2e-long deps lint bench fuzz fuzz-long clean generate image up down logs helm-test
 
 build:
 	$(GO) build -trimpath -o $(BIN) ./cmd/notify
@@ -117,15 +117,37 @@ bench: build deps
 		/^(FAIL|panic)/ { print; bad = 1 } END { exit bad }'
 	@$(GO) run ./test/bench -notify $(BIN)
 
-# Short runs of every fuzz target (their seed corpora also run in make test).
+# Every fuzz target, as <package>:<name>; their seed corpora (testdata/fuzz
+# and f.Add) also run in make test.
+FUZZ_TARGETS := \
+	./transport/:FuzzParser ./transport/:FuzzUTF8 ./transport/:FuzzRelayResponse \
+	./auth/:FuzzVerify ./auth/:FuzzTokenFromRequest ./auth/:FuzzDecimalString ./auth/:FuzzParseJWKSet \
+	./auth/phxtoken/:FuzzVerify ./auth/phxtoken/:FuzzDecodeTerm \
+	./node/internal/notifyproto/:FuzzParseRefresh \
+	./node/internal/phoenix/:FuzzDecodeText ./node/internal/phoenix/:FuzzDecodeBinary ./node/internal/phoenix/:FuzzLongPollBody \
+	./broker/:FuzzParseCursor
+
+# fuzz-run runs every target for $(1), one after the other, and prints a
+# summary line per target (executions, corpus size; a crash fails). With
+# $(2) = keep, the inputs that found new coverage (kept by Go in its build
+# cache) are copied into the package's testdata/fuzz/<Name>/, to commit.
+define fuzz-run
+	@set -e; cache=$$($(GO) env GOCACHE)/fuzz; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(1) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+		echo "fuzz $$pkg $$name: $$(echo "$$out" | grep -o 'execs: [0-9]*' | tail -1), $$(echo "$$out" | grep -o 'new interesting: [0-9]*' | tail -1), $$(echo "$$out" | grep -o 'total: [0-9]*' | tail -1) in corpus, 0 crashes"; \
+		if [ "$(2)" = keep ]; then src=$$cache/$$($(GO) list $$pkg)/$$name; \
+			if [ -d "$$src" ]; then mkdir -p $$pkg/testdata/fuzz/$$name && cp -n $$src/* $$pkg/testdata/fuzz/$$name/ 2>/dev/null || true; fi; fi; \
+	done
+endef
+
+# Short runs of every fuzz target.
 fuzz:
-	$(GO) test -run='^$$' -fuzz='^FuzzParser$$' -fuzztime=30s ./transport/
-	$(GO) test -run='^$$' -fuzz='^FuzzUTF8$$' -fuzztime=30s ./transport/
-	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=30s ./auth/
-	$(GO) test -run='^$$' -fuzz='^FuzzTokenFromRequest$$' -fuzztime=30s ./auth/
-	$(GO) test -run='^$$' -fuzz='^FuzzParseRefresh$$' -fuzztime=30s ./node/internal/notifyproto/
-	$(GO) test -run='^$$' -fuzz='^FuzzVerify$$' -fuzztime=30s ./auth/phxtoken/
-	$(GO) test -run='^$$' -fuzz='^FuzzDecodeTerm$$' -fuzztime=30s ./auth/phxtoken/
+	$(call fuzz-run,30s)
+
+# Ten minutes of each fuzz target (about two and a half hours in all); the
+# inputs that found new coverage land in testdata/fuzz/ to be committed.
+fuzz-long:
+	$(call fuzz-run,10m,keep)
 
 clean:
 	rm -rf bin

@@ -360,6 +360,31 @@ func (e *Endpoint) poll(w http.ResponseWriter, r *http.Request, s *session) {
 // post runs the messages of a POST, one per line (phoenix.js sends
 // application/x-ndjson batches).
 func (e *Endpoint) post(w http.ResponseWriter, s *session, body []byte) {
+	msgs, err := parseBody(s.vsn1, body, e.cfg.MaxMessageSize)
+	switch {
+	case errors.Is(err, errTooBig):
+		s.endWith(transport.CloseTooBig)
+		writeStatus(w, status{Status: http.StatusRequestEntityTooLarge})
+		return
+	case err != nil:
+		// No ref to reply to: end the session, as the WebSocket closes.
+		s.endWith(transport.CloseInvalidPayload)
+		writeStatus(w, status{Status: http.StatusBadRequest})
+		return
+	}
+	for _, m := range msgs {
+		s.handle(m)
+	}
+	writeStatus(w, status{Status: http.StatusOK})
+}
+
+// errTooBig: a long-poll body line over NOTIFY_MAX_MESSAGE_SIZE, or more
+// than maxLines messages.
+var errTooBig = errors.New("long-poll body too big")
+
+// parseBody reads a long-poll POST body: one message per line, blank lines
+// skipped. A line that is not a Phoenix message is errMalformed.
+func parseBody(vsn1 bool, body []byte, maxMessage int) ([]message, error) {
 	var msgs []message
 	sc := bufio.NewScanner(bytes.NewReader(body))
 	sc.Buffer(make([]byte, 0, 4096), maxBody)
@@ -368,22 +393,17 @@ func (e *Endpoint) post(w http.ResponseWriter, s *session, body []byte) {
 		if len(line) == 0 {
 			continue
 		}
-		if len(line) > e.cfg.MaxMessageSize || len(msgs) == maxLines {
-			s.endWith(transport.CloseTooBig)
-			writeStatus(w, status{Status: http.StatusRequestEntityTooLarge})
-			return
+		if len(line) > maxMessage || len(msgs) == maxLines {
+			return nil, errTooBig
 		}
-		m, err := decodeText(s.vsn1, line)
+		m, err := decodeText(vsn1, line)
 		if err != nil {
-			// No ref to reply to: end the session, as the WebSocket closes.
-			s.endWith(transport.CloseInvalidPayload)
-			writeStatus(w, status{Status: http.StatusBadRequest})
-			return
+			return nil, err
 		}
 		msgs = append(msgs, m)
 	}
-	for _, m := range msgs {
-		s.handle(m)
+	if sc.Err() != nil {
+		return nil, errTooBig // a line longer than the scanner's buffer
 	}
-	writeStatus(w, status{Status: http.StatusOK})
+	return msgs, nil
 }
