@@ -32,7 +32,9 @@ var ErrUnavailable = errors.New("broker unavailable")
 // Handler receives what the subscription brings. Its methods are called from
 // the broker's one reader goroutine, in the order the broker received the
 // messages, and must not block: a slow handler stalls delivery to every client
-// of the node.
+// of the node, and Redis closes a subscription whose reader falls too far
+// behind (client-output-buffer-limit pubsub), losing what is published until
+// the broker has resubscribed.
 type Handler interface {
 	// Deliver receives a message published on a user's or a topic's
 	// channel. t.Name may be empty ("notify:" names nobody): the handler

@@ -491,7 +491,7 @@ func TestMetricsSameForBothBackends(t *testing.T) {
 		t.Fatalf("metric sets differ: memory %v, redis %v", names["memory"], names["redis"])
 	}
 	want := []string{
-		"notify_broker_reconnects_total COUNTER", "notify_broker_up GAUGE",
+		"notify_broker_reconnects_total COUNTER", "notify_broker_subscription_lost_total COUNTER", "notify_broker_up GAUGE",
 		"notify_history_appends_total COUNTER", "notify_history_function_loads_total COUNTER",
 		"notify_history_read_seconds HISTOGRAM",
 	}

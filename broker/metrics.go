@@ -11,6 +11,10 @@ import (
 type metrics struct {
 	up         prometheus.Gauge   // notify_broker_up
 	reconnects prometheus.Counter // notify_broker_reconnects_total
+	// lost: notify_broker_subscription_lost_total{reason}, one of the
+	// lostReasons; every label is created up front so that each series is
+	// exported (at 0) before its first loss.
+	lost *prometheus.CounterVec
 
 	appends       prometheus.Counter   // notify_history_appends_total
 	readSeconds   prometheus.Histogram // notify_history_read_seconds
@@ -31,6 +35,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "notify_broker_reconnects_total",
 			Help: "Times the broker subscription was re-established after it had been lost.",
 		}),
+		lost: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "notify_broker_subscription_lost_total",
+			Help: "Times a working broker subscription was lost, by reason: closed_while_behind (Redis closed it while this node read late: most likely client-output-buffer-limit pubsub), closed_by_server (other closes: restart, failover, CLIENT KILL), timeout (nothing arrived for the probe timeout), error.",
+		}, []string{"reason"}),
 		appends: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notify_history_appends_total",
 			Help: "Messages appended to a user's or topic's history by this node (one per target).",
@@ -45,6 +53,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help: "Times this node loaded the notify Redis Function library (at start, after a resubscribe, or when a call found it missing).",
 		}),
 	}
+	// A collector already registered got its labels the same way.
+	for _, reason := range lostReasons {
+		m.lost.WithLabelValues(reason)
+	}
 	if reg == nil {
 		return m, nil
 	}
@@ -54,6 +66,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		return nil, err
 	}
 	m.reconnects, err = register(reg, m.reconnects)
+	if err != nil {
+		return nil, err
+	}
+	m.lost, err = register(reg, m.lost)
 	if err != nil {
 		return nil, err
 	}

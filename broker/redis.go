@@ -242,7 +242,10 @@ func unavailable(err error) bool {
 // ---- readiness ----
 
 // Ready returns nil while a probe published through the pooled client came
-// back through the subscription within the probe timeout.
+// back through the subscription within the probe timeout. A probe read later
+// than that after its publish does not count: it shows the reader that far
+// behind. So Ready fails from a stall of the reader or the loss of the
+// subscription until a probe made the round trip on a confirmed one.
 func (r *Redis) Ready() error {
 	if !r.running.Load() {
 		return errNotRunning
@@ -298,8 +301,9 @@ func (r *Redis) lastError() error {
 // Errors never end Run: it retries with exponential backoff and jitter (100ms
 // up to 2s). go-redis reconnects and resubscribes on the Receive after a
 // connection error; a connection on which nothing at all (not even our probe)
-// arrives for the probe timeout is closed and replaced. Only one Run may run
-// at a time.
+// arrives for the probe timeout is closed and replaced. Every loss of a
+// working subscription is logged once and counted by reason (lostReasons).
+// Only one Run may run at a time.
 func (r *Redis) Run(ctx context.Context, h Handler) error {
 	if h == nil {
 		return errNilHandler
@@ -361,7 +365,13 @@ type readerState struct {
 	confirmed      map[string]bool // subscriptions confirmed on the current connection
 	downLogged     bool            // the current outage was logged
 	lostAt         time.Time
-	attempts       int // failures in the current outage
+	lostReason     string // why the current outage began; "" before the first subscription
+	attempts       int    // failures in the current outage
+	// position is the newest point of the stream the reader is known to
+	// have reached on the current connection: the subscription's
+	// confirmation, then each probe's publish time. How far it lags behind
+	// the clock tells how far behind the reader is.
+	position time.Time
 }
 
 // session runs one PubSub until ctx ends (nil), its subscription fails, or it
@@ -409,7 +419,7 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *re
 		wait := r.timeout - time.Since(lastMsg)
 		if wait <= 0 {
 			// Half-dead connection (no data, no RST): start afresh.
-			err := fmt.Errorf("nothing received on the subscription for %s", r.timeout)
+			err := fmt.Errorf("%w for %s", errSilent, r.timeout)
 			r.lost(st, err)
 			return err
 		}
@@ -435,10 +445,16 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *re
 			lastMsg = time.Now()
 			continue
 		}
+		r.handle(msg, time.Now(), h, st, bo)
+		// Silence counts from here: time spent in a slow handler is not
+		// the connection's (and the data it kept waiting is there to read).
 		lastMsg = time.Now()
-		r.handle(msg, lastMsg, h, st, bo)
 	}
 }
+
+// errSilent: the subscription delivered nothing, not even our probes, for
+// the probe timeout.
+var errSilent = errors.New("nothing received on the subscription")
 
 // handle acts on what the subscription received at now: a message for h, a
 // probe coming back, or a subscription confirmed.
@@ -454,19 +470,38 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 		case m.Pattern == "" && m.Channel == ControlChannel:
 			h.Control(m.Payload)
 		case m.Pattern == "" && m.Channel == r.probeChannel:
-			if strings.HasPrefix(m.Payload, syncPrefix) {
-				r.synced(m.Payload) // a Sync's marker; also a probe
-			}
-			if st.subscribed {
-				r.lastProbe.Store(now.UnixNano())
-				r.probed.Store(true)
-				r.setError(nil)
-				r.updateUp()
-			}
+			r.probeBack(m.Payload, now, st)
 		}
 	case *redis.Subscription:
 		r.confirm(st, m, bo)
 	}
+}
+
+// probeBack records what came back on the probe channel at now: a probe,
+// its payload the publish time (unix ns), or a Sync's marker.
+func (r *Redis) probeBack(payload string, now time.Time, st *readerState) {
+	if strings.HasPrefix(payload, syncPrefix) {
+		r.synced(payload) // a Sync's marker; also a probe
+	}
+	if !st.subscribed {
+		return
+	}
+	if ns, err := strconv.ParseInt(payload, 10, 64); err == nil {
+		sent := time.Unix(0, ns)
+		if sent.After(st.position) {
+			st.position = sent
+		}
+		// A probe older than the timeout shows a reader that far behind,
+		// not a working round trip: one catching up on a backlog Redis has
+		// since cut off would otherwise look ready until it reaches the end.
+		if now.Sub(sent) > r.timeout {
+			return
+		}
+	}
+	r.lastProbe.Store(now.UnixNano())
+	r.probed.Store(true)
+	r.setError(nil)
+	r.updateUp()
 }
 
 // confirm records a subscription confirmation; when all four are in, the
@@ -480,11 +515,13 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 		return
 	}
 	st.subscribed = true
+	st.position = time.Now()
 	r.subscribed.Store(true)
 	bo.reset()
 	if st.everSubscribed {
 		r.metrics.reconnects.Inc()
-		r.log.Info("redis pub/sub reconnected", "down_for", time.Since(st.lostAt).Round(time.Millisecond), "failed_attempts", st.attempts)
+		r.log.Info("redis pub/sub reconnected", "down_for", time.Since(st.lostAt).Round(time.Millisecond),
+			"lost_because", st.lostReason, "failed_attempts", st.attempts)
 	} else {
 		r.log.Info("redis pub/sub subscribed", "patterns", []string{UserPattern, TopicPattern}, "probe_channel", r.probeChannel)
 	}
@@ -500,8 +537,17 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 	}
 }
 
-// lost records that the subscription is not (or no longer) working.
+// lost records that the subscription is not (or no longer) working: Ready
+// fails from here until a subscription is confirmed and a probe came back
+// on it.
 func (r *Redis) lost(st *readerState, err error) {
+	now := time.Now()
+	cause, reason, behind := err, "", time.Duration(0)
+	if st.subscribed {
+		behind = now.Sub(st.position)
+		reason = lossReason(err, behind, r.behindLimit())
+		err = describeLoss(reason, behind, err)
+	}
 	r.setError(err)
 	r.subscribed.Store(false)
 	r.probed.Store(false)
@@ -511,8 +557,9 @@ func (r *Redis) lost(st *readerState, err error) {
 	st.attempts++
 	switch {
 	case st.subscribed:
-		st.lostAt = time.Now()
-		r.log.Warn("redis pub/sub connection lost", "err", err)
+		st.lostAt, st.lostReason = now, reason
+		r.metrics.lost.WithLabelValues(reason).Inc()
+		r.logLost(reason, behind, cause)
 		st.downLogged = true
 	case !st.downLogged:
 		st.lostAt = time.Now()

@@ -109,6 +109,21 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	return c
 }
 
+// Log returns what the current (or, once stopped, the last) server process
+// has written to its log so far: how a test sees what Redis did to a client,
+// such as closing it "for overcoming of output buffer limits".
+func (s *Server) Log() string {
+	s.t.Helper()
+	s.mu.Lock()
+	path := s.logs[len(s.logs)-1] // Start fails the test before a first log exists
+	s.mu.Unlock()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		s.t.Fatalf("redistest: reading the server log: %v", err)
+	}
+	return string(b)
+}
+
 func (s *Server) stopLocked() {
 	if s.cmd == nil {
 		return

@@ -2,6 +2,7 @@ package redistest
 
 import (
 	"context"
+	"strings"
 	"testing"
 	"time"
 
@@ -66,6 +67,17 @@ func TestPauseResume(t *testing.T) {
 	}
 	s.Resume()
 	await.Within(t, 5*time.Second, "a PING answer after Resume", func() bool { return ping(s.Addr) == nil })
+}
+
+func TestLog(t *testing.T) {
+	s := Start(t)
+	if log := s.Log(); !strings.Contains(log, "Ready to accept connections") {
+		t.Fatalf("Log() = %q, want the server's start-up lines", log)
+	}
+	s.Stop()
+	if log := s.Log(); !strings.Contains(log, "Ready to accept connections") {
+		t.Fatalf("Log() after Stop = %q, want the last run's lines", log)
+	}
 }
 
 func TestTwoServers(t *testing.T) {
