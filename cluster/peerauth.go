@@ -103,7 +103,13 @@ func (a *PeerAuth) Verify(r *http.Request, body []byte) error {
 		return fmt.Errorf("%w: bad signature (another cluster secret, or the request was changed)", ErrPeerAuth)
 	}
 	// Checked after the signature, so that the time is the signer's.
-	unix, _ := strconv.ParseInt(ts, 10, 64) // parsePeerAuth checked it
+	return a.fresh(ts)
+}
+
+// fresh checks that the timestamp ts (checked by parsePeerAuth) is within
+// the skew of our clock.
+func (a *PeerAuth) fresh(ts string) error {
+	unix, _ := strconv.ParseInt(ts, 10, 64)
 	switch age := a.now().Sub(time.Unix(unix, 0)); {
 	case age > peerAuthSkew:
 		return fmt.Errorf("%w: signed %s ago, more than %s (clocks apart?)", ErrPeerAuth, age.Round(time.Second), peerAuthSkew)

@@ -175,19 +175,6 @@ func TestRelayOwnerUnreachableServesLocally(t *testing.T) {
 	}
 }
 
-func TestForwardedHandshakeIsNeverRelayedAgain(t *testing.T) {
-	rs := redistest.Start(t)
-	nodes := startCluster(t, rs, 2, nil)
-	user := userOwnedBy(t, nodes, "node-1", 0)
-	c, err := nodes[0].tryDial(token(t, user, nil, time.Hour), "", http.Header{placement.ForwardedByHeader: {"node-9"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := c.resp.Header.Get("X-Notify-Node"); got != "node-0" {
-		t.Fatalf("served by %q: a forwarded handshake was relayed again", got)
-	}
-}
-
 // TestRebalanceOnJoin: when a member joins, only the connections of users
 // it now owns are closed with 1012 "moved".
 func TestRebalanceOnJoin(t *testing.T) {

@@ -49,6 +49,7 @@ type Node struct {
 	accept      *admission.Pipeline
 	place       *placement.Placement
 	peers       *peers.Peers
+	peerAuth    *cluster.PeerAuth // the cluster secret: presence calls and relays are signed with it
 	notify      *notifyproto.Endpoint
 	phoenix     *phoenix.Endpoint
 	pages       *pages.Pages
@@ -170,10 +171,13 @@ func (n *Node) newBroker() error {
 func (n *Node) newParts(verifier *auth.Verifier) error {
 	cfg := n.cfg
 	n.hub = hub.New(n.reg, n.log)
+	if err := n.newPeerAuth(); err != nil {
+		return err
+	}
 	place, err := placement.New(placement.Config{
 		NodeName: cfg.NodeName, Ring: cfg.Ring, RebalanceRate: cfg.RebalanceRate, DrainTimeout: cfg.DrainTimeout,
 		RequestTimeout: n.longPollHold() + 5*time.Second,
-		Hub:            n.hub, Transport: n.loops, Draining: n.draining, Registerer: n.reg, Logger: n.log,
+		Hub:            n.hub, Transport: n.loops, Draining: n.draining, Auth: n.peerAuth, Registerer: n.reg, Logger: n.log,
 	})
 	if err != nil {
 		return err
@@ -248,17 +252,26 @@ func (n *Node) newHandoff() error {
 	return nil
 }
 
-func (n *Node) newPeers() error {
+// newPeerAuth takes the cluster secret, which presence calls between nodes
+// and relayed client requests are signed with.
+func (n *Node) newPeerAuth() error {
 	secret, err := cluster.Secret(n.cfg.ClusterSecret, n.cfg.GossipKey)
 	if err != nil {
 		return err
 	}
 	if secret == nil && len(n.cfg.Join) > 0 {
-		n.log.Warn("neither NOTIFY_CLUSTER_SECRET nor NOTIFY_GOSSIP_KEY is set: nodes refuse each other's calls, so Presence fails while the cluster has other members")
+		n.log.Warn("neither NOTIFY_CLUSTER_SECRET nor NOTIFY_GOSSIP_KEY is set: nodes refuse each other's calls, so Presence fails while the cluster has other members, " +
+			"and owners cannot tell relayed clients from direct ones (they serve them unattributed)")
 	}
+	n.peerAuth = cluster.NewPeerAuth(secret)
+	return nil
+}
+
+func (n *Node) newPeers() error {
+	var err error
 	n.peers, err = peers.New(peers.Config{
 		NodeName: n.cfg.NodeName, Broker: n.broker, Hub: n.hub, Directory: n.place, Relays: n.place,
-		Auth: cluster.NewPeerAuth(secret), Logger: n.log,
+		Auth: n.peerAuth, Logger: n.log,
 	})
 	return err
 }

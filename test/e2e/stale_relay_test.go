@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -12,9 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gobwas/ws"
-
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/cluster"
 )
 
 // TestForwardedHandshakeToNonOwnerIsMoved: a node relays a misrouted client
@@ -82,35 +80,50 @@ func TestForwardedHandshakeToNonOwnerIsMoved(t *testing.T) {
 func dialForwarded(t *testing.T, a, b *node, user string) (*client, net.Conn, *bufio.Reader) {
 	t.Helper()
 	// f1 gets the handshake as relayed by a peer whose ring still says f1
-	// owns the user.
+	// owns the user: signed as b would, with the cluster secret derived
+	// from the gossip key, for this user and this handshake's key.
 	tok, err := auth.Sign(auth.Config{Secret: jwtSecret}, user, nil, time.Hour, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	served := ""
-	d := ws.Dialer{
-		Timeout: 5 * time.Second,
-		Header: ws.HandshakeHeaderHTTP(http.Header{
-			"Authorization":         {"Bearer " + tok},
-			"X-Notify-Forwarded-By": {b.name},
-		}),
-		OnHeader: func(k, v []byte) error {
-			if bytes.EqualFold(k, []byte("X-Notify-Node")) {
-				served = string(v)
-			}
-			return nil
-		},
+	secret, err := cluster.Secret("", b.key)
+	if err != nil {
+		t.Fatal(err)
 	}
-	conn, br, _, err := d.Dial(context.Background(), "ws://"+a.addr+"/notify/ws")
+	const key = "dGhlIHNhbXBsZSBub25jZQ=="
+	sig := cluster.NewPeerAuth(secret).SignRelay(cluster.Relay{Node: b.name, User: user, Method: http.MethodGet, Target: "/notify/ws", Key: key})
+	req, err := http.NewRequest(http.MethodGet, "http://"+a.addr+"/notify/ws", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header = http.Header{
+		"Upgrade":               {"websocket"},
+		"Connection":            {"Upgrade"},
+		"Sec-Websocket-Key":     {key},
+		"Sec-Websocket-Version": {"13"},
+		"Authorization":         {"Bearer " + tok},
+		"X-Notify-Forwarded-By": {b.name},
+		cluster.RelayAuthHeader: {sig},
+	}
+	conn, err := net.DialTimeout("tcp", a.addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
-	if br == nil {
-		br = bufio.NewReader(conn)
+	_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+	br := bufio.NewReader(conn)
+	if err := req.Write(conn); err != nil {
+		t.Fatal(err)
 	}
-	if served != a.name {
-		t.Fatalf("served by %q, want f1 (a forwarded handshake is served where it lands)", served)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("handshake answered %s", resp.Status)
+	}
+	if served := resp.Header.Get("X-Notify-Node"); served != a.name {
+		t.Fatalf("served by %q, want f1 (a signed forwarded handshake is served where it lands)", served)
 	}
 	c := &client{user: user}
 	_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))

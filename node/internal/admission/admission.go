@@ -31,8 +31,10 @@ type Owners interface {
 	// node owns the user, and reports whether it did (the request is then
 	// answered); false means serve it here.
 	RelayToOwner(w http.ResponseWriter, r *http.Request, user string) bool
-	// RelayedBy names the node that relayed r here, or "".
-	RelayedBy(r *http.Request) string
+	// RelayedBy names the node that relayed r here for user, or "": only
+	// a relay signed by the cluster secret counts, a client's claim to be
+	// one is removed from r.
+	RelayedBy(r *http.Request, user string) string
 }
 
 // Receiver is told that a user's connection got every entry of its stream
@@ -218,7 +220,7 @@ func (p *Pipeline) Admit(w http.ResponseWriter, r *http.Request, req Request) (A
 	if err != nil {
 		return refuse(http.StatusUnauthorized, RejectUnauthorized, err.Error())
 	}
-	a := Admitted{Claims: claims, Via: p.cfg.Owners.RelayedBy(r)}
+	a := Admitted{Claims: claims, Via: p.cfg.Owners.RelayedBy(r, claims.UserID)}
 	if req.Topics {
 		if a.Topics, err = p.topics(r, claims); err != nil {
 			var fe forbiddenError

@@ -7,6 +7,7 @@ type metrics struct {
 	partitions      prometheus.Gauge
 	forwarded       prometheus.Gauge
 	forwardErrors   prometheus.Counter
+	unverified      prometheus.Counter
 	rebalanceCloses prometheus.Counter
 }
 
@@ -28,13 +29,17 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "notify_forward_errors_total",
 			Help: "Handshakes that could not be relayed to the owner and were served locally.",
 		}),
+		unverified: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "notify_forwarded_unverified_total",
+			Help: "Requests whose X-Notify-Forwarded-By was not honoured (no valid, fresh signature by the cluster secret) and that were taken for a client's.",
+		}),
 		rebalanceCloses: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "notify_rebalance_closes_total",
 			Help: "Connections closed with 1012 \"moved\" because their user is now owned by another node.",
 		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.members, m.partitions, m.forwarded, m.forwardErrors, m.rebalanceCloses)
+		reg.MustRegister(m.members, m.partitions, m.forwarded, m.forwardErrors, m.unverified, m.rebalanceCloses)
 	}
 	return m
 }

@@ -21,8 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// ForwardedByHeader marks a request relayed by another node (its name): it
-// is served where it lands, never relayed again.
+// ForwardedByHeader marks a request relayed by another node (its name),
+// with its signature in cluster.RelayAuthHeader. Only a signed one is a
+// relay (served where it lands, never relayed again, attributed to that
+// node); anyone can send the header, so an unsigned one is a client's.
 const ForwardedByHeader = "X-Notify-Forwarded-By"
 
 // Config of a Placement.
@@ -37,8 +39,12 @@ type Config struct {
 	Hub            *hub.Hub
 	Transport      *transport.Server
 	Draining       func() bool // whether this node is draining
-	Registerer     prometheus.Registerer
-	Logger         *slog.Logger
+	// Auth signs the requests this node relays and checks those relayed
+	// here, with the cluster secret; nil: no secret (nothing is signed,
+	// and a relayed request is taken for a client's).
+	Auth       *cluster.PeerAuth
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // Placement is this node's view of where users live.
@@ -74,6 +80,9 @@ func New(cfg Config) (*Placement, error) {
 	}
 	if cfg.RequestTimeout <= 0 {
 		return nil, errors.New("placement: request timeout must be positive")
+	}
+	if cfg.Auth == nil {
+		cfg.Auth = cluster.NewPeerAuth(nil)
 	}
 	if cfg.Ring == (ring.Config{}) {
 		cfg.Ring = ring.DefaultConfig()
