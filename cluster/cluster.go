@@ -37,6 +37,7 @@ type Config struct {
 	GossipKey      string   // NOTIFY_GOSSIP_KEY, base64 AES key of 16, 24 or 32 bytes
 	Label          string   // NOTIFY_CLUSTER_LABEL
 	RelayPort      int      // the HTTP port peers relay clients to
+	InternalPort   int      // the port peers call internal endpoints on (INTERNAL_PORT); 0: none, RelayPort
 	RingHash       string   // of this node's ring settings
 	RejoinInterval time.Duration
 	// Local uses memberlist's loopback timings (quick failure detection),
@@ -69,6 +70,20 @@ type Member struct {
 	State      string `json:"state"` // alive or suspect
 	Local      bool   `json:"local,omitempty"`
 	MetaError  string `json:"meta_error,omitempty"` // its metadata could not be read
+	// InternalAddr is where it takes node-to-node calls; empty when it
+	// advertises none (an older node): PeerAddr falls back to RelayAddr.
+	InternalAddr string `json:"internal_addr,omitempty"`
+}
+
+// PeerAddr is the host:port other nodes call m's internal endpoints at
+// (presence): its internal listener, or its HTTP listener when it
+// advertises no internal one, as a node without INTERNAL_PORT serves them
+// there.
+func (m Member) PeerAddr() string {
+	if m.InternalAddr != "" {
+		return m.InternalAddr
+	}
+	return m.RelayAddr
 }
 
 // ErrDuplicateName is returned by Join when another member has this name.
@@ -181,14 +196,19 @@ func (c *Cluster) memberlistConfig() (*memberlist.Config, error) {
 	return mc, nil
 }
 
-// meta is this node's metadata; the relay host is the address memberlist
-// advertises, so peers reach both on the same interface.
+// meta is this node's metadata; the relay and internal hosts are the
+// address memberlist advertises, so peers reach all of them on the same
+// interface.
 func (c *Cluster) meta() Meta {
 	host := ""
 	if c.list != nil {
 		host = c.list.LocalNode().Addr.String()
 	}
-	return Meta{RelayAddr: net.JoinHostPort(host, strconv.Itoa(c.cfg.RelayPort)), RingHash: c.cfg.RingHash}
+	m := Meta{RelayAddr: net.JoinHostPort(host, strconv.Itoa(c.cfg.RelayPort)), RingHash: c.cfg.RingHash}
+	if c.cfg.InternalPort != 0 {
+		m.InternalAddr = net.JoinHostPort(host, strconv.Itoa(c.cfg.InternalPort))
+	}
+	return m
 }
 
 // GossipAddr is the address other members reach this one at.
@@ -429,7 +449,7 @@ func (c *Cluster) logChange(e event, known bool) {
 	case e.m.RingHash != c.cfg.RingHash:
 		c.log.Warn("member has other ring settings; kept off the ring", "member", e.m.Name, "its_ring_hash", e.m.RingHash, "ours", c.cfg.RingHash)
 	case !known:
-		c.log.Info("member joined", "member", e.m.Name, "addr", e.m.GossipAddr, "relay", e.m.RelayAddr)
+		c.log.Info("member joined", "member", e.m.Name, "addr", e.m.GossipAddr, "relay", e.m.RelayAddr, "internal", e.m.PeerAddr())
 	}
 }
 
@@ -520,7 +540,7 @@ func (c *Cluster) enqueue(kind memberlist.NodeEventType, n *memberlist.Node) {
 	if meta, err := decodeMeta(n.Meta); err != nil {
 		m.MetaError = err.Error()
 	} else {
-		m.RelayAddr, m.RingHash = meta.RelayAddr, meta.RingHash
+		m.RelayAddr, m.RingHash, m.InternalAddr = meta.RelayAddr, meta.RingHash, meta.InternalAddr
 	}
 	c.evMu.Lock()
 	c.events = append(c.events, event{kind, m})

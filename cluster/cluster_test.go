@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"errors"
@@ -181,21 +182,69 @@ func joinTo(ms ...*testMember) func(*Config) {
 }
 
 func TestMetaRoundTrip(t *testing.T) {
-	m := Meta{RelayAddr: "10.0.0.7:3000", RingHash: "abcdef"}
-	b, err := m.encode()
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name string
+		meta Meta
+	}{
+		{"revision 1: no internal address", Meta{RelayAddr: "10.0.0.7:3000", RingHash: "abcdef"}},
+		{"revision 2: internal address", Meta{RelayAddr: "10.0.0.7:3000", RingHash: "abcdef", InternalAddr: "10.0.0.7:9090"}},
 	}
-	if got, err := decodeMeta(b); err != nil || got != m {
-		t.Fatalf("%v %v", got, err)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b, err := tt.meta.encode()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got, err := decodeMeta(b); err != nil || got != tt.meta {
+				t.Fatalf("%v %v", got, err)
+			}
+		})
 	}
-	for _, bad := range [][]byte{nil, {2, 0, 0}, {metaVersion, 9, 'a'}} {
+	for _, bad := range [][]byte{nil, {2, 0, 0}, {metaVersion, 9, 'a'}, {metaVersion, 0, 0, 9, 'a'}} {
 		if _, err := decodeMeta(bad); err == nil {
 			t.Errorf("%v decoded", bad)
 		}
 	}
 	if _, err := (Meta{RelayAddr: strings.Repeat("x", 600)}).encode(); err == nil {
 		t.Error("oversize metadata encoded")
+	}
+}
+
+// TestMetaCompatibleAcrossRevisions: a revision-1 reader reads the leading
+// fields and stops, so the fields revision 2 appends must leave those bytes
+// as they were; and a field a later revision appends is ignored.
+func TestMetaCompatibleAcrossRevisions(t *testing.T) {
+	v1, err := Meta{RelayAddr: "10.0.0.7:3000", RingHash: "abcdef"}.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v2, err := Meta{RelayAddr: "10.0.0.7:3000", RingHash: "abcdef", InternalAddr: "10.0.0.7:9090"}.encode()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(v2, v1) {
+		t.Fatalf("revision 2 %q does not start with revision 1 %q: older nodes would misread it", v2, v1)
+	}
+	later := append(slices.Clone(v2), 3, 'n', 'e', 'w')
+	if got, err := decodeMeta(later); err != nil || got.InternalAddr != "10.0.0.7:9090" {
+		t.Fatalf("metadata with a field appended later: %+v %v", got, err)
+	}
+}
+
+// TestInternalAddrGossiped: a member's internal port reaches the others,
+// and one that advertises none is called on its relay address.
+func TestInternalAddrGossiped(t *testing.T) {
+	a := mustMember(t, "a", func(c *Config) { c.InternalPort = 9090 })
+	b := mustMember(t, "b", joinTo(a))
+	await.True(t, "b sees a and b", func() bool { return slices.Equal(b.names(), []string{"a", "b"}) })
+	for _, x := range b.Members() {
+		want, wantInternal := strings.Replace(x.RelayAddr, ":3000", ":9090", 1), true
+		if x.Name == "b" {
+			want, wantInternal = x.RelayAddr, false
+		}
+		if x.PeerAddr() != want || (x.InternalAddr != "") != wantInternal {
+			t.Errorf("member %+v: PeerAddr %q, want %q", x, x.PeerAddr(), want)
+		}
 	}
 }
 

@@ -25,7 +25,8 @@ import (
 // through the command, the environment variable of the same name.
 type Config struct {
 	Port           string // PORT: HTTP listener
-	PprofPort      string // PPROF_PORT: pprof listener, "off" disables
+	InternalPort   string // INTERNAL_PORT: metrics, /cluster, node-to-node, pprof; empty = on PORT
+	PprofPort      string // PPROF_PORT: pprof listener, "off" disables; empty = see pprofAddr
 	GRPCPort       string // GRPC_PORT: gRPC listener, "off" disables
 	APIKey         string // NOTIFY_API_KEY: bearer key of the server API
 	APIAuth        string // NOTIFY_API_AUTH: on, or off for no key at all (the older services)
@@ -76,7 +77,8 @@ func DefaultConfig() Config {
 func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	host, _ := os.Hostname()
 	fs.StringVar(&c.Port, "port", ":3000", "HTTP listener for WebSocket, API, metrics, health and pages (3000 and :3000 both work)")
-	fs.StringVar(&c.PprofPort, "pprof-port", "127.0.0.1:6060", `net/http/pprof listener; "off" disables it`)
+	fs.StringVar(&c.InternalPort, "internal-port", "", "listener for /metrics, /cluster, the calls between nodes and pprof, so that PORT serves only clients, the API, health and the demo page; empty = all on PORT")
+	fs.StringVar(&c.PprofPort, "pprof-port", "", `net/http/pprof listener; "off" disables it; empty = on INTERNAL_PORT when that is set, else `+defaultPprofAddr)
 	fs.StringVar(&c.GRPCPort, "grpc-port", ":8080", `gRPC listener (NotifyService, NotificationsService, health, reflection); "off" disables it`)
 	fs.StringVar(&c.APIKey, "notify-api-key", "", "bearer key for the server API; every method but Auth is refused while it is unset")
 	fs.StringVar(&c.APIAuth, "notify-api-auth", "on", `"off" serves the API (Twirp and gRPC) without a key, as the older services did behind a private network; Authorization is then ignored`)
@@ -102,6 +104,28 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.History.TTL, "notify-history-ttl", 2*time.Minute, "how long a user's or topic's history is kept after its last publish")
 	c.Handoff.RegisterFlags(fs)
 }
+
+// defaultPprofAddr is pprof's listener when neither PPROF_PORT nor
+// INTERNAL_PORT is set: loopback, as profiles and traces are costly to
+// make and nothing else limits who asks.
+const defaultPprofAddr = "127.0.0.1:6060"
+
+// pprofAddr is the address of pprof's own listener, or "off". pprof lives
+// in one place: where PPROF_PORT says; when it is empty, on the internal
+// listener if there is one (reachable by the cluster and its monitoring
+// only, where profilers that scrape it can reach it too), else on loopback.
+func (c *Config) pprofAddr() string {
+	switch {
+	case c.PprofPort != "":
+		return c.PprofPort
+	case c.InternalPort != "":
+		return "off"
+	}
+	return defaultPprofAddr
+}
+
+// pprofInternal: pprof's handlers are served on the internal listener.
+func (c *Config) pprofInternal() bool { return c.PprofPort == "" && c.InternalPort != "" }
 
 // apiAuthOff: NOTIFY_API_AUTH=off.
 func (c *Config) apiAuthOff() bool { return c.APIAuth == "off" }
@@ -171,8 +195,13 @@ func (c *Config) validateListeners(v *validation) {
 	if _, err := normalizeAddr(c.Port); err != nil {
 		v.bad("PORT", c.Port, err.Error())
 	}
+	if c.InternalPort != "" {
+		if _, err := normalizeAddr(c.InternalPort); err != nil {
+			v.bad("INTERNAL_PORT", c.InternalPort, err.Error()+" (or empty: on PORT)")
+		}
+	}
 	for _, l := range []struct{ name, value string }{{"PPROF_PORT", c.PprofPort}, {"GRPC_PORT", c.GRPCPort}} {
-		if l.value == "off" {
+		if l.value == "off" || (l.name == "PPROF_PORT" && l.value == "") {
 			continue
 		}
 		if _, err := normalizeAddr(l.value); err != nil {

@@ -20,10 +20,12 @@ import (
 // in flight when the node stops (connections were drained before).
 const stopTimeout = 5 * time.Second
 
-// listeners are the node's bound sockets: HTTP (clients, API, metrics,
-// health, pages), pprof and gRPC (nil when off).
+// listeners are the node's bound sockets: HTTP (clients, API, health,
+// pages; metrics and the cluster's endpoints too without INTERNAL_PORT),
+// internal (metrics, /cluster, node-to-node, pprof), pprof and gRPC (nil
+// when off or unset).
 type listeners struct {
-	http, pprof, grpc net.Listener
+	http, internal, pprof, grpc net.Listener
 }
 
 // listen binds every listener, or none.
@@ -34,11 +36,12 @@ func (n *Node) listen() (*listeners, error) {
 		ln             *net.Listener
 	}{
 		{"PORT", n.cfg.Port, &ls.http},
-		{"PPROF_PORT", n.cfg.PprofPort, &ls.pprof},
+		{"INTERNAL_PORT", n.cfg.InternalPort, &ls.internal},
+		{"PPROF_PORT", n.cfg.pprofAddr(), &ls.pprof},
 		{"GRPC_PORT", n.cfg.GRPCPort, &ls.grpc},
 	}
 	for _, b := range bind {
-		if b.value == "off" {
+		if b.value == "off" || b.value == "" {
 			continue
 		}
 		addr, _ := normalizeAddr(b.value) // checked by Validate
@@ -55,8 +58,17 @@ func (n *Node) listen() (*listeners, error) {
 // relayPort is the port peers relay clients to: the HTTP listener's.
 func (ls *listeners) relayPort() int { return ls.http.Addr().(*net.TCPAddr).Port }
 
+// internalPort is the port peers call the internal endpoints on: the
+// internal listener's, else the HTTP listener's, which serves them then.
+func (ls *listeners) internalPort() int {
+	if ls.internal == nil {
+		return ls.relayPort()
+	}
+	return ls.internal.Addr().(*net.TCPAddr).Port
+}
+
 func (ls *listeners) close() {
-	for _, ln := range []net.Listener{ls.http, ls.pprof, ls.grpc} {
+	for _, ln := range []net.Listener{ls.http, ls.internal, ls.pprof, ls.grpc} {
 		if ln != nil {
 			ln.Close()
 		}
@@ -73,18 +85,41 @@ func (ls *listeners) httpService(h http.Handler, log *slog.Logger) service.Servi
 	}, ls.http)
 }
 
+// internalService serves h on INTERNAL_PORT; idle when it is unset (h is
+// then part of the HTTP listener's routes).
+func (ls *listeners) internalService(h http.Handler, log *slog.Logger) service.Service {
+	if ls.internal == nil {
+		return idle
+	}
+	return serveHTTP(&http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       90 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}, ls.internal)
+}
+
 func (ls *listeners) pprofService(log *slog.Logger) service.Service {
 	if ls.pprof == nil {
 		return idle
 	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	handlePprof(mux)
 	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	return serveHTTP(&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
+		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}, ls.pprof)
+}
+
+// handlePprof adds pprof's handlers but cmdline to mux. cmdline is left to
+// PPROF_PORT's own listener: the command line may carry secrets given as
+// flags (--notify-jwt-secret), and the internal listener is reachable from
+// other hosts; /debug/pprof/cmdline there is an unknown profile (404).
+func handlePprof(mux *http.ServeMux) {
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return serveHTTP(&http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second,
-		ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)}, ls.pprof)
 }
 
 // idle is the service of a listener that is off.

@@ -291,6 +291,26 @@ func (n *Node) Registry() *prometheus.Registry { return n.reg }
 // Addr is the address the HTTP listener is bound to (after Start).
 func (n *Node) Addr() string { return n.listeners.http.Addr().String() }
 
+// InternalAddr is the address the internal listener is bound to (after
+// Start): INTERNAL_PORT's, or the HTTP listener's when it is unset.
+func (n *Node) InternalAddr() string {
+	if n.listeners.internal == nil {
+		return n.Addr()
+	}
+	return n.listeners.internal.Addr().String()
+}
+
+// pprofWhere says where pprof is served, for the start log.
+func (n *Node) pprofWhere() string {
+	if n.cfg.pprofInternal() {
+		return "INTERNAL_PORT " + n.InternalAddr()
+	}
+	if n.listeners.pprof == nil {
+		return "off"
+	}
+	return n.listeners.pprof.Addr().String()
+}
+
 // GRPCAddr is the address the gRPC listener is bound to (after Start), or ""
 // when GRPC_PORT is off.
 func (n *Node) GRPCAddr() string {
@@ -307,7 +327,7 @@ func (n *Node) Start() error {
 	if err != nil {
 		return err
 	}
-	c, err := n.joinCluster(ls.relayPort())
+	c, err := n.joinCluster(ls.relayPort(), ls.internalPort())
 	if err != nil {
 		ls.close()
 		return err
@@ -323,8 +343,8 @@ func (n *Node) Start() error {
 	if !n.cfg.Redis.Enabled() {
 		n.awaitEmbeddedBroker()
 	}
-	n.log.Info("notify node started", "addr", n.Addr(), "grpc", n.GRPCAddr(), "node", n.cfg.NodeName,
-		"broker", n.brokerName(), "pprof", n.cfg.PprofPort)
+	n.log.Info("notify node started", "addr", n.Addr(), "internal", n.InternalAddr(), "grpc", n.GRPCAddr(),
+		"node", n.cfg.NodeName, "broker", n.brokerName(), "pprof", n.pprofWhere())
 	return nil
 }
 
@@ -346,6 +366,7 @@ type part struct {
 // parts are the node's long-running parts in start order; they stop in
 // reverse: the listeners first, the event loops last.
 func (n *Node) parts() []part {
+	public, internal := n.routes()
 	return []part{
 		{"jwks", n.jwks},
 		{"transport", service.Func(func(ctx context.Context) error {
@@ -364,7 +385,8 @@ func (n *Node) parts() []part {
 		{"handoff", n.handoffService()},
 		{"grpc", n.listeners.grpcService(n.api, n.log)},
 		{"pprof", n.listeners.pprofService(n.log)},
-		{"http", n.listeners.httpService(n.routes(), n.log)},
+		{"internal", n.listeners.internalService(internal, n.log)},
+		{"http", n.listeners.httpService(public, n.log)},
 	}
 }
 
@@ -376,8 +398,9 @@ func (n *Node) handoffService() service.Service {
 }
 
 // joinCluster creates this node's member and joins the cluster; relays
-// reach this node on relayPort.
-func (n *Node) joinCluster(relayPort int) (*cluster.Cluster, error) {
+// reach this node on relayPort, peers' calls on internalPort (advertised
+// even when it is PORT's: AdvertiseRelayPort then changes relays only).
+func (n *Node) joinCluster(relayPort, internalPort int) (*cluster.Cluster, error) {
 	if n.cfg.AdvertiseRelayPort != 0 {
 		relayPort = n.cfg.AdvertiseRelayPort
 	}
@@ -389,6 +412,7 @@ func (n *Node) joinCluster(relayPort int) (*cluster.Cluster, error) {
 		GossipKey:      n.cfg.GossipKey,
 		Label:          n.cfg.ClusterLabel,
 		RelayPort:      relayPort,
+		InternalPort:   internalPort,
 		RingHash:       n.place.Ring().Config().Hash(),
 		RejoinInterval: n.cfg.RejoinEvery,
 		Local:          n.cfg.GossipLocal,

@@ -9,8 +9,11 @@ import (
 	"github.com/notify-dev/notify/node/internal/peers"
 )
 
-// routes is the HTTP listener's mux: each path goes to the part that owns it.
-func (n *Node) routes() http.Handler {
+// routes are the muxes of the HTTP listener (clients, API, health, pages)
+// and of the internal one (metrics, /cluster, what peers call, pprof): each
+// path goes to the part that owns it. Without INTERNAL_PORT the HTTP mux
+// carries both sets and internal is nil.
+func (n *Node) routes() (public, internal http.Handler) {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/notify/ws", n.notify.ServeWS)
 	mux.HandleFunc("GET /notify/sse", n.notify.ServeSSE)
@@ -18,13 +21,27 @@ func (n *Node) routes() http.Handler {
 	mux.HandleFunc("GET /pubsub/longpoll", n.phoenix.ServeLongPoll)
 	mux.HandleFunc("POST /pubsub/longpoll", n.phoenix.ServeLongPoll)
 	mux.Handle(notifypb.NotifyServicePathPrefix, n.api.TwirpHandler())
-	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /healthz", n.serveHealth)
 	mux.HandleFunc("GET /readyz", n.serveReady)
 	mux.HandleFunc("GET /api/healthz", serveLegacyHealth)
-	mux.HandleFunc("GET /cluster", n.serveCluster)
-	mux.HandleFunc("POST "+peers.PresencePath, n.peers.ServePresence)
 	mux.HandleFunc("GET /{$}", n.pages.ServePage)
 	mux.HandleFunc("GET /static/{file}", n.pages.ServeStatic)
-	return mux
+	if n.cfg.InternalPort == "" {
+		n.internalRoutes(mux)
+		return mux, nil
+	}
+	imux := http.NewServeMux()
+	n.internalRoutes(imux)
+	if n.cfg.pprofInternal() {
+		handlePprof(imux)
+	}
+	return mux, imux
+}
+
+// internalRoutes are the paths for the cluster's own pods and its
+// monitoring, not for clients.
+func (n *Node) internalRoutes(mux *http.ServeMux) {
+	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
+	mux.HandleFunc("GET /cluster", n.serveCluster)
+	mux.HandleFunc("POST "+peers.PresencePath, n.peers.ServePresence)
 }

@@ -46,7 +46,7 @@ func TestHelpListsEverySetting(t *testing.T) {
 		t.Fatalf("--help: %v", err)
 	}
 	for _, env := range []string{
-		"PORT", "PPROF_PORT", "PUBSUB_REDIS_ADDR", "REDIS_URL", "NOTIFY_JWT_SECRET", "NOTIFY_JWT_PUBLIC_KEYS",
+		"PORT", "INTERNAL_PORT", "PPROF_PORT", "PUBSUB_REDIS_ADDR", "REDIS_URL", "NOTIFY_JWT_SECRET", "NOTIFY_JWT_PUBLIC_KEYS",
 		"NOTIFY_JWT_AUDIENCE", "NOTIFY_JWT_ISSUER", "NOTIFY_USER_CLAIM", "NOTIFY_SESSION_COOKIE",
 		"NOTIFY_ALLOWED_ORIGINS", "NOTIFY_OPEN_TOPICS", "NOTIFY_PING_INTERVAL", "NOTIFY_MAX_MESSAGE_SIZE",
 		"NOTIFY_SEND_QUEUE_BYTES", "NOTIFY_NODE_NAME", "NOTIFY_DRAIN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT",
@@ -69,6 +69,7 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		want string
 	}{
 		{[]string{"PORT=http"}, nil, "PORT"},
+		{[]string{"INTERNAL_PORT=metrics"}, nil, "INTERNAL_PORT"},
 		{[]string{"NOTIFY_PING_INTERVAL=soon"}, nil, "NOTIFY_PING_INTERVAL"},
 		{[]string{"NOTIFY_MAX_MESSAGE_SIZE=-1"}, nil, "NOTIFY_MAX_MESSAGE_SIZE"},
 		{[]string{"NOTIFY_OPEN_TOPICS=maybe"}, nil, "NOTIFY_OPEN_TOPICS"},

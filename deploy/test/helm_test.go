@@ -83,7 +83,7 @@ var helmCases = []helmCase{
 			if _, ok := d.pod.Containers[0].Resources.Limits[corev1.ResourceCPU]; ok {
 				t.Errorf("default CPU limit set")
 			}
-			for _, want := range []string{"port-forward svc/notify", "notify token --user", "jwt-secret"} {
+			for _, want := range []string{"port-forward svc/notify", "port-forward pod/notify-0 9090", "notify token --user", "jwt-secret"} {
 				if !strings.Contains(rel.Info.Notes, want) {
 					t.Errorf("NOTES do not mention %q:\n%s", want, rel.Info.Notes)
 				}
@@ -189,8 +189,14 @@ var helmCases = []helmCase{
 				}
 			}
 			np := ofKind[networkingv1.NetworkPolicy](d.objs)[0]
-			if n := len(np.Spec.Ingress[1].From); n != 3 {
-				t.Errorf("client rule admits %d peers, want the 2 given and the pods themselves", n)
+			if n := len(ingressRule(t, np, httpPort).From); n != 3 {
+				t.Errorf("client rule admits %d peers, want the 2 of clientFrom and the pods themselves", n)
+			}
+			if from := ingressRule(t, np, internalPort).From; len(from) != 2 || from[1].NamespaceSelector == nil || from[1].PodSelector == nil {
+				t.Errorf("internal rule admits %+v, want the pods themselves and monitoringFrom's Prometheus", from)
+			}
+			if strings.Contains(rel.Info.Notes, "monitoringFrom is empty") {
+				t.Errorf("NOTES warn about networkPolicy.monitoringFrom, which is set:\n%s", rel.Info.Notes)
 			}
 			for _, want := range []string{"wss://push.example.com/notify/ws", "notify token --user", "Phoenix.Tokens"} {
 				if !strings.Contains(rel.Info.Notes, want) {
@@ -251,6 +257,37 @@ var helmCases = []helmCase{
 			}
 		},
 	},
+}
+
+// ingressRule is np's one rule that opens TCP port.
+func ingressRule(t *testing.T, np *networkingv1.NetworkPolicy, port int32) networkingv1.NetworkPolicyIngressRule {
+	t.Helper()
+	var found []networkingv1.NetworkPolicyIngressRule
+	for _, r := range np.Spec.Ingress {
+		if len(r.Ports) > 0 && ingressOpens(r, port, "", corev1.ProtocolTCP) {
+			found = append(found, r)
+		}
+	}
+	if len(found) != 1 {
+		t.Fatalf("NetworkPolicy %s: %d rules open port %d, want 1", np.Name, len(found), port)
+	}
+	return found[0]
+}
+
+// TestHelmMonitoringWithoutPeers: a ServiceMonitor with the NetworkPolicy
+// on and no networkPolicy.monitoringFrom renders, but the NOTES warn that a
+// Prometheus outside the release cannot scrape the internal port.
+func TestHelmMonitoringWithoutPeers(t *testing.T) {
+	rel, err := renderChart("notify", "apps", kubeVersion, nil, "serviceMonitor.enabled=true")
+	if err != nil {
+		t.Fatalf("render: %v", err)
+	}
+	checkDeployment(t, decodeManifests(t, "serviceMonitor", []byte(rel.Manifest)), expectations{
+		Namespace: "apps", Replicas: ptr[int32](3), Redis: true, GRPC: true, Spread: true,
+	})
+	if !strings.Contains(rel.Info.Notes, "networkPolicy.monitoringFrom is empty") {
+		t.Errorf("NOTES do not warn that Prometheus cannot reach the internal port:\n%s", rel.Info.Notes)
+	}
 }
 
 func TestHelmChart(t *testing.T) {

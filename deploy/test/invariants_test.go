@@ -28,6 +28,7 @@ const (
 	gossipPort    = 7946
 	httpPort      = 3000
 	grpcPort      = 8080
+	internalPort  = 9090 // INTERNAL_PORT: metrics, /cluster, the calls between nodes, pprof
 	clusterDomain = "cluster.local"
 	// The node's default NOTIFY_DRAIN_TIMEOUT.
 	defaultDrain = 20 * time.Second
@@ -125,6 +126,7 @@ func checkDeployment(t *testing.T, objs []object, exp expectations) *deployment 
 	}
 
 	d.checkServices(t, exp)
+	d.checkInternalPort(t, exp)
 	d.checkEnv(t, exp)
 	d.checkProbesAndShutdown(t)
 	d.checkSecrets(t, exp)
@@ -304,6 +306,39 @@ func (d *deployment) checkServices(t *testing.T, exp expectations) {
 	if cp, ok := d.containerPort(intstr.FromString("grpc"), corev1.ProtocolTCP); ok != exp.GRPC || (ok && cp.ContainerPort != grpcPort) {
 		t.Errorf("container grpc port = %v (present %v), want %d present %v", cp.ContainerPort, ok, grpcPort, exp.GRPC)
 	}
+}
+
+// checkInternalPort: the node serves metrics, /cluster and the calls between
+// nodes on INTERNAL_PORT, the container port internal; the headless Service
+// carries it (for the ServiceMonitor), the client Service never does.
+func (d *deployment) checkInternalPort(t *testing.T, exp expectations) {
+	t.Helper()
+	cp, ok := d.containerPort(intstr.FromString("internal"), corev1.ProtocolTCP)
+	if !ok || cp.ContainerPort != internalPort {
+		t.Errorf("container port internal = %v (present %v), want %d", cp.ContainerPort, ok, internalPort)
+	}
+	v, set := d.envValue("INTERNAL_PORT", exp.Namespace)
+	if !set || d.env["INTERNAL_PORT"].ValueFrom != nil || portOf(v) != fmt.Sprint(internalPort) {
+		t.Errorf("INTERNAL_PORT = %q (set %v), want port %d (the internal container port): else metrics and /cluster are on the client port", v, set, internalPort)
+	}
+	if target, ok := d.serviceTarget(d.headless, "internal"); !ok || target.ContainerPort != internalPort {
+		t.Errorf("headless Service %s: no port internal reaching container port %d", d.headless.Name, internalPort)
+	}
+	for _, p := range d.client.Spec.Ports {
+		if target, ok := d.containerPort(orPort(p.TargetPort, p.Port), p.Protocol); ok && target.ContainerPort == internalPort {
+			t.Errorf("client Service %s port %s reaches the internal port %d: clients must reach PORT only", d.client.Name, p.Name, internalPort)
+		}
+	}
+}
+
+// serviceTarget is the container port svc's port named name reaches.
+func (d *deployment) serviceTarget(svc *corev1.Service, name string) (corev1.ContainerPort, bool) {
+	for _, p := range svc.Spec.Ports {
+		if p.Name == name {
+			return d.containerPort(orPort(p.TargetPort, p.Port), p.Protocol)
+		}
+	}
+	return corev1.ContainerPort{}, false
 }
 
 func orPort(target intstr.IntOrString, port int32) intstr.IntOrString {
@@ -754,8 +789,9 @@ func (d *deployment) checkPDBs(t *testing.T) {
 	}
 }
 
-// checkNetworkPolicies: gossip only from this deployment's pods, and the
-// client ports open (to the pods themselves at least: they relay).
+// checkNetworkPolicies: gossip only from this deployment's pods, the
+// internal port from them and the monitoring only, and the client ports open
+// (to the pods themselves at least: they relay).
 func (d *deployment) checkNetworkPolicies(t *testing.T, exp expectations) {
 	t.Helper()
 	for _, np := range ofKind[networkingv1.NetworkPolicy](d.objs) {
@@ -764,6 +800,7 @@ func (d *deployment) checkNetworkPolicies(t *testing.T, exp expectations) {
 			t.Errorf("NetworkPolicy %s does not govern ingress", np.Name)
 		}
 		d.checkGossipIngress(t, np)
+		d.checkInternalIngress(t, np)
 		d.checkClientIngress(t, np, exp)
 	}
 }
@@ -792,6 +829,52 @@ func (d *deployment) checkGossipIngress(t *testing.T, np *networkingv1.NetworkPo
 			t.Errorf("NetworkPolicy %s does not admit gossip %d/%s between the pods", np.Name, gossipPort, proto)
 		}
 	}
+}
+
+// checkInternalIngress: np admits the internal port from this deployment's
+// pods (the calls between nodes), and else only from narrowed peers (the
+// monitoring): never from everyone, an IP block or every namespace, nor by a
+// rule that also opens the client port, whose peers are the clients.
+func (d *deployment) checkInternalIngress(t *testing.T, np *networkingv1.NetworkPolicy) {
+	t.Helper()
+	fromPods := false
+	for i, r := range np.Spec.Ingress {
+		if !ingressOpens(r, internalPort, "internal", corev1.ProtocolTCP) {
+			continue
+		}
+		if len(r.From) == 0 {
+			t.Errorf("NetworkPolicy %s rule %d opens the internal port %d to everyone", np.Name, i, internalPort)
+		}
+		if ingressOpens(r, httpPort, "http", corev1.ProtocolTCP) {
+			t.Errorf("NetworkPolicy %s rule %d opens the internal port with the client port: clients would reach /metrics, /cluster and pprof", np.Name, i)
+		}
+		for _, peer := range r.From {
+			switch {
+			case d.isOwnPods(peer):
+				fromPods = true
+			case !isNarrowPeer(peer):
+				t.Errorf("NetworkPolicy %s rule %d admits the internal port from %+v: only this deployment's pods and selected monitoring pods or namespaces may reach it", np.Name, i, peer)
+			}
+		}
+	}
+	if !fromPods {
+		t.Errorf("NetworkPolicy %s does not admit the internal port %d from the pods themselves: the calls between nodes (Presence) would fail", np.Name, internalPort)
+	}
+}
+
+// isNarrowPeer: peer selects namespaces or pods by label; not an IP block,
+// every namespace, or every pod of the namespace.
+func isNarrowPeer(peer networkingv1.NetworkPolicyPeer) bool {
+	empty := func(s *metav1.LabelSelector) bool {
+		return s != nil && len(s.MatchLabels) == 0 && len(s.MatchExpressions) == 0
+	}
+	switch {
+	case peer.IPBlock != nil, empty(peer.NamespaceSelector):
+		return false
+	case peer.NamespaceSelector == nil:
+		return peer.PodSelector != nil && !empty(peer.PodSelector)
+	}
+	return true
 }
 
 // checkClientIngress: np admits the client ports (HTTP, and gRPC when exp
@@ -847,29 +930,33 @@ func (d *deployment) isOwnPods(peer networkingv1.NetworkPolicyPeer) bool {
 	return err == nil && !s.Empty() && s.Matches(d.podLabels)
 }
 
+// checkServiceMonitors: metrics are scraped on the internal port, through
+// the headless Service that alone carries it (selecting the client Service
+// too would scrape every pod twice).
 func (d *deployment) checkServiceMonitors(t *testing.T) {
 	t.Helper()
+	h := d.headless
 	for _, sm := range ofKind[ServiceMonitor](d.objs) {
 		s, err := metav1.LabelSelectorAsSelector(&sm.Spec.Selector)
 		if err != nil || s.Empty() {
 			t.Errorf("ServiceMonitor %s: selector %v: %v", sm.Name, s, err)
 			continue
 		}
-		if !s.Matches(labels.Set(d.client.Labels)) {
-			t.Errorf("ServiceMonitor %s selector %v does not select the client Service %s (labels %v)", sm.Name, s, d.client.Name, d.client.Labels)
+		if !s.Matches(labels.Set(h.Labels)) {
+			t.Errorf("ServiceMonitor %s selector %v does not select the headless Service %s (labels %v), which carries the internal port", sm.Name, s, h.Name, h.Labels)
 		}
-		if s.Matches(labels.Set(d.headless.Labels)) {
-			t.Errorf("ServiceMonitor %s also selects the headless Service %s: every pod would be scraped twice", sm.Name, d.headless.Name)
+		if s.Matches(labels.Set(d.client.Labels)) {
+			t.Errorf("ServiceMonitor %s also selects the client Service %s: every pod would be scraped twice", sm.Name, d.client.Name)
 		}
-		if sm.Spec.JobLabel != "" && d.client.Labels[sm.Spec.JobLabel] != "notify" {
-			t.Errorf("ServiceMonitor %s: job label %s = %q on the Service, want notify (rules.yaml and the dashboard use job=\"notify\")", sm.Name, sm.Spec.JobLabel, d.client.Labels[sm.Spec.JobLabel])
+		if sm.Spec.JobLabel != "" && h.Labels[sm.Spec.JobLabel] != "notify" {
+			t.Errorf("ServiceMonitor %s: job label %s = %q on the Service, want notify (rules.yaml and the dashboard use job=\"notify\")", sm.Name, sm.Spec.JobLabel, h.Labels[sm.Spec.JobLabel])
 		}
 		if len(sm.Spec.Endpoints) == 0 {
 			t.Errorf("ServiceMonitor %s has no endpoints", sm.Name)
 		}
 		for _, ep := range sm.Spec.Endpoints {
-			if !slices.ContainsFunc(d.client.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == ep.Port }) {
-				t.Errorf("ServiceMonitor %s endpoint port %q is not a port of Service %s", sm.Name, ep.Port, d.client.Name)
+			if target, ok := d.serviceTarget(h, ep.Port); !ok || target.ContainerPort != internalPort {
+				t.Errorf("ServiceMonitor %s endpoint port %q: not a port of Service %s reaching the internal port %d (/metrics is there)", sm.Name, ep.Port, h.Name, internalPort)
 			}
 			if ep.Path != "/metrics" {
 				t.Errorf("ServiceMonitor %s path = %q, want /metrics", sm.Name, ep.Path)
@@ -975,5 +1062,37 @@ func (d *deployment) checkServiceAccount(t *testing.T) {
 		if sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
 			t.Errorf("ServiceAccount %s: automountServiceAccountToken must be false", sa.Name)
 		}
+	}
+}
+
+// TestIsNarrowPeer: the peers the internal port may be opened to besides
+// the pods themselves.
+func TestIsNarrowPeer(t *testing.T) {
+	sel := func(kv ...string) *metav1.LabelSelector {
+		s := &metav1.LabelSelector{MatchLabels: map[string]string{}}
+		for i := 0; i+1 < len(kv); i += 2 {
+			s.MatchLabels[kv[i]] = kv[i+1]
+		}
+		return s
+	}
+	tests := []struct {
+		name string
+		peer networkingv1.NetworkPolicyPeer
+		want bool
+	}{
+		{"a namespace", networkingv1.NetworkPolicyPeer{NamespaceSelector: sel("kubernetes.io/metadata.name", "monitoring")}, true},
+		{"pods of a namespace", networkingv1.NetworkPolicyPeer{NamespaceSelector: sel("team", "obs"), PodSelector: sel("app", "prometheus")}, true},
+		{"pods of this namespace", networkingv1.NetworkPolicyPeer{PodSelector: sel("app", "prometheus")}, true},
+		{"every namespace", networkingv1.NetworkPolicyPeer{NamespaceSelector: sel()}, false},
+		{"every pod of every namespace", networkingv1.NetworkPolicyPeer{NamespaceSelector: sel(), PodSelector: sel("app", "x")}, false},
+		{"every pod of this namespace", networkingv1.NetworkPolicyPeer{PodSelector: sel()}, false},
+		{"an IP block", networkingv1.NetworkPolicyPeer{IPBlock: &networkingv1.IPBlock{CIDR: "0.0.0.0/0"}}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := isNarrowPeer(tt.peer); got != tt.want {
+				t.Errorf("isNarrowPeer(%+v) = %v, want %v", tt.peer, got, tt.want)
+			}
+		})
 	}
 }

@@ -67,7 +67,7 @@ func nodeEnv(extra ...string) []string {
 // isSetting: the variable names the node reads look like these.
 func isSetting(name string) bool {
 	return strings.HasPrefix(name, "NOTIFY_") || strings.HasPrefix(name, "LOG_") ||
-		slices.Contains([]string{"PORT", "PPROF_PORT", "GRPC_PORT", "PUBSUB_REDIS_ADDR", "REDIS_URL"}, name)
+		slices.Contains([]string{"PORT", "INTERNAL_PORT", "PPROF_PORT", "GRPC_PORT", "PUBSUB_REDIS_ADDR", "REDIS_URL"}, name)
 }
 
 // scrapedMetrics parses the exposition's TYPE lines into the names a query
@@ -94,9 +94,11 @@ func scrapedMetrics(body string) map[string]bool {
 	return names
 }
 
-// TestLiveMetrics runs the node built by the Dockerfile's command and checks
-// that every notify_* name the alert rules and the dashboard use is one it
-// exports, that the probe paths answer, and that SIGTERM ends it with 0.
+// TestLiveMetrics runs the node built by the Dockerfile's command, with an
+// INTERNAL_PORT as the chart and deploy/k8s set it, and checks that every
+// notify_* name the alert rules and the dashboard use is one it exports on
+// the internal port (where the ServiceMonitor scrapes; 404 on PORT), that the
+// probe paths answer on PORT, and that SIGTERM ends it with 0.
 func TestLiveMetrics(t *testing.T) {
 	bin := notifyBinary(t)
 	const apiKey = "deploytest-api-key"
@@ -126,10 +128,12 @@ func TestLiveMetrics(t *testing.T) {
 
 // liveNode is a notify serve process of TestLiveMetrics.
 type liveNode struct {
-	cmd    *exec.Cmd
-	logs   syncBuffer
-	base   string // http://127.0.0.1:<port>
-	client *http.Client
+	cmd  *exec.Cmd
+	logs syncBuffer
+	base string // http://127.0.0.1:<port>
+	// internal is http://127.0.0.1:<INTERNAL_PORT>: metrics and /cluster.
+	internal string
+	client   *http.Client
 	// exited is closed once the process has ended; waitErr is then its status.
 	exited  chan struct{}
 	waitErr error
@@ -140,15 +144,16 @@ type liveNode struct {
 // test failed.
 func startLiveNode(t *testing.T, bin, apiKey string) *liveNode {
 	t.Helper()
-	port := freePort(t)
+	port, internal := freePort(t), freePort(t)
 	n := &liveNode{
-		cmd:    exec.Command(bin, "serve"),
-		base:   fmt.Sprintf("http://127.0.0.1:%d", port),
-		client: &http.Client{Timeout: 5 * time.Second},
-		exited: make(chan struct{}),
+		cmd:      exec.Command(bin, "serve"),
+		base:     fmt.Sprintf("http://127.0.0.1:%d", port),
+		internal: fmt.Sprintf("http://127.0.0.1:%d", internal),
+		client:   &http.Client{Timeout: 5 * time.Second},
+		exited:   make(chan struct{}),
 	}
 	n.cmd.Env = nodeEnv(
-		fmt.Sprintf("PORT=127.0.0.1:%d", port), "PPROF_PORT=off", "NOTIFY_JWT_SECRET=x", "GRPC_PORT=off",
+		fmt.Sprintf("PORT=127.0.0.1:%d", port), fmt.Sprintf("INTERNAL_PORT=127.0.0.1:%d", internal), "PPROF_PORT=off", "NOTIFY_JWT_SECRET=x", "GRPC_PORT=off",
 		"NOTIFY_GOSSIP_ADDR=127.0.0.1:0", "NOTIFY_API_KEY="+apiKey, "NOTIFY_DRAIN_TIMEOUT=1s", "LOG_FORMAT=text")
 	n.cmd.Stdout, n.cmd.Stderr = &n.logs, &n.logs
 	if err := n.cmd.Start(); err != nil {
@@ -169,9 +174,12 @@ func startLiveNode(t *testing.T, bin, apiKey string) *liveNode {
 	return n
 }
 
-// get returns the status and body of GET path.
-func (n *liveNode) get(path string) (int, string, error) {
-	resp, err := n.client.Get(n.base + path)
+// get returns the status and body of GET path on PORT.
+func (n *liveNode) get(path string) (int, string, error) { return n.getAt(n.base, path) }
+
+// getAt returns the status and body of GET base+path.
+func (n *liveNode) getAt(base, path string) (int, string, error) {
+	resp, err := n.client.Get(base + path)
 	if err != nil {
 		return 0, "", err
 	}
@@ -222,13 +230,16 @@ func (n *liveNode) callAuth(t *testing.T, bin, apiKey string) {
 	}
 }
 
-// checkExportsUsedMetrics: /metrics exports every name the rules and the
-// dashboard use.
+// checkExportsUsedMetrics: /metrics on the internal port exports every name
+// the rules and the dashboard use; PORT has no /metrics.
 func (n *liveNode) checkExportsUsedMetrics(t *testing.T) {
 	t.Helper()
-	code, body, err := n.get("/metrics")
+	if code, _, err := n.get("/metrics"); err != nil || code != http.StatusNotFound {
+		t.Errorf("/metrics on PORT: %d %v, want 404 (INTERNAL_PORT is set)", code, err)
+	}
+	code, body, err := n.getAt(n.internal, "/metrics")
 	if err != nil || code != http.StatusOK {
-		t.Fatalf("/metrics: %d %v", code, err)
+		t.Fatalf("/metrics on INTERNAL_PORT: %d %v", code, err)
 	}
 	exported := scrapedMetrics(body)
 	var missing []string

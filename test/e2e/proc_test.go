@@ -335,7 +335,7 @@ func cleanEnviron() []string {
 		k, _, _ := strings.Cut(kv, "=")
 		switch {
 		case strings.HasPrefix(k, "NOTIFY_"), strings.HasPrefix(k, "LOG_"),
-			k == "PORT", k == "GRPC_PORT", k == "PPROF_PORT", k == "PUBSUB_REDIS_ADDR", k == "REDIS_URL":
+			k == "PORT", k == "INTERNAL_PORT", k == "GRPC_PORT", k == "PPROF_PORT", k == "PUBSUB_REDIS_ADDR", k == "REDIS_URL":
 			continue
 		}
 		out = append(out, kv)

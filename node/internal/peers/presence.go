@@ -84,7 +84,7 @@ func (p *Peers) local(users []string) map[string]uint32 {
 func (p *Peers) ask(ctx context.Context, m cluster.Member, body []byte) (map[string]uint32, error) {
 	ctx, cancel := context.WithTimeout(ctx, presenceTimeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.RelayAddr+PresencePath, bytes.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+m.PeerAddr()+PresencePath, bytes.NewReader(body))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", m.Name, err)
 	}
@@ -108,7 +108,8 @@ func (p *Peers) ask(ctx context.Context, m cluster.Member, body []byte) (map[str
 
 // ServePresence is POST /cluster/presence: this node's connection counts,
 // for a peer summing them. The request must be signed with the cluster
-// secret.
+// secret. It is served on the internal listener (INTERNAL_PORT, else PORT):
+// peers call the address the member advertises (cluster.Member.PeerAddr).
 func (p *Peers) ServePresence(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxPresenceBody))
 	if err != nil {
