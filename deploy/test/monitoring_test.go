@@ -28,6 +28,7 @@ var contractMetrics = []string{
 	"notify_cluster_members", "notify_ring_partitions_owned", "notify_forwarded_connections",
 	"notify_forward_errors_total", "notify_rebalance_closes_total", "notify_api_requests_total",
 	"notify_api_request_duration_seconds", // histogram
+	"notify_broker_subscription_lost_total",
 }
 
 type rulesFileT struct {
