@@ -19,9 +19,12 @@ import (
 	"github.com/notify-dev/notify/transport"
 )
 
-// Directory lists the members to ask (placement implements it).
+// Directory lists the members to ask and who owns a user (placement
+// implements it).
 type Directory interface {
 	Peers() []cluster.Member
+	// Owner names the member that owns user, "" when this node does.
+	Owner(user string) (name, addr string)
 }
 
 // Relays closes the clients a draining node relays here (placement).

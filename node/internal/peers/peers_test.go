@@ -34,9 +34,16 @@ func (s *sink) Deliver(m *hub.Message, _ bool) bool {
 func (s *sink) Close(code int, _ string) { s.mu.Lock(); s.code = code; s.mu.Unlock() }
 func (s *sink) Closed() bool             { s.mu.Lock(); defer s.mu.Unlock(); return s.code != 0 }
 
-type directory []cluster.Member
+// directory: members, and the owner of each user ("" or missing: this node).
+type directory struct {
+	members []cluster.Member
+	owners  map[string]string
+}
 
-func (d directory) Peers() []cluster.Member { return d }
+func (d directory) Peers() []cluster.Member { return d.members }
+func (d directory) Owner(user string) (string, string) {
+	return d.owners[user], ""
+}
 
 type relays struct{ via []string }
 
@@ -67,7 +74,7 @@ func client(h *hub.Hub, user string, topics ...string) *sink {
 func TestCommands(t *testing.T) {
 	b := broker.NewMemory(nil, broker.HistoryConfig{})
 	h := hub.New(nil, nil)
-	p, r := newPeers(t, "a", b, h, nil, "")
+	p, r := newPeers(t, "a", b, h, directory{}, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -104,34 +111,71 @@ func TestCommands(t *testing.T) {
 	}
 }
 
-// Presence sums over the members, asked over real HTTP with signed
-// requests; a member with another secret fails the whole count.
+// Presence asks each user's owner alone, over real HTTP with signed
+// requests, and adds this node's own count; users this node owns cost no
+// call; an owner with another secret fails the whole count.
 func TestPresence(t *testing.T) {
 	b := broker.NewMemory(nil, broker.HistoryConfig{})
 	local, remote := hub.New(nil, nil), hub.New(nil, nil)
 	client(local, "alice")
 	client(remote, "alice")
 	client(remote, "bob")
+	client(remote, "dave") // owned here: b is not asked about him
 	for _, tt := range []struct {
 		name, secret string
+		users        []string
+		calls        int
 		ok           bool
-	}{{"same secret", "s3cret-s3cret-s3cret", true}, {"other secret", "another-secret-here", false}} {
+	}{
+		{"same secret", "s3cret-s3cret-s3cret", []string{"alice", "bob", "carol", "dave"}, 1, true},
+		{"only local users", "s3cret-s3cret-s3cret", []string{"dave"}, 0, true},
+		{"other secret", "another-secret-here", []string{"alice"}, 1, false},
+	} {
 		t.Run(tt.name, func(t *testing.T) {
-			theirs, _ := newPeers(t, "b", b, remote, nil, tt.secret)
-			srv := httptest.NewServer(http.HandlerFunc(theirs.ServePresence))
+			theirs, _ := newPeers(t, "b", b, remote, directory{}, tt.secret)
+			var mu sync.Mutex
+			calls := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				calls++
+				mu.Unlock()
+				theirs.ServePresence(w, r)
+			}))
 			defer srv.Close()
-			ours, _ := newPeers(t, "a", b, local, directory{{Name: "b", RelayAddr: strings.TrimPrefix(srv.URL, "http://")}}, "s3cret-s3cret-s3cret")
+			dir := directory{
+				members: []cluster.Member{{Name: "b", RelayAddr: strings.TrimPrefix(srv.URL, "http://")}},
+				owners:  map[string]string{"alice": "b", "bob": "b", "carol": "b"},
+			}
+			ours, _ := newPeers(t, "a", b, local, dir, "s3cret-s3cret-s3cret")
 			defer ours.client.CloseIdleConnections()
-			got, err := ours.Presence(context.Background(), []string{"alice", "bob", "carol"})
+			got, err := ours.Presence(context.Background(), tt.users)
+			mu.Lock()
+			if calls != tt.calls {
+				t.Errorf("%d calls to the owner, want %d", calls, tt.calls)
+			}
+			mu.Unlock()
 			if !tt.ok {
 				if !errors.Is(err, broker.ErrUnavailable) {
 					t.Fatalf("presence %v %v, want unavailable", got, err)
 				}
 				return
 			}
-			if err != nil || got["alice"] != 2 || got["bob"] != 1 || got["carol"] != 0 {
-				t.Fatalf("presence %v %v, want alice 2, bob 1, carol 0", got, err)
+			want := map[string]uint32{"alice": 2, "bob": 1, "carol": 0, "dave": 0}
+			for _, u := range tt.users {
+				if got[u] != want[u] {
+					t.Fatalf("presence %v %v, want %v", got, err, want)
+				}
 			}
 		})
+	}
+}
+
+// TestPresenceOwnerUnreachable: an owner that is not among the reachable
+// members fails the count.
+func TestPresenceOwnerUnreachable(t *testing.T) {
+	b := broker.NewMemory(nil, broker.HistoryConfig{})
+	ours, _ := newPeers(t, "a", b, hub.New(nil, nil), directory{owners: map[string]string{"u": "gone"}}, "s3cret-s3cret-s3cret")
+	if _, err := ours.Presence(context.Background(), []string{"u"}); !errors.Is(err, broker.ErrUnavailable) {
+		t.Fatalf("presence: %v, want unavailable", err)
 	}
 }

@@ -32,30 +32,46 @@ type presenceResponse struct {
 	Connections map[string]uint32 `json:"connections"`
 }
 
-// Presence sums the connection counts of every member: a user's
-// connections are normally on its owner, but during a membership change or
-// after an owner was unreachable some live elsewhere. A member that does not
-// answer fails the call: a partial count would pass for a true one.
+// Presence counts the connections of users. All of a user's connections
+// live on its owner, so the owner alone is asked: one call per owning
+// member, none for the users this node owns. This node's own count is
+// added too (a client served here while its owner was unreachable). A
+// member that does not answer fails the call: a partial count would pass
+// for a true one.
 func (p *Peers) Presence(ctx context.Context, users []string) (map[string]uint32, error) {
 	out := p.local(users)
-	peers := p.cfg.Directory.Peers()
-	if len(peers) == 0 {
+	byOwner := map[string][]string{}
+	for _, u := range users {
+		if owner, _ := p.cfg.Directory.Owner(u); owner != "" {
+			byOwner[owner] = append(byOwner[owner], u)
+		}
+	}
+	if len(byOwner) == 0 {
 		return out, nil
 	}
-	body, _ := json.Marshal(presenceRequest{UserIDs: users})
+	members := map[string]cluster.Member{}
+	for _, m := range p.cfg.Directory.Peers() {
+		members[m.Name] = m
+	}
 	type result struct {
 		counts map[string]uint32
 		err    error
 	}
-	results := make(chan result, len(peers))
-	for _, m := range peers {
+	results := make(chan result, len(byOwner))
+	for owner, us := range byOwner {
+		m, ok := members[owner]
+		if !ok {
+			results <- result{err: fmt.Errorf("%s: owner not reachable", owner)}
+			continue
+		}
+		body, _ := json.Marshal(presenceRequest{UserIDs: us})
 		go func() {
 			c, err := p.ask(ctx, m, body)
 			results <- result{c, err}
 		}()
 	}
 	var errs []error
-	for range peers {
+	for range byOwner {
 		r := <-results
 		if r.err != nil {
 			errs = append(errs, r.err)
