@@ -6,6 +6,7 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"slices"
@@ -20,7 +21,19 @@ type RelayOptions struct {
 	DialTimeout      time.Duration // zero: 500ms
 	HandshakeTimeout time.Duration // zero: 3s, for the other server's response head
 	OnClose          func()        // after a nil return: runs once, on an event loop, when the relay has ended (possibly before RelayTo returns)
+	// PassOn names the refusals of the other server the client must get as
+	// they are (a limit only that server can enforce, say) instead of the
+	// caller serving the request itself; nil: none.
+	PassOn func(status int) bool
 }
+
+// ErrPassedOn is wrapped by RelayTo's error when the other server refused
+// the request with a status PassOn named: its answer went to the client,
+// and the request is finished.
+var ErrPassedOn = errors.New("transport: the other server's refusal was passed on")
+
+// maxPassedBody bounds the body of a refusal passed on to the client.
+const maxPassedBody = 64 << 10
 
 // ErrNotRelayed is wrapped by RelayTo's errors when nothing was written to the client: the caller may serve the request itself.
 var ErrNotRelayed = errors.New("transport: not relayed")
@@ -43,6 +56,14 @@ const (
 // finished, the client's connection closed, and o.OnClose does not run.
 func (s *Server) RelayTo(w http.ResponseWriter, r *http.Request, o RelayOptions) error {
 	up, br, resp, err := replayHandshake(r, o)
+	var refused *refusal
+	if errors.As(err, &refused) && o.PassOn != nil && o.PassOn(refused.resp.StatusCode) {
+		passOn(w, refused)
+		return fmt.Errorf("relay to %s: %w (%d)", o.Addr, ErrPassedOn, refused.resp.StatusCode)
+	}
+	if refused != nil {
+		refused.close()
+	}
 	if err != nil {
 		return err
 	}
@@ -87,10 +108,35 @@ func replayHandshake(r *http.Request, o RelayOptions) (net.Conn, *bufio.Reader, 
 		return nil, nil, nil, fmt.Errorf("%w to %s: read response: %w", ErrNotRelayed, o.Addr, err)
 	}
 	if !relayAccepted(resp) {
-		up.Close()
-		return nil, nil, nil, fmt.Errorf("%w to %s: it answered %d", ErrNotRelayed, o.Addr, resp.StatusCode)
+		return nil, nil, nil, &refusal{up: up, resp: resp, err: fmt.Errorf("%w to %s: it answered %d", ErrNotRelayed, o.Addr, resp.StatusCode)}
 	}
 	return up, br, resp, nil
+}
+
+// refusal is the other server's answer that did not accept the request;
+// its connection stays open until the answer is passed on or dropped.
+type refusal struct {
+	up   net.Conn
+	resp *http.Response
+	err  error
+}
+
+func (e *refusal) Error() string { return e.err.Error() }
+func (e *refusal) Unwrap() error { return e.err }
+func (e *refusal) close()        { e.up.Close() }
+
+// passOn writes the other server's refusal to the client: its status, the
+// headers a client acts on, and its body (bounded).
+func passOn(w http.ResponseWriter, e *refusal) {
+	defer e.close()
+	body, _ := io.ReadAll(io.LimitReader(e.resp.Body, maxPassedBody))
+	for _, k := range []string{"Content-Type", "Retry-After", "X-Notify-Node"} {
+		if v := e.resp.Header.Get(k); v != "" {
+			w.Header().Set(k, v)
+		}
+	}
+	w.WriteHeader(e.resp.StatusCode)
+	_, _ = w.Write(body)
 }
 
 // relayAccepted: a WebSocket switches protocols; an event stream answers 200

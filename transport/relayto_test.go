@@ -378,3 +378,48 @@ func TestReplayedRequest(t *testing.T) {
 		})
 	}
 }
+
+// TestRelayToPassesOnRefusals: a refusal PassOn names goes to the client as
+// the other server gave it (status, Content-Type, Retry-After, body); one
+// it does not name leaves the answer to the caller.
+func TestRelayToPassesOnRefusals(t *testing.T) {
+	full := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Retry-After", "3")
+		w.WriteHeader(http.StatusTooManyRequests)
+		_, _ = io.WriteString(w, `{"error":{"message":"too many connections for this user"}}`)
+	}))
+	t.Cleanup(full.Close)
+	for _, tt := range []struct {
+		name   string
+		passOn func(int) bool
+		status int
+		body   string
+	}{
+		{"named", func(s int) bool { return s == http.StatusTooManyRequests }, http.StatusTooManyRequests, `{"error":{"message":"too many connections for this user"}}`},
+		{"not named", func(s int) bool { return s == http.StatusForbidden }, http.StatusTeapot, "served here"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			rn := startRelayNode(t, RelayOptions{Addr: strings.TrimPrefix(full.URL, "http://"), PassOn: tt.passOn})
+			tr := &http.Transport{}
+			t.Cleanup(tr.CloseIdleConnections)
+			resp, err := (&http.Client{Transport: tr}).Get(rn.http.URL + "/")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.status || string(body) != tt.body {
+				t.Fatalf("client got %d %q, want %d %q", resp.StatusCode, body, tt.status, tt.body)
+			}
+			err = rn.result(t)
+			if passed := tt.status == http.StatusTooManyRequests; passed {
+				if !errors.Is(err, ErrPassedOn) || errors.Is(err, ErrNotRelayed) || resp.Header.Get("Retry-After") != "3" {
+					t.Fatalf("RelayTo: %v, Retry-After %q", err, resp.Header.Get("Retry-After"))
+				}
+			} else if !errors.Is(err, ErrNotRelayed) {
+				t.Fatalf("RelayTo: %v, want ErrNotRelayed", err)
+			}
+		})
+	}
+}

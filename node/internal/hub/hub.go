@@ -165,20 +165,29 @@ func (h *Hub) release(m *Message) {
 // Add registers c in its user's set: messages to the user reach it from
 // now on (queued behind whatever its protocol sends first), it is among
 // Clients, and Remove is due.
-func (h *Hub) Add(c *Client) { h.add(c, true) }
+func (h *Hub) Add(c *Client) { h.AddLimit(c, true, 0) }
 
 // AddUnjoined registers c without joining it to its user: a Phoenix socket,
 // whose joins come with phx_join (JoinUser).
-func (h *Hub) AddUnjoined(c *Client) { h.add(c, false) }
+func (h *Hub) AddUnjoined(c *Client) { h.AddLimit(c, false, 0) }
 
-func (h *Hub) add(c *Client, inUser bool) {
+// AddLimit registers c (in its user's set, or unjoined) unless its user
+// already has max registered clients here (0: no limit); it reports
+// whether c is registered. Count and add are one step under the shard's
+// lock, so concurrent connects of one user never overshoot.
+func (h *Hub) AddLimit(c *Client, inUser bool, max int) bool {
 	s := h.shard(c.User)
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if !c.listed {
-		c.listed = true
-		s.moveIn(c, inUser)
+	if c.listed {
+		return true
 	}
+	if max > 0 && len(s.users[c.User].clients)+len(s.lurkers[c.User].clients) >= max {
+		return false
+	}
+	c.listed = true
+	s.moveIn(c, inUser)
+	return true
 }
 
 // Opened counts c as an open connection (notify_connections and Open),
