@@ -33,6 +33,7 @@ type Config struct {
 	MaxPublishSize int    // NOTIFY_MAX_PUBLISH_SIZE
 	Auth           auth.Config
 	Redis          broker.RedisConfig
+	Broker         string               // NOTIFY_BROKER: redis, cluster or memory; empty = brokerKind's default
 	Tokens         TokenConfig          // NOTIFY_EXPIRE_CONNECTIONS, NOTIFY_REFRESH_NOTICE, NOTIFY_PHOENIX_*
 	AllowedOrigins flagext.StringSlice  // NOTIFY_ALLOWED_ORIGINS
 	OpenTopics     bool                 // NOTIFY_OPEN_TOPICS
@@ -63,6 +64,10 @@ type Config struct {
 	// AdvertiseRelayPort is the relay port told to peers instead of PORT's:
 	// how a test makes this node unreachable for relays only.
 	AdvertiseRelayPort int
+	// MeshRetry is how long the cluster broker retries a peer (default
+	// 5s), MeshReadyGrace how long one of its links may be down before
+	// /readyz fails (default 10s).
+	MeshRetry, MeshReadyGrace time.Duration
 }
 
 // DefaultConfig returns the defaults of the contract (DESIGN.md section 2).
@@ -85,6 +90,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPublishSize, "notify-max-publish-size", 65536, "largest payload the API publishes, in bytes")
 	c.Auth.RegisterFlags(fs)
 	c.Redis.RegisterFlags(fs)
+	fs.StringVar(&c.Broker, "notify-broker", "", `"redis", "cluster" (no Redis: the nodes carry publishes to each other; needs NOTIFY_CLUSTER_SECRET and NOTIFY_HISTORY_SIZE=0) or "memory" (no Redis: publishes reach the node they are made on only); empty = redis when Redis is configured, else cluster when NOTIFY_JOIN is set, else memory`)
 	c.Tokens.RegisterFlags(fs)
 	fs.Var(&c.AllowedOrigins, "notify-allowed-origins", "comma-separated Origin allowlist for browsers, e.g. https://app.example.com,https://*.example.com; empty allows any")
 	fs.BoolVar(&c.OpenTopics, "notify-open-topics", false, "let any client join any topic, not only those its token's topics claim lists")
@@ -275,6 +281,7 @@ func (c *Config) validateCluster(v *validation) {
 		v.bad("NOTIFY_REBALANCE_RATE", strconv.FormatFloat(c.RebalanceRate, 'f', -1, 64), "must be positive")
 	}
 	v.err(c.History.Validate())
+	c.validateBroker(v)
 	c.validateHandoff(v)
 }
 

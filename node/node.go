@@ -21,6 +21,7 @@ import (
 	"github.com/notify-dev/notify/api"
 	"github.com/notify-dev/notify/auth"
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/broker/mesh"
 	"github.com/notify-dev/notify/cluster"
 	"github.com/notify-dev/notify/internal/service"
 	"github.com/notify-dev/notify/node/internal/admission"
@@ -55,6 +56,7 @@ type Node struct {
 	pages       *pages.Pages
 	api         *api.Server
 	handoff     *handoff.Handoff // nil: no NOTIFY_UNDELIVERED_WEBHOOK
+	mesh        *mesh.Mesh       // the cluster broker (also broker and state); nil on another
 
 	// Set by Start.
 	cluster   *cluster.Cluster
@@ -131,8 +133,13 @@ func randomSecret() string {
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// newBroker is Redis when it is configured, else the embedded broker.
+// newBroker is Redis when it is configured, else the embedded broker;
+// the cluster broker is built by newParts, once placement exists.
 func (n *Node) newBroker() error {
+	if n.cfg.brokerKind() == brokerCluster {
+		n.closeBroker = func() error { return nil } // its links end with its Run
+		return nil
+	}
 	if !n.cfg.Redis.Enabled() {
 		// The older Notify defaulted PUBSUB_REDIS_ADDR to redis:6379: a
 		// deployment migrated without setting it would silently never see a
@@ -183,6 +190,9 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		return err
 	}
 	n.place = place
+	if err := n.newMesh(); err != nil {
+		return err
+	}
 	if err := n.newHandoff(); err != nil {
 		return err
 	}
@@ -430,12 +440,7 @@ func (n *Node) joinCluster(relayPort, internalPort int) (*cluster.Cluster, error
 	return c, nil
 }
 
-func (n *Node) brokerName() string {
-	if n.cfg.Redis.Enabled() {
-		return "redis"
-	}
-	return "memory"
-}
+func (n *Node) brokerName() string { return n.cfg.brokerKind() }
 
 // Run starts the node and serves until ctx ends or a part fails, then
 // drains and stops.
@@ -484,6 +489,7 @@ func (n *Node) shutdown(ctx context.Context) error {
 	if err := n.cluster.Leave(2 * time.Second); err != nil {
 		n.log.Warn("cluster leave", "err", err)
 	}
+	n.meshLeave(ctx)
 	n.drain(ctx)
 	err := n.services.Stop(ctx)
 	n.log.Info("notify node stopped")

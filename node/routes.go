@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/notify-dev/notify/api/notifypb"
+	"github.com/notify-dev/notify/broker/mesh"
 	"github.com/notify-dev/notify/node/internal/peers"
 )
 
@@ -44,4 +45,7 @@ func (n *Node) internalRoutes(mux *http.ServeMux) {
 	mux.Handle("GET /metrics", promhttp.HandlerFor(n.reg, promhttp.HandlerOpts{Registry: n.reg}))
 	mux.HandleFunc("GET /cluster", n.serveCluster)
 	mux.HandleFunc("POST "+peers.PresencePath, n.peers.ServePresence)
+	if n.mesh != nil {
+		mux.HandleFunc("GET "+mesh.LinkPath, n.mesh.ServeLink)
+	}
 }
