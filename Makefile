@@ -110,7 +110,7 @@ lint:
 # (publish_*, redis_memory_per_history_entry_bytes, *_since100). Takes
 # about four minutes.
 bench: build deps
-	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/... ./broker/ ./auth/ ./ring/ | awk ' \
+	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/... ./broker/ ./broker/mesh/ ./auth/ ./ring/ | awk ' \
 		/^Benchmark/ { n = $$1; sub(/^Benchmark/, "", n); sub(/-[0-9]+$$/, "", n); \
 			for (i = 3; i < NF; i += 2) { u = $$(i+1); s = (u == "ns/op") ? "" : (u == "B/op") ? "_bytes" : (u == "allocs/op") ? "_allocs" : "_rate"; \
 				print n s, $$i, u } } \

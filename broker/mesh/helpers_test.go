@@ -26,7 +26,7 @@ type ringView struct{ p atomic.Pointer[ring.Ring] }
 
 func (v *ringView) Ring() *ring.Ring { return v.p.Load() }
 
-func (v *ringView) set(t *testing.T, names ...string) {
+func (v *ringView) set(t testing.TB, names ...string) {
 	t.Helper()
 	r, err := ring.New(ring.DefaultConfig(), names)
 	if err != nil {
@@ -123,7 +123,7 @@ type options struct {
 
 // startNet starts one mesh per name, all members of one cluster with the
 // same ring.
-func startNet(t *testing.T, names []string, opt func(name string, o *options)) []*testMesh {
+func startNet(t testing.TB, names []string, opt func(name string, o *options)) []*testMesh {
 	t.Helper()
 	all := &members{}
 	lns := map[string]net.Listener{}
@@ -146,7 +146,7 @@ func startNet(t *testing.T, names []string, opt func(name string, o *options)) [
 	return out
 }
 
-func startMesh(t *testing.T, name string, ln net.Listener, dir Directory, names []string, o options) *testMesh {
+func startMesh(t testing.TB, name string, ln net.Listener, dir Directory, names []string, o options) *testMesh {
 	t.Helper()
 	tm := &testMesh{name: name, ring: &ringView{}, rec: &recorder{}, reg: prometheus.NewRegistry()}
 	tm.ring.set(t, names...)
@@ -184,7 +184,7 @@ func startMesh(t *testing.T, name string, ln net.Listener, dir Directory, names 
 }
 
 // userOwnedBy finds a user the ring of m places on owner.
-func userOwnedBy(t *testing.T, m *testMesh, owner string, skip int) string {
+func userOwnedBy(t testing.TB, m *testMesh, owner string, skip int) string {
 	t.Helper()
 	for i := range 100000 {
 		u := fmt.Sprint("u-", i)
@@ -237,7 +237,7 @@ func (tm *testMesh) counter(name string, labels ...string) float64 {
 }
 
 // linksUp waits until every mesh has a link up to every other.
-func linksUp(t *testing.T, ms []*testMesh) {
+func linksUp(t testing.TB, ms []*testMesh) {
 	t.Helper()
 	for _, m := range ms {
 		await.True(t, m.name+" links up", func() bool { return m.counter("notify_mesh_links_up") == float64(len(ms)-1) })
