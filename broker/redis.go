@@ -55,7 +55,9 @@ const (
 // publishes, probes and state, and one dedicated pub/sub connection read by
 // Run.
 type Redis struct {
-	client       *redis.Client
+	client       redis.UniversalClient
+	cluster      *redis.ClusterClient         // client again on a Cluster: readiness and the library cover every master
+	masters      atomic.Pointer[mastersCheck] // Cluster: the last check of every master in this Run
 	log          *slog.Logger
 	metrics      *metrics
 	probeChannel string
@@ -82,17 +84,24 @@ var (
 	_ StateStore = (*Redis)(nil)
 )
 
-// NewRedis returns a Redis broker on the server opts describes. It does not
-// contact the server: Redis may be down at start, Run keeps trying.
-//
-// opts is copied and adjusted: ContextTimeoutEnabled is set, so that context
-// deadlines bound every command, and DialerRetries defaults to 1 (go-redis
-// would dial 5 times per attempt, and with its command retries a call would
-// take seconds to report an unreachable server; Run retries by itself).
+// NewRedis returns a Redis broker on the server opts describes: it is
+// NewRedisTopology with RedisTopology{Single: opts}.
 func NewRedis(opts *redis.Options, o RedisOptions) (*Redis, error) {
 	if opts == nil {
 		return nil, errors.New("broker: nil redis options")
 	}
+	return NewRedisTopology(RedisTopology{Single: opts}, o)
+}
+
+// NewRedisTopology returns a Redis broker on the topology t. It does not
+// contact Redis: Redis may be down at start, Run keeps trying.
+//
+// t's options are copied and adjusted: ContextTimeoutEnabled is set, so
+// that context deadlines bound every command, and DialerRetries defaults to
+// 1 (go-redis would dial 5 times per attempt, and with its command retries
+// a call would take seconds to report an unreachable server; Run retries by
+// itself).
+func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 	if o.ProbeInterval < 0 || o.ProbeTimeout < 0 {
 		return nil, errors.New("broker: negative probe interval or timeout")
 	}
@@ -116,18 +125,19 @@ func NewRedis(opts *redis.Options, o RedisOptions) (*Redis, error) {
 		_, _ = crand.Read(b[:])
 		o.NodeID = hex.EncodeToString(b[:])
 	}
+	client, cluster, err := t.newClient()
+	if err != nil {
+		return nil, err
+	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
+		_ = client.Close()
 		return nil, fmt.Errorf("broker: registering metrics: %w", err)
 	}
-	copied := *opts
-	copied.ContextTimeoutEnabled = true
-	if copied.DialerRetries == 0 {
-		copied.DialerRetries = 1
-	}
 	return &Redis{
-		client:       redis.NewClient(&copied),
-		log:          o.Logger.With("component", "broker", "redis", copied.Addr),
+		client:       client,
+		cluster:      cluster,
+		log:          o.Logger.With("component", "broker", "redis", t.String()),
 		metrics:      m,
 		probeChannel: ProbePrefix + o.NodeID,
 		interval:     o.ProbeInterval,
@@ -255,6 +265,9 @@ func (r *Redis) Ready() error {
 	if r.isReady(now) {
 		return nil
 	}
+	if err := r.mastersReady(now); err != nil {
+		return err
+	}
 	since := now.Sub(time.Unix(0, max(last, r.runStart.Load()))).Round(time.Millisecond)
 	msg := "redis: no probe round trip for " + since.String()
 	if last == 0 {
@@ -274,7 +287,8 @@ func (r *Redis) Ready() error {
 // the pooled client) and the last one is recent.
 func (r *Redis) isReady(now time.Time) bool {
 	last := r.lastProbe.Load()
-	return r.running.Load() && r.probed.Load() && last != 0 && now.Sub(time.Unix(0, last)) <= r.timeout
+	return r.running.Load() && r.probed.Load() && last != 0 && now.Sub(time.Unix(0, last)) <= r.timeout &&
+		r.mastersReady(now) == nil
 }
 
 func (r *Redis) updateUp() { r.metrics.setUp(r.isReady(time.Now())) }
@@ -330,6 +344,9 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 	ctx, cancel := context.WithCancel(ctx)
 	var wg sync.WaitGroup
 	wg.Go(func() { r.probeLoop(ctx) })
+	if r.cluster != nil {
+		wg.Go(func() { r.masterLoop(ctx) })
+	}
 	if r.hist.cfg.Enabled() {
 		wg.Go(func() { r.loadLoop(ctx) })
 		r.kickLoad()

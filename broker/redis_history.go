@@ -66,10 +66,13 @@ type redisHistory struct {
 	loadKick chan struct{} // asks Run's loader for a load
 	loadGen  atomic.Uint64 // successful loads so far
 	loadMu   chan struct{} // one load at a time (a channel: waiting honours ctx)
+	// masterGen is, on a Cluster, loadGen right after the last load on each
+	// master (by address); guarded by loadMu.
+	masterGen map[string]uint64
 }
 
 func newRedisHistory(cfg HistoryConfig) *redisHistory {
-	h := &redisHistory{cfg: cfg, loadKick: make(chan struct{}, 1), loadMu: make(chan struct{}, 1)}
+	h := &redisHistory{cfg: cfg, loadKick: make(chan struct{}, 1), loadMu: make(chan struct{}, 1), masterGen: map[string]uint64{}}
 	if cfg.Enabled() {
 		h.library = Library(cfg)
 		h.size = strconv.Itoa(cfg.Size)
@@ -108,8 +111,10 @@ func (r *Redis) Append(ctx context.Context, targets []Target, payload []byte, ev
 		if attempt > 0 {
 			return nil, fmt.Errorf("append: %s still missing after loading the library", FunctionPublish)
 		}
-		if err := r.reload(ctx, gen); err != nil {
-			return nil, wrapErr("append: loading the history functions", err)
+		for _, i := range again { // on a Cluster, each on its own master
+			if err := r.reload(ctx, channels[i], gen); err != nil {
+				return nil, wrapErr("append: loading the history functions", err)
+			}
 		}
 		todo = again
 	}
@@ -332,7 +337,7 @@ func (r *Redis) fcall(ctx context.Context, readOnly bool, fn, key string, args .
 	if !missingFunction(cmd.Err()) {
 		return cmd
 	}
-	if err := r.reload(ctx, gen); err != nil {
+	if err := r.reload(ctx, key, gen); err != nil {
 		cmd.SetErr(fmt.Errorf("loading the history functions: %w", err))
 		return cmd
 	}
@@ -346,15 +351,21 @@ func missingFunction(err error) bool {
 	return errors.As(err, &rerr) && strings.Contains(rerr.Error(), "Function not found")
 }
 
-// reload loads the library after a call found it missing, unless a load
-// succeeded since gen was read (one load answers a burst of such calls).
-func (r *Redis) reload(ctx context.Context, gen uint64) error {
+// reload loads the library after a call on key found it missing, unless a
+// load succeeded since gen was read (one load answers a burst of such
+// calls). On a Cluster it loads on key's master only, unless that master
+// was loaded since gen: a master restarted without the library does not
+// make the others' calls wait.
+func (r *Redis) reload(ctx context.Context, key string, gen uint64) error {
 	select {
 	case r.hist.loadMu <- struct{}{}:
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	defer func() { <-r.hist.loadMu }()
+	if r.cluster != nil {
+		return r.reloadMaster(ctx, key, gen)
+	}
 	if r.hist.loadGen.Load() != gen {
 		return nil
 	}
@@ -373,15 +384,32 @@ func (r *Redis) loadLibrary(ctx context.Context, why string) error {
 	return r.loadLocked(ctx, why)
 }
 
+// loadLocked loads the library on the server, or on every master of a
+// Cluster (FUNCTION LOAD goes to one node, and a Cluster does not replicate
+// it between masters).
 func (r *Redis) loadLocked(ctx context.Context, why string) error {
+	if r.cluster != nil {
+		return r.loadMasters(ctx, why)
+	}
 	if err := r.client.FunctionLoadReplace(ctx, r.hist.library).Err(); err != nil {
 		return err
 	}
-	r.hist.loadGen.Add(1)
-	r.metrics.functionLoads.Inc()
-	r.log.Info("redis history functions loaded", "library", LibraryName, "version", LibraryVersion, "why", why,
-		"size", r.hist.cfg.Size, "ttl", r.hist.cfg.TTL)
+	r.loaded(why, "")
 	return nil
+}
+
+// loaded records a load: on the Cluster master addr, or on the server when
+// addr is "". The caller holds loadMu.
+func (r *Redis) loaded(why, addr string) {
+	gen := r.hist.loadGen.Add(1)
+	log := r.log
+	if addr != "" {
+		r.hist.masterGen[addr] = gen
+		log = log.With("master", addr)
+	}
+	r.metrics.functionLoads.Inc()
+	log.Info("redis history functions loaded", "library", LibraryName, "version", LibraryVersion, "why", why,
+		"size", r.hist.cfg.Size, "ttl", r.hist.cfg.TTL)
 }
 
 // kickLoad asks Run's loader for a load (coalesced).
