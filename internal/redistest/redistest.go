@@ -32,10 +32,12 @@ const restartBindTimeout = 5 * time.Second
 type Server struct {
 	Addr string // 127.0.0.1:port, the same across Restart
 
-	t    testing.TB
-	bin  string
-	dir  string
-	port int
+	t     testing.TB
+	bin   string
+	dir   string
+	port  int
+	conf  string   // config file, the first argument when set (a sentinel's)
+	extra []string // arguments after ours (they win over ours)
 
 	mu   sync.Mutex
 	cmd  *exec.Cmd     // nil while stopped
@@ -47,6 +49,13 @@ type Server struct {
 // Start starts a redis-server. It skips the test when redis-server is not on
 // PATH and fails it on other errors.
 func Start(t testing.TB) *Server {
+	t.Helper()
+	return startWith(t, nil)
+}
+
+// startWith is Start with setup, when not nil, called for every port tried:
+// it sets the server's conf and extra arguments (kept across Restart).
+func startWith(t testing.TB, setup func(*Server) error) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -65,6 +74,11 @@ func Start(t testing.TB) *Server {
 		}
 		s.port = port
 		s.Addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		if setup != nil {
+			if err := setup(s); err != nil {
+				t.Fatalf("redistest: setting up redis-server: %v", err)
+			}
+		}
 		if lastErr = s.start(); lastErr == nil {
 			return s
 		}
@@ -146,7 +160,11 @@ func (s *Server) start() error {
 		return err
 	}
 	defer logf.Close() // the child has its own descriptor
-	cmd := exec.Command(s.bin,
+	var args []string
+	if s.conf != "" {
+		args = append(args, s.conf)
+	}
+	args = append(args,
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--save", "",
@@ -156,6 +174,7 @@ func (s *Server) start() error {
 		"--protected-mode", "no",
 		"--loglevel", "notice",
 	)
+	cmd := exec.Command(s.bin, append(args, s.extra...)...)
 	cmd.Dir = s.dir
 	cmd.Stdout = logf
 	cmd.Stderr = logf
