@@ -40,6 +40,7 @@ type Config struct {
 	PingInterval   time.Duration        // NOTIFY_PING_INTERVAL
 	MaxMessageSize int                  // NOTIFY_MAX_MESSAGE_SIZE
 	SendQueueBytes int                  // NOTIFY_SEND_QUEUE_BYTES
+	MaxConnections int                  // NOTIFY_MAX_CONNECTIONS: 0 = from the open files limit (maxConnections)
 	NodeName       string               // NOTIFY_NODE_NAME
 	DrainTimeout   time.Duration        // NOTIFY_DRAIN_TIMEOUT
 	GossipAddr     string               // NOTIFY_GOSSIP_ADDR
@@ -61,6 +62,7 @@ type Config struct {
 	Ring          ring.Config   // zero: ring.DefaultConfig()
 	LongPollHold  time.Duration // how long a poll waits for messages (default 10s)
 	LongPollIdle  time.Duration // no poll for this long ends a session (default 25s)
+	HeaderTimeout time.Duration // how long PORT waits for a request's header (default 10s)
 	// AdvertiseRelayPort is the relay port told to peers instead of PORT's:
 	// how a test makes this node unreachable for relays only.
 	AdvertiseRelayPort int
@@ -97,6 +99,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PingInterval, "notify-ping-interval", 25*time.Second, "server ping interval; a connection silent for 2 intervals is closed")
 	fs.IntVar(&c.MaxMessageSize, "notify-max-message-size", 4096, "largest client frame accepted in bytes (close 1009 above it)")
 	fs.IntVar(&c.SendQueueBytes, "notify-send-queue-bytes", 262144, "unsent bytes per connection before the client is cut as slow (close 4008)")
+	fs.IntVar(&c.MaxConnections, "notify-max-connections", 0, "client descriptors this node holds before new connections get 503 with Retry-After (a relayed client holds two on the node it lands on); 0 = the open files limit less 5% (at least 64, at most 1024) for the node's own")
 	fs.StringVar(&c.NodeName, "notify-node-name", host, "unique member name of this node")
 	fs.DurationVar(&c.DrainTimeout, "notify-drain-timeout", 20*time.Second, "how long a stopping node spreads its connection closes over")
 	fs.StringVar(&c.GossipAddr, "notify-gossip-addr", ":7946", "memberlist bind address (TCP and UDP)")
@@ -241,6 +244,9 @@ func (c *Config) validateClients(v *validation) {
 	}
 	if c.SendQueueBytes < 4096 || c.SendQueueBytes > 1<<30 {
 		v.bad("NOTIFY_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes), "must be between 4096 and 1073741824 bytes")
+	}
+	if c.MaxConnections < 0 {
+		v.bad("NOTIFY_MAX_CONNECTIONS", strconv.Itoa(c.MaxConnections), "must not be negative (0: from the open files limit)")
 	}
 	if c.DrainTimeout < 0 {
 		v.bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")

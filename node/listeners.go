@@ -1,6 +1,7 @@
 package node
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -20,17 +21,24 @@ import (
 // in flight when the node stops (connections were drained before).
 const stopTimeout = 5 * time.Second
 
+// defaultHeaderTimeout bounds how long PORT waits for a request's header:
+// a connection that sends half a request line and then nothing (slowloris)
+// costs a goroutine and its buffers until then, and is closed.
+const defaultHeaderTimeout = 10 * time.Second
+
 // listeners are the node's bound sockets: HTTP (clients, API, health,
 // pages; metrics and the cluster's endpoints too without INTERNAL_PORT),
 // internal (metrics, /cluster, node-to-node, pprof), pprof and gRPC (nil
 // when off or unset).
 type listeners struct {
 	http, internal, pprof, grpc net.Listener
+
+	headerTimeout time.Duration // PORT's ReadHeaderTimeout
 }
 
 // listen binds every listener, or none.
 func (n *Node) listen() (*listeners, error) {
-	ls := &listeners{}
+	ls := &listeners{headerTimeout: cmp.Or(n.cfg.HeaderTimeout, defaultHeaderTimeout)}
 	bind := []struct {
 		setting, value string
 		ln             *net.Listener
@@ -50,7 +58,7 @@ func (n *Node) listen() (*listeners, error) {
 			ls.close()
 			return nil, fmt.Errorf("listen %s %s: %w", b.setting, b.value, err)
 		}
-		*b.ln = ln
+		*b.ln = guardAccept(ln, b.setting, n.log, n.accepts)
 	}
 	return ls, nil
 }
@@ -78,7 +86,7 @@ func (ls *listeners) close() {
 func (ls *listeners) httpService(h http.Handler, log *slog.Logger) service.Service {
 	return serveHTTP(&http.Server{
 		Handler:           h,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: ls.headerTimeout,
 		IdleTimeout:       90 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),

@@ -37,9 +37,10 @@ import (
 
 // Node is one notify server.
 type Node struct {
-	cfg Config
-	log *slog.Logger
-	reg *prometheus.Registry
+	cfg     Config
+	log     *slog.Logger
+	reg     *prometheus.Registry
+	accepts *acceptMetrics // every listener's descriptor shortages (guardedListener)
 
 	broker      broker.Broker
 	state       broker.StateStore
@@ -96,6 +97,11 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 	}
 	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
 	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	accepts, err := newAcceptMetrics(n.reg)
+	if err != nil {
+		return nil, err
+	}
+	n.accepts = accepts
 	verifier, err := n.newVerifier()
 	if err != nil {
 		return nil, err
@@ -205,6 +211,7 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
 		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
 		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
+		MaxConnections: n.maxConnections(), Relays: place,
 	}
 	if n.history != nil {
 		ac.History, ac.HistoryTTL = n.history, cfg.History.TTL

@@ -70,6 +70,11 @@ type Config struct {
 	Owners            Owners
 	Registerer        prometheus.Registerer
 	Logger            *slog.Logger
+
+	// MaxConnections (NOTIFY_MAX_CONNECTIONS, resolved by the node) bounds
+	// Load; 0: no bound.
+	MaxConnections int
+	Relays         Relays // the relays Load counts; nil: none
 }
 
 // Pipeline admits clients.
@@ -92,9 +97,10 @@ const (
 	RejectTopic        = "topic"
 	RejectState        = "state_unavailable"
 	RejectUpgrade      = "upgrade_failed"
+	RejectLimit        = "limit" // NOTIFY_MAX_CONNECTIONS
 )
 
-var rejectReasons = []string{RejectBadRequest, RejectDraining, RejectOrigin, RejectUnauthorized, RejectTopic, RejectState, RejectUpgrade}
+var rejectReasons = []string{RejectBadRequest, RejectDraining, RejectOrigin, RejectUnauthorized, RejectTopic, RejectState, RejectUpgrade, RejectLimit}
 
 // New returns a pipeline; its metrics are registered on cfg.Registerer.
 func New(cfg Config) (*Pipeline, error) {
@@ -123,6 +129,9 @@ func New(cfg Config) (*Pipeline, error) {
 		if err := cfg.Registerer.Register(vec); err != nil {
 			return nil, fmt.Errorf("admission metrics: %w", err)
 		}
+	}
+	if err := registerLimit(cfg.Registerer, cfg.MaxConnections); err != nil {
+		return nil, fmt.Errorf("admission metrics: %w", err)
 	}
 	var err error
 	if p.recoveries, err = newRecoveryMetrics(cfg.Registerer); err != nil {
@@ -184,9 +193,17 @@ type Admitted struct {
 }
 
 // Admit runs the checks every client endpoint shares, in this order: a valid
-// WebSocket handshake (when asked), not draining, an allowed Origin, a valid
-// token, allowed topics; then, when another node owns the user, the relay
-// there. false means the request has been answered.
+// WebSocket handshake (when asked), not draining, under the connection limit,
+// an allowed Origin, a valid token, allowed topics; then, when another node
+// owns the user, the relay there. false means the request has been answered.
+//
+// The limit comes before the token: a node at its limit spends nothing on a
+// client it refuses. A relayed client is checked on both nodes, each
+// against its own limit: here before the relay (it would hold the client's
+// socket and the relay's), and on the owner when the relay arrives (it
+// would hold the client). An owner at its limit answers 503 to the relay,
+// and this node then serves the client itself, as for any owner that
+// cannot take it (it had room: it just checked).
 func (p *Pipeline) Admit(w http.ResponseWriter, r *http.Request, req Request) (Admitted, bool) {
 	refuse := func(status int, reason, msg string) (Admitted, bool) {
 		p.Count(reason)
@@ -208,6 +225,10 @@ func (p *Pipeline) Admit(w http.ResponseWriter, r *http.Request, req Request) (A
 	}
 	if p.Draining() {
 		return refuse(http.StatusServiceUnavailable, RejectDraining, "node is draining, reconnect to another node")
+	}
+	if p.full() {
+		setRetryAfter(w)
+		return refuse(http.StatusServiceUnavailable, RejectLimit, LimitMessage)
 	}
 	if !p.OriginAllowed(r) {
 		return refuse(http.StatusForbidden, RejectOrigin, "origin not allowed")
