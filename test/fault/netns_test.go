@@ -164,11 +164,14 @@ func (tp *topology) host(name string) *host {
 	return h
 }
 
-// teardown removes the namespaces (their veth pairs go with them) and the
+// teardown removes the veth pairs, the namespaces and the
 // bridge. The processes inside are killed first by teardownAll.
 func (tp *topology) teardown() {
 	tp.once.Do(func() {
 		for _, h := range tp.hosts {
+			// The pair goes at once with its root end; the namespace itself
+			// may outlive its name a while (orphaned TCP sockets finishing).
+			_ = run("ip", "link", "del", h.port)
 			_ = run("ip", "netns", "del", h.ns)
 		}
 		_ = run("ip", "link", "del", tp.bridge)
