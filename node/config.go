@@ -53,6 +53,9 @@ type Config struct {
 	History        broker.HistoryConfig // NOTIFY_HISTORY_SIZE, NOTIFY_HISTORY_TTL
 	Handoff        HandoffConfig        // NOTIFY_UNDELIVERED_WEBHOOK, _GRACE, NOTIFY_WEBHOOK_SECRET
 
+	// NOTIFY_MAX_CONNECTIONS_PER_USER: 0 = unlimited; enforced by the owner.
+	MaxConnectionsPerUser int
+
 	// Not settings: tuning for tests and benchmarks.
 	CloseTimeout  time.Duration // how long a closing handshake may take (transport default)
 	Loops         int           // event loops (default one per CPU)
@@ -99,6 +102,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.PingInterval, "notify-ping-interval", 25*time.Second, "server ping interval; a connection silent for 2 intervals is closed")
 	fs.IntVar(&c.MaxMessageSize, "notify-max-message-size", 4096, "largest client frame accepted in bytes (close 1009 above it)")
 	fs.IntVar(&c.SendQueueBytes, "notify-send-queue-bytes", 262144, "unsent bytes per connection before the client is cut as slow (close 4008)")
+	fs.IntVar(&c.MaxConnectionsPerUser, "notify-max-connections-per-user", 0, "connections one user may hold in the whole cluster, enforced exactly by the user's owner (more are refused with 429); 0 = unlimited")
 	fs.IntVar(&c.MaxConnections, "notify-max-connections", 0, "client descriptors this node holds before new connections get 503 with Retry-After (a relayed client holds two on the node it lands on); 0 = the open files limit less 5% (at least 64, at most 1024) for the node's own")
 	fs.StringVar(&c.NodeName, "notify-node-name", host, "unique member name of this node")
 	fs.DurationVar(&c.DrainTimeout, "notify-drain-timeout", 20*time.Second, "how long a stopping node spreads its connection closes over")
@@ -244,6 +248,9 @@ func (c *Config) validateClients(v *validation) {
 	}
 	if c.SendQueueBytes < 4096 || c.SendQueueBytes > 1<<30 {
 		v.bad("NOTIFY_SEND_QUEUE_BYTES", strconv.Itoa(c.SendQueueBytes), "must be between 4096 and 1073741824 bytes")
+	}
+	if c.MaxConnectionsPerUser < 0 {
+		v.bad("NOTIFY_MAX_CONNECTIONS_PER_USER", strconv.Itoa(c.MaxConnectionsPerUser), "must not be negative (0: unlimited)")
 	}
 	if c.MaxConnections < 0 {
 		v.bad("NOTIFY_MAX_CONNECTIONS", strconv.Itoa(c.MaxConnections), "must not be negative (0: from the open files limit)")

@@ -211,7 +211,7 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
 		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
 		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
-		MaxConnections: n.maxConnections(), Relays: place,
+		MaxConnections: n.maxConnections(), Relays: place, MaxConnectionsPerUser: cfg.MaxConnectionsPerUser,
 	}
 	if n.history != nil {
 		ac.History, ac.HistoryTTL = n.history, cfg.History.TTL

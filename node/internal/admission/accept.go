@@ -22,7 +22,9 @@ const StateReadTimeout = 5 * time.Second
 // request is refused with 503 and c unregistered.
 func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Client, topics []string, res Resume) (*Snapshot, bool) {
 	h := p.cfg.Hub
-	h.Add(c)
+	if !p.AddClient(w, c, true, nil) {
+		return nil, false
+	}
 	for _, t := range topics {
 		h.JoinTopic(c, t)
 	}

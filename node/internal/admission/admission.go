@@ -75,6 +75,9 @@ type Config struct {
 	// Load; 0: no bound.
 	MaxConnections int
 	Relays         Relays // the relays Load counts; nil: none
+	// MaxConnectionsPerUser (NOTIFY_MAX_CONNECTIONS_PER_USER) bounds one
+	// user's connections on its owner (AddClient); 0: no bound.
+	MaxConnectionsPerUser int
 }
 
 // Pipeline admits clients.
@@ -100,7 +103,7 @@ const (
 	RejectLimit        = "limit" // NOTIFY_MAX_CONNECTIONS
 )
 
-var rejectReasons = []string{RejectBadRequest, RejectDraining, RejectOrigin, RejectUnauthorized, RejectTopic, RejectState, RejectUpgrade, RejectLimit}
+var rejectReasons = []string{RejectBadRequest, RejectDraining, RejectOrigin, RejectUnauthorized, RejectTopic, RejectState, RejectUpgrade, RejectLimit, RejectUserLimit}
 
 // New returns a pipeline; its metrics are registered on cfg.Registerer.
 func New(cfg Config) (*Pipeline, error) {

@@ -212,7 +212,7 @@ type status struct {
 func writeStatus(w http.ResponseWriter, st status) { respond.JSON(w, http.StatusOK, st) }
 
 func refuseLongPoll(w http.ResponseWriter, code int, msg string) {
-	if code == http.StatusServiceUnavailable {
+	if code == http.StatusServiceUnavailable || code == http.StatusTooManyRequests {
 		respond.Error(w, code, msg)
 		return
 	}
@@ -296,10 +296,12 @@ func (e *Endpoint) open(w http.ResponseWriter, r *http.Request, userTok string, 
 	s := &session{token: base64.RawURLEncoding.EncodeToString(b[:]), lastPoll: time.Now(),
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	s.init(e, a, vsn1, hub.TransportLongPoll, s)
+	if !e.cfg.Accept.AddClient(w, &s.Client, false, refuseLongPoll) {
+		return
+	}
 	e.mu.Lock()
 	e.sessions[s.token] = s
 	e.mu.Unlock()
-	e.cfg.Hub.AddUnjoined(&s.Client)
 	e.cfg.Hub.Opened(&s.Client)
 	e.cfg.Hub.Accepted(&s.Client)
 	w.Header().Set("X-Notify-Node", e.cfg.Accept.NodeName())

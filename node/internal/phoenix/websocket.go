@@ -71,7 +71,9 @@ func (e *Endpoint) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 	s := &wsSocket{}
 	s.init(e, a, vsn1, hub.TransportPhoenix, s)
 	s.conn = e.cfg.Transport.NewConn(transport.ConnOptions{Expiry: e.cfg.Accept.Expiry(a.Claims.ExpiresAt), Messages: true, Handler: s})
-	e.cfg.Hub.AddUnjoined(&s.Client) // joins come with phx_join
+	if !e.cfg.Accept.AddClient(w, &s.Client, false, nil) { // joins come with phx_join
+		return
+	}
 	var hdr http.Header
 	if subprotocol {
 		// phoenix.js offers ["phoenix", "base64url.bearer.phx.<token>"]; a

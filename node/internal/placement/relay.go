@@ -104,8 +104,14 @@ func (p *Placement) RelayToOwner(w http.ResponseWriter, r *http.Request, user st
 		DialTimeout:      relayDialTimeout,
 		HandshakeTimeout: relayHandshakeTimeout,
 		OnClose:          p.relayEnded,
+		// The owner alone counts a user's connections: its 429 stands.
+		PassOn: func(status int) bool { return status == http.StatusTooManyRequests },
 	})
 	if err == nil {
+		return true
+	}
+	if errors.Is(err, transport.ErrPassedOn) {
+		p.relayEnded()
 		return true
 	}
 	p.relayEnded()
