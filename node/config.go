@@ -228,10 +228,7 @@ func (c *Config) validateListeners(v *validation) {
 		v.bad("NOTIFY_MAX_PUBLISH_SIZE", strconv.Itoa(c.MaxPublishSize), "must be positive and at most NOTIFY_SEND_QUEUE_BYTES (a bigger message could never be delivered)")
 	}
 	v.err(c.Auth.Validate())
-	if c.Redis.Enabled() {
-		_, err := c.Redis.Options()
-		v.err(err)
-	}
+	v.err(c.Redis.Validate())
 }
 
 func (c *Config) validateClients(v *validation) {

@@ -150,7 +150,7 @@ func (n *Node) newBroker() error {
 		// The older Notify defaulted PUBSUB_REDIS_ADDR to redis:6379: a
 		// deployment migrated without setting it would silently never see a
 		// Redis publish.
-		n.log.Warn("no Redis configured (PUBSUB_REDIS_ADDR, REDIS_URL): running on the embedded broker, so messages published to a Redis never reach this node",
+		n.log.Warn("no Redis configured (PUBSUB_REDIS_ADDR, REDIS_URL, REDIS_SENTINEL_ADDRS, REDIS_CLUSTER_ADDRS): running on the embedded broker, so messages published to a Redis never reach this node",
 			"setting", "PUBSUB_REDIS_ADDR")
 		m := broker.NewMemory(n.reg, n.cfg.History)
 		n.broker, n.state, n.closeBroker = m, m, func() error { return nil }
@@ -159,11 +159,11 @@ func (n *Node) newBroker() error {
 		}
 		return nil
 	}
-	opts, err := n.cfg.Redis.Options()
+	topology, err := n.cfg.Redis.Topology()
 	if err != nil {
 		return err
 	}
-	r, err := broker.NewRedis(opts, broker.RedisOptions{
+	r, err := broker.NewRedisTopology(topology, broker.RedisOptions{
 		Logger:        n.log,
 		Registerer:    n.reg,
 		NodeID:        n.cfg.NodeName,

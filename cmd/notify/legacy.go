@@ -38,7 +38,7 @@ func readLegacy(environ []string, lookup func(string) (string, bool)) legacySett
 		if p, ok := lookup("REDIS_PORT"); ok && strings.TrimSpace(p) != "" {
 			port, from = strings.TrimSpace(p), "REDIS_HOST, REDIS_PORT"
 		}
-		if !set("PUBSUB_REDIS_ADDR") && !set("REDIS_URL") {
+		if !set("PUBSUB_REDIS_ADDR") && !set("REDIS_URL") && !set("REDIS_SENTINEL_ADDRS") && !set("REDIS_CLUSTER_ADDRS") {
 			l.mapped["PUBSUB_REDIS_ADDR"] = net.JoinHostPort(strings.TrimSpace(host), port)
 			l.from["PUBSUB_REDIS_ADDR"] = from
 		}

@@ -22,6 +22,8 @@ func TestReadLegacy(t *testing.T) {
 			mapped: map[string]string{"PUBSUB_REDIS_ADDR": "[::1]:6379"}},
 		{name: "ours wins", env: map[string]string{"REDIS_HOST": "old", "PUBSUB_REDIS_ADDR": "new:6379"}, mapped: map[string]string{}},
 		{name: "REDIS_URL wins", env: map[string]string{"REDIS_HOST": "old", "REDIS_URL": "redis://new:6379"}, mapped: map[string]string{}},
+		{name: "Sentinel wins", env: map[string]string{"REDIS_HOST": "old", "REDIS_SENTINEL_ADDRS": "s:26379"}, mapped: map[string]string{}},
+		{name: "Cluster wins", env: map[string]string{"REDIS_HOST": "old", "REDIS_CLUSTER_ADDRS": "c:6379"}, mapped: map[string]string{}},
 		{name: "REDIS_PORT alone", env: map[string]string{"REDIS_PORT": "6380"}, mapped: map[string]string{}, ignored: []string{"REDIS_PORT"}},
 		{name: "DNS_CLUSTER_QUERY", env: map[string]string{"DNS_CLUSTER_QUERY": "notify-headless.default.svc.cluster.local"},
 			mapped: map[string]string{"NOTIFY_JOIN": "dns+notify-headless.default.svc.cluster.local:7946"}},

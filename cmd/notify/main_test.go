@@ -52,6 +52,8 @@ func TestHelpListsEverySetting(t *testing.T) {
 		"NOTIFY_SEND_QUEUE_BYTES", "NOTIFY_MAX_CONNECTIONS", "NOTIFY_NODE_NAME", "NOTIFY_DRAIN_TIMEOUT", "LOG_LEVEL", "LOG_FORMAT",
 		"NOTIFY_API_AUTH", "NOTIFY_EXPIRE_CONNECTIONS", "NOTIFY_REFRESH_NOTICE", "NOTIFY_JWKS_URL", "NOTIFY_JWKS_REFRESH",
 		"NOTIFY_PHOENIX_SECRET_KEY_BASE", "NOTIFY_PHOENIX_TOKEN_SALT", "NOTIFY_PHOENIX_TOKEN_MAX_AGE", "NOTIFY_BROKER",
+		"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_CLUSTER_ADDRS",
+		"REDIS_USERNAME", "REDIS_PASSWORD",
 	} {
 		if !strings.Contains(out.String(), " "+env+" ") {
 			t.Errorf("--help does not list %s", env)
@@ -75,6 +77,8 @@ func TestBadSettingsNameTheSetting(t *testing.T) {
 		{[]string{"NOTIFY_MAX_CONNECTIONS=-1"}, nil, "NOTIFY_MAX_CONNECTIONS"},
 		{[]string{"NOTIFY_OPEN_TOPICS=maybe"}, nil, "NOTIFY_OPEN_TOPICS"},
 		{[]string{"REDIS_URL=ftp://x"}, nil, "REDIS_URL"},
+		{[]string{"REDIS_SENTINEL_ADDRS=s1:26379"}, nil, "REDIS_SENTINEL_MASTER"},
+		{[]string{"REDIS_CLUSTER_ADDRS=c1:x"}, nil, "REDIS_CLUSTER_ADDRS"},
 		{[]string{"LOG_LEVEL=loud"}, nil, "LOG_LEVEL"},
 		{nil, []string{"--notify-allowed-origins", "example.com"}, "NOTIFY_ALLOWED_ORIGINS"},
 	}
