@@ -315,6 +315,7 @@ type client struct {
 	conn     net.Conn      // the open connection, nil between sessions
 	pause    chan struct{} // non-nil: reading stops until it is closed
 	halt     bool          // no reconnect after the next close
+	scratch  []byte        // the reader's buffer for large (bulk) frames
 
 	wmu sync.Mutex
 }
@@ -512,7 +513,17 @@ func (c *client) readData(conn net.Conn, r *bufio.Reader) (ws.OpCode, []byte, er
 		if h.Masked || h.Length > 1<<20 {
 			return 0, nil, fmt.Errorf("bad frame header %+v", h)
 		}
-		p := make([]byte, h.Length)
+		var p []byte
+		if h.Length > 4096 {
+			// A bulk frame, only counted: one buffer per client, not an
+			// allocation per frame (the load generator must stay cheap).
+			if int64(cap(c.scratch)) < h.Length {
+				c.scratch = make([]byte, h.Length)
+			}
+			p = c.scratch[:h.Length]
+		} else {
+			p = make([]byte, h.Length)
+		}
 		if _, err := io.ReadFull(r, p); err != nil {
 			return 0, nil, err
 		}
@@ -623,10 +634,34 @@ func (c *client) hangUp() {
 
 // stopReading makes the client stop reading its socket (it stays open);
 // resumeReading lets it read again, and halt keeps it from reconnecting.
+// Meanwhile it sends a ping every 5 s, as a client whose reader is stuck
+// but whose application is alive would send its heartbeats: the node's
+// idle timeout (no frame for two ping intervals) is then not what ends
+// it; only the slow-consumer cut can.
 func (c *client) stopReading() {
 	c.mu.Lock()
 	if c.pause == nil {
 		c.pause = make(chan struct{})
+		pause := c.pause
+		go func() {
+			tk := time.NewTicker(5 * time.Second)
+			defer tk.Stop()
+			for {
+				select {
+				case <-pause:
+					return
+				case <-c.w.ctx.Done():
+					return
+				case <-tk.C:
+				}
+				c.mu.Lock()
+				conn := c.conn
+				c.mu.Unlock()
+				if conn != nil {
+					c.write(conn, ws.NewPingFrame([]byte("hb")))
+				}
+			}
+		}()
 	}
 	c.halt = true
 	c.mu.Unlock()
