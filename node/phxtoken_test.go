@@ -1,11 +1,6 @@
 package node
 
 import (
-	"crypto/hmac"
-	"crypto/pbkdf2"
-	"crypto/sha256"
-	"encoding/base64"
-	"encoding/binary"
 	"io"
 	"net/http"
 	"net/url"
@@ -14,33 +9,21 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/notify-dev/notify/auth/phxtoken"
 )
 
 const testKeyBase = "a-secret-key-base-of-the-elixir-service-at-least-20-bytes"
 
 // phoenixToken signs user as Phoenix.Token.sign(key_base, "pubsub", user)
-// does, signed at signed: the term {<<user>>, signed_ms, 86400}, MAC'd
-// with the PBKDF2 key (auth/phxtoken pins the format against Erlang).
+// does, signed at signed (auth/phxtoken pins the format against Erlang).
 func phoenixToken(t *testing.T, user string, signed time.Time) string {
 	t.Helper()
-	term := []byte{131, 104, 3, 109}
-	term = binary.BigEndian.AppendUint32(term, uint32(len(user)))
-	term = append(term, user...)
-	ms := uint64(signed.UnixMilli())
-	var le []byte
-	for ; ms > 0; ms >>= 8 {
-		le = append(le, byte(ms))
-	}
-	term = append(append(term, 110, byte(len(le)), 0), le...)
-	term = binary.BigEndian.AppendUint32(append(term, 98), 86400)
-	key, err := pbkdf2.Key(sha256.New, testKeyBase, []byte("pubsub"), 1000, 32)
+	v, err := phxtoken.New(phxtoken.Config{SecretKeyBase: testKeyBase})
 	if err != nil {
 		t.Fatal(err)
 	}
-	signedText := "SFMyNTY." + base64.RawURLEncoding.EncodeToString(term)
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(signedText))
-	return signedText + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
+	return v.Sign(user, signed)
 }
 
 // TestPhoenixToken: /pubsub/websocket and /pubsub/longpoll take the Elixir

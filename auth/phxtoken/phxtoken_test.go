@@ -210,3 +210,14 @@ func BenchmarkVerify(b *testing.B) {
 		}
 	}
 }
+
+// TestSignVerifies: Sign makes what Verify takes, and what the Erlang
+// vectors hold for the same inputs.
+func TestSignVerifies(t *testing.T) {
+	now := time.Now()
+	v := newVerifier(t, Config{SecretKeyBase: strings.Repeat("s", 64)}, now)
+	c, err := v.Verify(v.Sign("user-7", now.Add(-time.Minute)))
+	if err != nil || c.UserID != "user-7" || !c.SignedAt.Equal(time.UnixMilli(now.Add(-time.Minute).UnixMilli())) {
+		t.Fatalf("Verify(Sign) = %+v, %v", c, err)
+	}
+}

@@ -1,13 +1,8 @@
 package main
 
 import (
-	"crypto/hmac"
-	"crypto/pbkdf2"
 	"crypto/rsa"
-	"crypto/sha256"
 	"crypto/x509"
-	"encoding/base64"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -16,6 +11,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 
 	"github.com/notify-dev/notify/auth"
+	"github.com/notify-dev/notify/auth/phxtoken"
 )
 
 // signedTokens are the users of a connect command and a token for each.
@@ -49,11 +45,11 @@ func sign(c command) (signedTokens, error) {
 		}
 		one = func(user string) (string, error) { return signRS256(key, c.Kid, user, c.Topics, now) }
 	case "phoenix":
-		key, err := phoenixKey(c.KeyBase)
+		v, err := phxtoken.New(phxtoken.Config{SecretKeyBase: c.KeyBase})
 		if err != nil {
 			return st, err
 		}
-		one = func(user string) (string, error) { return phoenixToken(key, user, now), nil }
+		one = func(user string) (string, error) { return v.Sign(user, now), nil }
 	default:
 		return st, fmt.Errorf("unknown token kind %q", c.Token)
 	}
@@ -78,32 +74,4 @@ func signRS256(key *rsa.PrivateKey, kid, user string, topics []string, now time.
 	t := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	t.Header["kid"] = kid
 	return t.SignedString(key)
-}
-
-// phoenixKey is the key Phoenix.Token derives from a secret_key_base for
-// the salt "pubsub" (Plug.Crypto.KeyGenerator's defaults).
-func phoenixKey(keyBase string) ([]byte, error) {
-	return pbkdf2.Key(sha256.New, keyBase, []byte("pubsub"), 1000, 32)
-}
-
-// phoenixToken signs user as Phoenix.Token.sign(key_base, "pubsub", user)
-// does, signed at signed: the term {<<user>>, signed_ms, 86400} in the
-// Erlang external term format, MAC'd with HMAC-SHA256 (the logic of
-// phoenixToken in node/phxtoken_test.go; auth/phxtoken pins the format
-// against Erlang).
-func phoenixToken(key []byte, user string, signed time.Time) string {
-	term := []byte{131, 104, 3, 109}
-	term = binary.BigEndian.AppendUint32(term, uint32(len(user)))
-	term = append(term, user...)
-	ms := uint64(signed.UnixMilli())
-	var le []byte
-	for ; ms > 0; ms >>= 8 {
-		le = append(le, byte(ms))
-	}
-	term = append(append(term, 110, byte(len(le)), 0), le...)
-	term = binary.BigEndian.AppendUint32(append(term, 98), 86400)
-	signedText := "SFMyNTY." + base64.RawURLEncoding.EncodeToString(term)
-	mac := hmac.New(sha256.New, key)
-	mac.Write([]byte(signedText))
-	return signedText + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
