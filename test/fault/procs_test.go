@@ -416,12 +416,18 @@ func (n *nodeProc) metric(name string, labels ...string) float64 {
 // gcThenScrape runs a garbage collection in the node (pprof's heap profile
 // with gc=1) before scraping, so heap figures compare across moments.
 func (n *nodeProc) gcThenScrape() (metrics, error) {
-	resp, err := httpc.Get("http://" + n.pprof + "/debug/pprof/heap?gc=1&debug=0")
-	if err == nil {
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	_, _ = n.heapProfile()
 	return n.scrape()
+}
+
+// heapProfile is the node's heap profile, taken after a collection.
+func (n *nodeProc) heapProfile() ([]byte, error) {
+	resp, err := httpc.Get("http://" + n.pprof + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	return io.ReadAll(resp.Body)
 }
 
 func newGossipKey(t *testing.T) string {

@@ -4,6 +4,8 @@ package fault
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
@@ -645,9 +647,17 @@ func soak(t *testing.T, sc scale, s *scenario) {
 	c := newCluster(t, sc, options{})
 	sleep(c.w.ctx, 5*time.Second)
 	type sample struct{ goroutines, fds, heap, alloc float64 }
-	take := func() map[string]sample {
+	// The heap profiles of both samples stay for `go tool pprof -diff_base`.
+	profiles := filepath.Join(os.TempDir(), fmt.Sprintf("notify-fault-soak-%d", os.Getpid()))
+	if err := os.MkdirAll(profiles, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	take := func(when string) map[string]sample {
 		out := map[string]sample{}
 		for _, n := range c.nodes {
+			if b, err := n.heapProfile(); err == nil {
+				_ = os.WriteFile(filepath.Join(profiles, n.name+"-"+when+".pb.gz"), b, 0o644)
+			}
 			var gs, fs, hs, as []float64
 			for range 5 {
 				m, err := n.gcThenScrape()
@@ -672,7 +682,7 @@ func soak(t *testing.T, sc scale, s *scenario) {
 	sleep(c.w.ctx, pick(sc, time.Minute, 20*time.Second))
 	warm.stop()
 	sleep(c.w.ctx, 10*time.Second)
-	start := take()
+	start := take("start")
 	cpu := c.cpuMark()
 	t0 := time.Now()
 	ch := c.startChurn(churnRate)
@@ -694,7 +704,7 @@ func soak(t *testing.T, sc scale, s *scenario) {
 	t1 := time.Now()
 	// The churn's closes finish, timers fire, collections run.
 	sleep(c.w.ctx, 10*time.Second)
-	end := take()
+	end := take("end")
 	var parts []string
 	bad := false
 	for _, n := range names(c.nodes) {
@@ -722,7 +732,7 @@ func soak(t *testing.T, sc scale, s *scenario) {
 	for _, n := range names(c.nodes) {
 		alloc = append(alloc, fmt.Sprintf("%s %.2f -> %.2f MiB", n, start[n].alloc/mib, end[n].alloc/mib))
 	}
-	s.note("live heap (go_memstats_heap_alloc_bytes after a collection): %s", strings.Join(alloc, "; "))
+	s.note("live heap (go_memstats_heap_alloc_bytes after a collection): %s; heap profiles: %s/{n1,n2,n3}-{start,end}.pb.gz (go tool pprof -diff_base=<start> <end>)", strings.Join(alloc, "; "), profiles)
 	s.note("churn: %d connections made (%.0f/s), %d failed {%s}, %d messages received by them", ch.made.Load(), float64(ch.made.Load())/t1.Sub(t0).Seconds(), ch.failed.Load(), kinds(ch.errors()), ch.msgs.Load())
 	c.catchUp(t1, 20*time.Second)
 	tl := c.w.tally(window{t0, t1}, nil)
