@@ -61,7 +61,7 @@ e2e-long: deps
 # without the race detector, where the node's RSS is checked as well.
 fault: deps
 	$(GO) test -tags fault -count=1 -timeout 60m -v -run '^TestFault$$' ./test/fault/
-	$(GO) test -count=1 -v -run '^(TestAcceptWaitsOutDescriptorShortage|TestHandshakeFloodLeavesClientsAlone)$$' ./node/
+	NOTIFY_FLOOD_LATENCY=1 $(GO) test -count=1 -v -run '^(TestAcceptWaitsOutDescriptorShortage|TestHandshakeFloodLeavesClientsAlone)$$' ./node/
 
 # make test's subset: scenarios 2 (Redis cut off from a node), 4 (SIGKILL)
 # and 6 (Redis frozen, then restarted empty) at a fifth of the load and with

@@ -204,15 +204,22 @@ func (l latencies) String() string {
 	return "connect " + f(l.connect) + ", publish-to-receive " + f(l.deliver)
 }
 
-// compare fails t when flooded is slower than the quiet run allows.
+// compare fails t when flooded is slower than the quiet run allows. The
+// bound is a timing one: it is enforced where the machine is quiet (make
+// fault sets NOTIFY_FLOOD_LATENCY=1, no race detector); in make test, where
+// every package's tests share the cores under -race, it is only logged.
 func (l latencies) compare(t *testing.T, flooded latencies) {
 	t.Helper()
+	report := t.Errorf
+	if os.Getenv("NOTIFY_FLOOD_LATENCY") != "1" {
+		report = t.Logf
+	}
 	for _, c := range []struct {
 		what         string
 		quiet, flood []time.Duration
 	}{{"connect", l.connect, flooded.connect}, {"publish-to-receive", l.deliver, flooded.deliver}} {
 		if q, f := p99(c.quiet), p99(c.flood); f > 2*q+latencyFloor {
-			t.Errorf("%s p99 %s under the flood, quiet %s: more than twice (plus %s)", c.what, f, q, latencyFloor)
+			report("%s p99 %s under the flood, quiet %s: more than twice (plus %s)", c.what, f, q, latencyFloor)
 		}
 	}
 }
