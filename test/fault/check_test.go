@@ -76,101 +76,118 @@ type window struct{ t0, t1 time.Time }
 func (w *world) tally(win window, include func(*client) bool) *tally {
 	at, ok := w.pubLog()
 	t := &tally{closes: map[string]int{}, lateCloses: map[string]int{}}
-	t0, t1 := win.t0.UnixNano(), win.t1.UnixNano()
 	for _, c := range w.clients {
 		if include != nil && !include(c) {
 			continue
 		}
-		t.clients++
-		ui := c.u.idx
-		pubs, oks := at[ui], ok[ui]
-		sessions := c.snapshot()
-		count := make([]uint8, len(pubs))
-		var inWindow []session
-		for _, s := range sessions {
-			if s.closed && s.closedAt.Before(win.t0) {
-				continue
-			}
-			inWindow = append(inWindow, s)
-			prev := int32(0)
-			for _, q := range s.seqs {
-				if q <= prev {
-					t.disorder++
-				}
-				prev = q
-				i := int(q) - 1
-				if i < 0 || i >= len(pubs) || pubs[i] < t0 || pubs[i] > t1 {
-					continue
-				}
-				t.delivered++
-				if count[i] < 255 {
-					count[i]++
-				}
-			}
-			if s.closed && !s.byUs {
-				if !s.closedAt.After(win.t1.Add(closeGrace)) {
-					t.disconnects++
-					t.closes[closeKind(s.code, s.reason)]++
-				} else {
-					t.lateCloses[closeKind(s.code, s.reason)]++
-				}
-			}
-			if s.since != "" && !s.ready.Before(win.t0) && (s.recovered == nil || !*s.recovered) {
-				t.notRecovered++
-				t.example("%v: resumed from %s on %s: recovered %v", c, s.since, s.node, s.recovered)
-			}
-		}
-		// One session, open before the window and still open after it.
-		open := len(inWindow) == 1 && inWindow[0].ready.Before(win.t0) &&
-			(!inWindow[0].closed || inWindow[0].closedAt.After(win.t1))
-		if open {
-			t.openClients++
-		}
-		owedInSession := func(pub int64) bool {
-			for _, s := range inWindow {
-				if s.ready.UnixNano() <= pub && (!s.closed || pub <= s.closedAt.Add(-closeGrace).UnixNano()) {
-					return true
-				}
-			}
-			return false
-		}
-		missed := 0
-		for i, pub := range pubs {
-			if pub < t0 || pub > t1 {
-				continue
-			}
-			if !oks[i] {
-				t.optional++
-				continue
-			}
-			switch n := int(count[i]); {
-			case n == 0:
-				t.lost++
-				missed++
-				switch {
-				case c.kind == kindResume:
-					t.resumeLost++
-				case owedInSession(pub):
-					t.lostInSession++
-				default:
-					t.gapMissed++
-				}
-				if open {
-					t.lostOpen++
-				}
-				if missed == 1 && (open || c.kind == kindResume || owedInSession(pub)) {
-					t.example("%v: lost #%d published %s (%s)", c, i+1, time.Unix(0, pub).Format("15:04:05.000"), c.describe())
-				}
-			case n > 1:
-				t.duplicated += n - 1
-				if c.kind == kindResume {
-					t.resumeDup += n - 1
-				}
-				t.example("%v: #%d received %d times", c, i+1, n)
-			}
-		}
+		t.addClient(c, win, at[c.u.idx], ok[c.u.idx])
 	}
 	return t
+}
+
+// addClient counts one client: its sessions in win, then every message
+// published in win that it should have had (pubs, oks: its user's).
+func (t *tally) addClient(c *client, win window, pubs []int64, oks []bool) {
+	t.clients++
+	count := make([]uint8, len(pubs))
+	inWindow := t.addSessions(c, win, pubs, count)
+	// One session, open before the window and still open after it.
+	open := len(inWindow) == 1 && inWindow[0].ready.Before(win.t0) &&
+		(!inWindow[0].closed || inWindow[0].closedAt.After(win.t1))
+	if open {
+		t.openClients++
+	}
+	t.addMissed(c, win, pubs, oks, count, inWindow, open)
+}
+
+// addSessions counts what c's sessions in win received (into count, by
+// publish), their order, closes and resumes; it returns those sessions.
+func (t *tally) addSessions(c *client, win window, pubs []int64, count []uint8) []session {
+	t0, t1 := win.t0.UnixNano(), win.t1.UnixNano()
+	var inWindow []session
+	for _, s := range c.snapshot() {
+		if s.closed && s.closedAt.Before(win.t0) {
+			continue
+		}
+		inWindow = append(inWindow, s)
+		prev := int32(0)
+		for _, q := range s.seqs {
+			if q <= prev {
+				t.disorder++
+			}
+			prev = q
+			i := int(q) - 1
+			if i < 0 || i >= len(pubs) || pubs[i] < t0 || pubs[i] > t1 {
+				continue
+			}
+			t.delivered++
+			if count[i] < 255 {
+				count[i]++
+			}
+		}
+		if s.closed && !s.byUs {
+			if !s.closedAt.After(win.t1.Add(closeGrace)) {
+				t.disconnects++
+				t.closes[closeKind(s.code, s.reason)]++
+			} else {
+				t.lateCloses[closeKind(s.code, s.reason)]++
+			}
+		}
+		if s.since != "" && !s.ready.Before(win.t0) && (s.recovered == nil || !*s.recovered) {
+			t.notRecovered++
+			t.example("%v: resumed from %s on %s: recovered %v", c, s.since, s.node, s.recovered)
+		}
+	}
+	return inWindow
+}
+
+// addMissed counts the messages published in win that c got no time
+// (lost, by why) or more than once (duplicated).
+func (t *tally) addMissed(c *client, win window, pubs []int64, oks []bool, count []uint8, inWindow []session, open bool) {
+	t0, t1 := win.t0.UnixNano(), win.t1.UnixNano()
+	owedInSession := func(pub int64) bool {
+		for _, s := range inWindow {
+			if s.ready.UnixNano() <= pub && (!s.closed || pub <= s.closedAt.Add(-closeGrace).UnixNano()) {
+				return true
+			}
+		}
+		return false
+	}
+	missed := 0
+	for i, pub := range pubs {
+		if pub < t0 || pub > t1 {
+			continue
+		}
+		if !oks[i] {
+			t.optional++
+			continue
+		}
+		switch n := int(count[i]); {
+		case n == 0:
+			t.lost++
+			missed++
+			switch {
+			case c.kind == kindResume:
+				t.resumeLost++
+			case owedInSession(pub):
+				t.lostInSession++
+			default:
+				t.gapMissed++
+			}
+			if open {
+				t.lostOpen++
+			}
+			if missed == 1 && (open || c.kind == kindResume || owedInSession(pub)) {
+				t.example("%v: lost #%d published %s (%s)", c, i+1, time.Unix(0, pub).Format("15:04:05.000"), c.describe())
+			}
+		case n > 1:
+			t.duplicated += n - 1
+			if c.kind == kindResume {
+				t.resumeDup += n - 1
+			}
+			t.example("%v: #%d received %d times", c, i+1, n)
+		}
+	}
 }
 
 func (t *tally) String() string {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/internal/await"
+	"github.com/notify-dev/notify/ring"
 )
 
 // pick returns the full-scale duration, or the short one in make test.
@@ -69,11 +70,35 @@ func partitionNode(t *testing.T, sc scale, s *scenario) {
 	// connection whose path stays on one side got what was published
 	// during the hold before the heal. Relays across the cut get theirs
 	// when TCP retransmits after it.
+	late, checked, crossing, crossLag, lateEx := sideDelivery(c, p, h, victim)
+	s.bound(late == 0, "each side kept delivering to its own clients: %d messages published during the partition reached one of the %d connections that stay on one side only after the heal (or never) %v", late, checked, lateEx)
+	s.note("%d connections were relayed across the cut; what was published to them during it arrived up to %.1fs after the heal", crossing, crossLag.Seconds())
+
+	// A "moved" close is for a user whose owner changed in the view of the
+	// node that served it (its side's ring during the partition, the whole
+	// ring after).
+	bad, fixes, badEx := movedCloses(c, t0, full, sideV, sideO, victim)
+	changed := 0 // users n1 or n2 owned that the other one owns in their ring (bounded load)
+	for _, u := range c.w.users {
+		if o := full.Locate(u.id); o != victim && o != sideO.Locate(u.id) {
+			changed++
+		}
+	}
+	s.bound(bad == 0, "rebalance closes only users whose owner changed: %d moved closes of users their node owned throughout %v (%d moves of clients served away from their owner; the ring of n1, n2 gives %d of the users n1 or n2 owned to the other one)",
+		bad, badEx, fixes, changed)
+	s.note("rebalance closes (metric): %.0f; clients saw %s; %d member deaths seen in the views", c.sumMetric("notify_rebalance_closes_total")-rb0, kinds(tl.closes), deaths)
+	s.note("%s", c.cpuSince(cpu))
+	s.line(tl, mergeTook)
+}
+
+// sideDelivery checks that each side of the partition (p to h, victim
+// alone) delivered to its own clients: of the connections that stayed
+// open and on one side, the messages published during the hold that came
+// only after the heal (or never); and how far behind the connections
+// relayed across the cut got theirs.
+func sideDelivery(c *cluster, p, h time.Time, victim string) (late, checked, crossing int, crossLag time.Duration, lateEx []string) {
 	at, ok := c.w.pubLog()
 	side := func(n string) bool { return n == victim }
-	late, checked, crossing := 0, 0, 0
-	var crossLag time.Duration
-	var lateEx []string
 	for _, cl := range c.w.clients {
 		ss := cl.snapshot()
 		sp, sh := sessionAt(ss, p), sessionAt(ss, h)
@@ -110,14 +135,13 @@ func partitionNode(t *testing.T, sc scale, s *scenario) {
 			}
 		}
 	}
-	s.bound(late == 0, "each side kept delivering to its own clients: %d messages published during the partition reached one of the %d connections that stay on one side only after the heal (or never) %v", late, checked, lateEx)
-	s.note("%d connections were relayed across the cut; what was published to them during it arrived up to %.1fs after the heal", crossing, crossLag.Seconds())
+	return late, checked, crossing, crossLag, lateEx
+}
 
-	// A "moved" close is for a user whose owner changed in the view of the
-	// node that served it (its side's ring during the partition, the whole
-	// ring after).
-	bad, fixes := 0, 0
-	var badEx []string
+// movedCloses counts the "moved" closes since t0 of users whose owner did
+// not change in the view of the node that served them (bad), and those of
+// clients served away from their owner (fixes).
+func movedCloses(c *cluster, t0 time.Time, full, sideV, sideO *ring.Ring, victim string) (bad, fixes int, badEx []string) {
 	for _, cl := range c.w.clients {
 		for _, ss := range cl.snapshot() {
 			if !ss.closed || ss.closedAt.Before(t0) || closeKind(ss.code, ss.reason) != "moved" {
@@ -139,17 +163,7 @@ func partitionNode(t *testing.T, sc scale, s *scenario) {
 			}
 		}
 	}
-	changed := 0 // users n1 or n2 owned that the other one owns in their ring (bounded load)
-	for _, u := range c.w.users {
-		if o := full.Locate(u.id); o != victim && o != sideO.Locate(u.id) {
-			changed++
-		}
-	}
-	s.bound(bad == 0, "rebalance closes only users whose owner changed: %d moved closes of users their node owned throughout %v (%d moves of clients served away from their owner; the ring of n1, n2 gives %d of the users n1 or n2 owned to the other one)",
-		bad, badEx, fixes, changed)
-	s.note("rebalance closes (metric): %.0f; clients saw %s; %d member deaths seen in the views", c.sumMetric("notify_rebalance_closes_total")-rb0, kinds(tl.closes), deaths)
-	s.note("%s", c.cpuSince(cpu))
-	s.line(tl, mergeTook)
+	return bad, fixes, badEx
 }
 
 // 2. One node cut off from Redis only: unready within the probe timeout,
@@ -260,41 +274,7 @@ func sigkillNode(t *testing.T, sc scale, s *scenario) {
 	if exited, _ := victim.p.wait(5 * time.Second); !exited {
 		t.Fatal("n3 survived SIGKILL")
 	}
-	// Each of its clients: the first message on a connection made after
-	// the kill.
-	recovered := func(cl *client) (time.Duration, bool) {
-		for _, ss := range cl.snapshot() {
-			if ss.start.After(k) && len(ss.at) > 0 {
-				return cl.w.at(ss.at[0]).Sub(k), true
-			}
-		}
-		return 0, false
-	}
-	await.Poll(40*time.Second, func() bool {
-		for cl := range affected {
-			if _, ok := recovered(cl); !ok {
-				return false
-			}
-		}
-		return true
-	})
-	var worst time.Duration
-	var per []time.Duration
-	missing := 0
-	for cl := range affected {
-		d, ok := recovered(cl)
-		if !ok {
-			missing++
-			continue
-		}
-		per = append(per, d)
-		worst = max(worst, d)
-	}
-	slices.Sort(per)
-	p50 := time.Duration(0)
-	if len(per) > 0 {
-		p50 = per[len(per)/2]
-	}
+	worst, p50, missing := awaitRecovered(affected, k)
 	s.bound(missing == 0 && worst <= 10*time.Second, "its %d clients reconnect through haproxy and receive again: the last after %.2fs (p50 %.2fs; %d not at all) [bound 10 s]",
 		len(affected), worst.Seconds(), p50.Seconds(), missing)
 	// The survivors drop it from their rings (memberlist's suspicion
@@ -330,6 +310,43 @@ func sigkillNode(t *testing.T, sc scale, s *scenario) {
 		ot.clients, ot.disconnects, kinds(ot.closes), between, sc.users)
 	s.note("%s", c.cpuSince(cpu))
 	s.line(tl, worst)
+}
+
+// awaitRecovered waits (up to 40 s) until each client got a message on a
+// connection made after k, and returns the longest and median time that
+// took, and how many never did.
+func awaitRecovered(affected map[*client]bool, k time.Time) (worst, p50 time.Duration, missing int) {
+	recovered := func(cl *client) (time.Duration, bool) {
+		for _, ss := range cl.snapshot() {
+			if ss.start.After(k) && len(ss.at) > 0 {
+				return cl.w.at(ss.at[0]).Sub(k), true
+			}
+		}
+		return 0, false
+	}
+	await.Poll(40*time.Second, func() bool {
+		for cl := range affected {
+			if _, ok := recovered(cl); !ok {
+				return false
+			}
+		}
+		return true
+	})
+	var per []time.Duration
+	for cl := range affected {
+		d, ok := recovered(cl)
+		if !ok {
+			missing++
+			continue
+		}
+		per = append(per, d)
+		worst = max(worst, d)
+	}
+	slices.Sort(per)
+	if len(per) > 0 {
+		p50 = per[len(per)/2]
+	}
+	return worst, p50, missing
 }
 
 // 5. Rolling restart of every node with SIGTERM under load.
@@ -368,13 +385,26 @@ func rollingRestart(t *testing.T, sc scale, s *scenario) {
 	rt := c.w.tally(window{t0, t1}, func(cl *client) bool { return cl.kind == kindResume })
 	raw := c.w.tally(window{t0, t1}, func(cl *client) bool { return cl.kind == kindRaw })
 
-	// Reconnects: every close by the server in the window, and how long
-	// until the client's next session was ready; the attempts that failed.
-	var gaps []time.Duration
-	failed := 0
-	errs := map[string]int{}
-	notBack := 0
-	for _, cl := range c.w.clients {
+	gaps, failed, errs, notBack := reconnectsSince(c.w.clients, t0)
+	var worst, p50 time.Duration
+	if len(gaps) > 0 {
+		worst, p50 = gaps[len(gaps)-1], gaps[len(gaps)/2]
+	}
+	s.bound(failed == 0, "0 failed reconnects (jittered backoff: 50-500 ms after a close, then 100 ms doubling to 2 s): %d connection attempts failed of %d reconnects {%s} [bound 0]", failed, len(gaps)+notBack, kinds(errs))
+	s.note("reconnects: %d, back after p50 %.2fs, max %.2fs; %d clients not back", len(gaps), p50.Seconds(), worst.Seconds(), notBack)
+	s.bound(rt.resumeLost == 0 && rt.resumeDup == 0 && rt.notRecovered == 0, "resuming clients (?envelope=1&since=, FCALL notify_publish) lose 0: %d lost, %d duplicated, %d resumes not recovered of %d clients [bound 0]",
+		rt.resumeLost, rt.resumeDup, rt.notRecovered, rt.clients)
+	s.note("raw clients (PUBLISH, at most once) lost %d messages while reconnecting (%d in an open session): %s", raw.lost, raw.lostInSession, raw)
+	s.note("%s", c.cpuSince(cpu))
+	s.line(tl, worst)
+}
+
+// reconnectsSince looks at every close by the server since t0: how long
+// until the client's next session was ready (sorted), the connection
+// attempts that failed (by kind of error), and the clients not back.
+func reconnectsSince(clients []*client, t0 time.Time) (gaps []time.Duration, failed int, errs map[string]int, notBack int) {
+	errs = map[string]int{}
+	for _, cl := range clients {
 		ss := cl.snapshot()
 		for i, x := range ss {
 			if !x.closed || x.byUs || x.closedAt.Before(t0) {
@@ -392,17 +422,7 @@ func rollingRestart(t *testing.T, sc scale, s *scenario) {
 		}
 	}
 	slices.Sort(gaps)
-	var worst, p50 time.Duration
-	if len(gaps) > 0 {
-		worst, p50 = gaps[len(gaps)-1], gaps[len(gaps)/2]
-	}
-	s.bound(failed == 0, "0 failed reconnects (jittered backoff: 50-500 ms after a close, then 100 ms doubling to 2 s): %d connection attempts failed of %d reconnects {%s} [bound 0]", failed, len(gaps)+notBack, kinds(errs))
-	s.note("reconnects: %d, back after p50 %.2fs, max %.2fs; %d clients not back", len(gaps), p50.Seconds(), worst.Seconds(), notBack)
-	s.bound(rt.resumeLost == 0 && rt.resumeDup == 0 && rt.notRecovered == 0, "resuming clients (?envelope=1&since=, FCALL notify_publish) lose 0: %d lost, %d duplicated, %d resumes not recovered of %d clients [bound 0]",
-		rt.resumeLost, rt.resumeDup, rt.notRecovered, rt.clients)
-	s.note("raw clients (PUBLISH, at most once) lost %d messages while reconnecting (%d in an open session): %s", raw.lost, raw.lostInSession, raw)
-	s.note("%s", c.cpuSince(cpu))
-	s.line(tl, worst)
+	return gaps, failed, errs, notBack
 }
 
 // shortErr keeps the kind of a dial error, not its addresses.
@@ -435,37 +455,8 @@ func redisOutage(t *testing.T, sc scale, s *scenario) {
 	cpu := c.cpuMark()
 	t0 := time.Now()
 
-	// readiness dips: every node unready at some point, ready again after.
 	dip := func(what string, from time.Time, restore func() time.Time) (time.Time, time.Duration) {
-		unready := map[string]time.Duration{}
-		await.Poll(stopFor+downFor+10*time.Second, func() bool {
-			for _, n := range c.nodes {
-				if _, seen := unready[n.name]; !seen && !n.ready() {
-					unready[n.name] = time.Since(from)
-				}
-			}
-			return len(unready) == len(c.nodes)
-		})
-		r := restore()
-		back := await.Poll(30*time.Second, func() bool {
-			for _, n := range c.nodes {
-				if !n.ready() {
-					return false
-				}
-			}
-			return true
-		})
-		readyAfter := time.Since(r)
-		var parts []string
-		for _, n := range names(c.nodes) {
-			if d, ok := unready[n]; ok {
-				parts = append(parts, fmt.Sprintf("%s %.1fs", n, d.Seconds()))
-			} else {
-				parts = append(parts, n+" never")
-			}
-		}
-		s.bound(len(unready) == len(c.nodes) && back, "%s: readiness dips (503 after %s) and recovers (every node 200 %.2fs after Redis is back)", what, strings.Join(parts, ", "), readyAfter.Seconds())
-		return r, readyAfter
+		return readinessDip(c, s, what, from, stopFor+downFor+10*time.Second, restore)
 	}
 
 	// a) SIGSTOP for stopFor, SIGCONT.
@@ -507,6 +498,42 @@ func redisOutage(t *testing.T, sc scale, s *scenario) {
 	s.line(tl, max(resA.worst(), resB.worst()))
 }
 
+// readinessDip waits (up to wait) until every node was unready at some
+// point since from, calls restore, then waits until every node is ready
+// again, and bounds both: readiness dips and recovers. It returns when
+// restore returned, and how long readiness took after it.
+func readinessDip(c *cluster, s *scenario, what string, from time.Time, wait time.Duration, restore func() time.Time) (time.Time, time.Duration) {
+	unready := map[string]time.Duration{}
+	await.Poll(wait, func() bool {
+		for _, n := range c.nodes {
+			if _, seen := unready[n.name]; !seen && !n.ready() {
+				unready[n.name] = time.Since(from)
+			}
+		}
+		return len(unready) == len(c.nodes)
+	})
+	r := restore()
+	back := await.Poll(30*time.Second, func() bool {
+		for _, n := range c.nodes {
+			if !n.ready() {
+				return false
+			}
+		}
+		return true
+	})
+	readyAfter := time.Since(r)
+	var parts []string
+	for _, n := range names(c.nodes) {
+		if d, ok := unready[n]; ok {
+			parts = append(parts, fmt.Sprintf("%s %.1fs", n, d.Seconds()))
+		} else {
+			parts = append(parts, n+" never")
+		}
+	}
+	s.bound(len(unready) == len(c.nodes) && back, "%s: readiness dips (503 after %s) and recovers (every node 200 %.2fs after Redis is back)", what, strings.Join(parts, ", "), readyAfter.Seconds())
+	return r, readyAfter
+}
+
 // 7. A tenth of the clients stop reading.
 //
 // They are all the connections of a tenth of the users, which also joined
@@ -525,12 +552,7 @@ func slowReaders(t *testing.T, sc scale, s *scenario) {
 	stopperUsers := sc.users / 10
 	const bulkSize, bulkEvery = 32 << 10, 125 * time.Millisecond
 	c := newCluster(t, sc, options{stopperUsers: stopperUsers})
-	var stoppers []*client
-	for _, cl := range c.w.clients {
-		if cl.kind == kindStopper {
-			stoppers = append(stoppers, cl)
-		}
-	}
+	stoppers := slices.DeleteFunc(slices.Clone(c.w.clients), func(cl *client) bool { return cl.kind != kindStopper })
 	sleep(c.w.ctx, 3*time.Second)
 	cpu := c.cpuMark()
 	t0 := time.Now()
@@ -556,32 +578,12 @@ func slowReaders(t *testing.T, sc scale, s *scenario) {
 	// B: the stoppers stop reading; their stream goes on.
 	closed0 := c.sumMetric("notify_disconnects_total")
 	cut0 := c.sumMetric("notify_disconnects_total", "code", "4008")
-	onNode := map[string]int{}
-	for _, cl := range stoppers {
-		if s, open := cl.current(); open {
-			onNode[s.node]++
-		}
-		cl.stopReading()
-	}
+	onNode := stopReading(stoppers)
 	b := time.Now()
 	cpuB := c.cpuMark()
 	rss = c.watchRSS()
 	queues := c.watchSendQueues(5 * time.Second)
-	lastLog := time.Now()
-	var firstCut time.Duration
-	allCut := await.Poll(maxB, func() bool {
-		time.Sleep(200 * time.Millisecond)
-		n := c.sumMetric("notify_disconnects_total", "code", "4008") - cut0
-		closed := c.sumMetric("notify_disconnects_total") - closed0
-		if n > 0 && firstCut == 0 {
-			firstCut = time.Since(b)
-		}
-		if time.Since(lastLog) >= 10*time.Second {
-			lastLog = time.Now()
-			t.Logf("%.0fs after they stopped: %.0f of %d stoppers cut with 4008, %.0f closed in all", time.Since(b).Seconds(), n, len(stoppers), closed)
-		}
-		return closed >= float64(len(stoppers))
-	})
+	allCut, firstCut := awaitCut(t, c, b, maxB, len(stoppers), closed0, cut0)
 	cutAfter := time.Since(b)
 	latB := c.w.takeLatencies()
 	cpuDuringB := c.cpuSince(cpuB)
@@ -598,16 +600,73 @@ func slowReaders(t *testing.T, sc scale, s *scenario) {
 	s.bound(p99B <= 2*p99A, "the readers' p99 while %d readers were stopped %s vs %s without them (p50 %s vs %s; %d and %d messages) [bound 2x]; with the bulk stream read instead (control): p99 %s, p50 %s",
 		len(stoppers), p99B, p99A, percentile(latB, 0.5), percentile(latA, 0.5), len(latB), len(latA), percentile(latC, 0.99), percentile(latC, 0.5))
 	s.note("while they were stopped: %s", cpuDuringB)
-	var parts []string
-	over := false
-	for _, n := range names(c.nodes) {
-		limit := rssA[n] + float64(onNode[n])*float64(256<<10) + 64*mib
-		parts = append(parts, fmt.Sprintf("%s %.0f MiB -> peak %.0f MiB (%d stoppers served; limit %.0f MiB)", n, rssA[n]/mib, rssB[n]/mib, onNode[n], limit/mib))
-		over = over || rssB[n] > limit
-	}
+	over, parts := rssOver(names(c.nodes), rssA, rssB, onNode)
 	s.bound(!over, "node RSS stays bounded (peak while stopped <= peak before + stoppers x NOTIFY_SEND_QUEUE_BYTES + 64 MiB): %s", strings.Join(parts, "; "))
 
 	// The stoppers read again: what they find at the end of their stream.
+	codes := readAgain(stoppers)
+	s.note("the stoppers, reading again, found their connections ended by: %s (%d bulk bytes received in all)", kinds(codes), c.w.bulkBytes.Load())
+
+	readers := func(cl *client) bool { return cl.kind != kindStopper }
+	t1 := time.Now()
+	c.catchUp(t1, 20*time.Second)
+	tl := c.w.tally(window{t0, t1}, readers)
+	s.bound(tl.closes["4008"] == 0, "no reader is cut: %d readers' connections closed with 4008", tl.closes["4008"])
+	s.note("%s", c.cpuSince(cpu))
+	s.line(tl, cutAfter)
+}
+
+// awaitCut waits (up to maxB) until every stopper's connection was closed
+// (the node's close counter grew by stoppers since closed0), logging every
+// 10 s; it reports whether they all were, and when the first 4008 came.
+func awaitCut(t *testing.T, c *cluster, b time.Time, maxB time.Duration, stoppers int, closed0, cut0 float64) (bool, time.Duration) {
+	t.Helper()
+	lastLog := time.Now()
+	var firstCut time.Duration
+	allCut := await.Poll(maxB, func() bool {
+		time.Sleep(200 * time.Millisecond)
+		n := c.sumMetric("notify_disconnects_total", "code", "4008") - cut0
+		closed := c.sumMetric("notify_disconnects_total") - closed0
+		if n > 0 && firstCut == 0 {
+			firstCut = time.Since(b)
+		}
+		if time.Since(lastLog) >= 10*time.Second {
+			lastLog = time.Now()
+			t.Logf("%.0fs after they stopped: %.0f of %d stoppers cut with 4008, %.0f closed in all", time.Since(b).Seconds(), n, stoppers, closed)
+		}
+		return closed >= float64(stoppers)
+	})
+	return allCut, firstCut
+}
+
+// rssOver reports whether a node's peak RSS while the stoppers were
+// stopped (after) passed its peak before plus its stoppers' send queues
+// plus 64 MiB, with a line per node.
+func rssOver(nodes []string, before, after map[string]float64, onNode map[string]int) (over bool, parts []string) {
+	for _, n := range nodes {
+		limit := before[n] + float64(onNode[n])*float64(256<<10) + 64*mib
+		parts = append(parts, fmt.Sprintf("%s %.0f MiB -> peak %.0f MiB (%d stoppers served; limit %.0f MiB)", n, before[n]/mib, after[n]/mib, onNode[n], limit/mib))
+		over = over || after[n] > limit
+	}
+	return over, parts
+}
+
+// stopReading makes the stoppers stop reading and returns how many of
+// them each node serves.
+func stopReading(stoppers []*client) map[string]int {
+	onNode := map[string]int{}
+	for _, cl := range stoppers {
+		if s, open := cl.current(); open {
+			onNode[s.node]++
+		}
+		cl.stopReading()
+	}
+	return onNode
+}
+
+// readAgain makes the stoppers read again, waits until their connections
+// ended, and returns how they ended.
+func readAgain(stoppers []*client) map[string]int {
 	for _, cl := range stoppers {
 		cl.resumeReading()
 	}
@@ -629,15 +688,7 @@ func slowReaders(t *testing.T, sc scale, s *scenario) {
 			}
 		}
 	}
-	s.note("the stoppers, reading again, found their connections ended by: %s (%d bulk bytes received in all)", kinds(codes), c.w.bulkBytes.Load())
-
-	readers := func(cl *client) bool { return cl.kind != kindStopper }
-	t1 := time.Now()
-	c.catchUp(t1, 20*time.Second)
-	tl := c.w.tally(window{t0, t1}, readers)
-	s.bound(tl.closes["4008"] == 0, "no reader is cut: %d readers' connections closed with 4008", tl.closes["4008"])
-	s.note("%s", c.cpuSince(cpu))
-	s.line(tl, cutAfter)
+	return codes
 }
 
 // 8. Ten minutes of connection churn (100 connects/s) under the publish load.
@@ -646,35 +697,12 @@ func soak(t *testing.T, sc scale, s *scenario) {
 	const churnRate = 100
 	c := newCluster(t, sc, options{})
 	sleep(c.w.ctx, 5*time.Second)
-	type sample struct{ goroutines, fds, heap, alloc float64 }
 	// The heap profiles of both samples stay for `go tool pprof -diff_base`.
 	profiles := filepath.Join(os.TempDir(), fmt.Sprintf("notify-fault-soak-%d", os.Getpid()))
 	if err := os.MkdirAll(profiles, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	take := func(when string) map[string]sample {
-		out := map[string]sample{}
-		for _, n := range c.nodes {
-			if b, err := n.heapProfile(); err == nil {
-				_ = os.WriteFile(filepath.Join(profiles, n.name+"-"+when+".pb.gz"), b, 0o644)
-			}
-			var gs, fs, hs, as []float64
-			for range 5 {
-				m, err := n.gcThenScrape()
-				if err != nil {
-					t.Fatalf("%s: %v", n.name, err)
-				}
-				g, _ := m.sum("go_goroutines")
-				f, _ := m.sum("process_open_fds")
-				h, _ := m.sum("go_memstats_heap_inuse_bytes")
-				a, _ := m.sum("go_memstats_heap_alloc_bytes")
-				gs, fs, hs, as = append(gs, g), append(fs, f), append(hs, h), append(as, a)
-				time.Sleep(500 * time.Millisecond)
-			}
-			out[n.name] = sample{median(gs), median(fs), median(hs), median(as)}
-		}
-		return out
-	}
+	take := func(when string) map[string]soakSample { return takeSoakSample(t, c, profiles, when) }
 	// A warm-up of churn first, then the start sample with the churn
 	// stopped: what grows once to its high-water mark (maps, the loops'
 	// descriptor tables, pools) is in both samples; a leak is not.
@@ -705,9 +733,55 @@ func soak(t *testing.T, sc scale, s *scenario) {
 	// The churn's closes finish, timers fire, collections run.
 	sleep(c.w.ctx, 10*time.Second)
 	end := take("end")
-	var parts []string
-	bad := false
+	bad, parts := compareSoak(start, end, names(c.nodes))
+	s.bound(!bad, "goroutines, descriptors and heap (after a collection) at the end within 5%% of the start: %s", strings.Join(parts, "; "))
+	var alloc []string
 	for _, n := range names(c.nodes) {
+		alloc = append(alloc, fmt.Sprintf("%s %.2f -> %.2f MiB", n, start[n].alloc/mib, end[n].alloc/mib))
+	}
+	s.note("live heap (go_memstats_heap_alloc_bytes after a collection): %s; heap profiles: %s/{n1,n2,n3}-{start,end}.pb.gz (go tool pprof -diff_base=<start> <end>)", strings.Join(alloc, "; "), profiles)
+	s.note("churn: %d connections made (%.0f/s), %d failed {%s}, %d messages received by them", ch.made.Load(), float64(ch.made.Load())/t1.Sub(t0).Seconds(), ch.failed.Load(), kinds(ch.errors()), ch.msgs.Load())
+	c.catchUp(t1, 20*time.Second)
+	tl := c.w.tally(window{t0, t1}, nil)
+	s.bound(tl.lostOpen == 0, "0 lost for connections that stayed open: %d lost by %d clients [bound 0]", tl.lostOpen, tl.openClients)
+	s.note("%s", c.cpuSince(cpu))
+	s.line(tl, 0)
+}
+
+// soakSample is what the soak compares between its start and its end.
+type soakSample struct{ goroutines, fds, heap, alloc float64 }
+
+// takeSoakSample scrapes every node five times after a collection and
+// keeps the medians; each node's heap profile goes to dir.
+func takeSoakSample(t *testing.T, c *cluster, dir, when string) map[string]soakSample {
+	t.Helper()
+	out := map[string]soakSample{}
+	for _, n := range c.nodes {
+		if b, err := n.heapProfile(); err == nil {
+			_ = os.WriteFile(filepath.Join(dir, n.name+"-"+when+".pb.gz"), b, 0o644)
+		}
+		var gs, fs, hs, as []float64
+		for range 5 {
+			m, err := n.gcThenScrape()
+			if err != nil {
+				t.Fatalf("%s: %v", n.name, err)
+			}
+			g, _ := m.sum("go_goroutines")
+			f, _ := m.sum("process_open_fds")
+			h, _ := m.sum("go_memstats_heap_inuse_bytes")
+			a, _ := m.sum("go_memstats_heap_alloc_bytes")
+			gs, fs, hs, as = append(gs, g), append(fs, f), append(hs, h), append(as, a)
+			time.Sleep(500 * time.Millisecond)
+		}
+		out[n.name] = soakSample{median(gs), median(fs), median(hs), median(as)}
+	}
+	return out
+}
+
+// compareSoak reports whether any node's goroutines, descriptors or heap
+// moved more than 5 % between start and end, with a line per figure.
+func compareSoak(start, end map[string]soakSample, nodes []string) (bad bool, parts []string) {
+	for _, n := range nodes {
 		a, b := start[n], end[n]
 		for _, m := range []struct {
 			what       string
@@ -727,18 +801,7 @@ func soak(t *testing.T, sc scale, s *scenario) {
 			parts = append(parts, fmt.Sprintf("%s %s %.4g -> %.4g%s (%+.1f%%)%s", n, m.what, m.from/m.unit, m.to/m.unit, m.unitSuffix, pct, flag))
 		}
 	}
-	s.bound(!bad, "goroutines, descriptors and heap (after a collection) at the end within 5%% of the start: %s", strings.Join(parts, "; "))
-	var alloc []string
-	for _, n := range names(c.nodes) {
-		alloc = append(alloc, fmt.Sprintf("%s %.2f -> %.2f MiB", n, start[n].alloc/mib, end[n].alloc/mib))
-	}
-	s.note("live heap (go_memstats_heap_alloc_bytes after a collection): %s; heap profiles: %s/{n1,n2,n3}-{start,end}.pb.gz (go tool pprof -diff_base=<start> <end>)", strings.Join(alloc, "; "), profiles)
-	s.note("churn: %d connections made (%.0f/s), %d failed {%s}, %d messages received by them", ch.made.Load(), float64(ch.made.Load())/t1.Sub(t0).Seconds(), ch.failed.Load(), kinds(ch.errors()), ch.msgs.Load())
-	c.catchUp(t1, 20*time.Second)
-	tl := c.w.tally(window{t0, t1}, nil)
-	s.bound(tl.lostOpen == 0, "0 lost for connections that stayed open: %d lost by %d clients [bound 0]", tl.lostOpen, tl.openClients)
-	s.note("%s", c.cpuSince(cpu))
-	s.line(tl, 0)
+	return bad, parts
 }
 
 func median(v []float64) float64 {
