@@ -56,12 +56,16 @@ e2e-long: deps
 # and restarted, slow readers, a 10-minute churn soak. One line per scenario
 # and a table at the end; about 20 minutes. Needs root and `ip netns` (the
 # tests skip, saying why, elsewhere). NOTIFY_FAULT=1,4 (or names) picks
-# scenarios, NOTIFY_FAULT_SCALE=short a fifth of the load. Then node's
+# scenarios, NOTIFY_FAULT_SCALE=short a fifth of the load. Before it, node's
 # descriptor-shortage and handshake-flood tests (make test runs them too)
-# without the race detector, where the node's RSS is checked as well.
+# without the race detector, where the node's RSS and latency are checked as
+# well; they run first so that the fault suite's table comes last, and each
+# runs whatever the other did.
 fault: deps
-	$(GO) test -tags fault -count=1 -timeout 60m -v -run '^TestFault$$' ./test/fault/
-	NOTIFY_FLOOD_LATENCY=1 $(GO) test -count=1 -v -run '^(TestAcceptWaitsOutDescriptorShortage|TestHandshakeFloodLeavesClientsAlone)$$' ./node/
+	@st=0; \
+	NOTIFY_FLOOD_LATENCY=1 $(GO) test -count=1 -v -run '^(TestAcceptWaitsOutDescriptorShortage|TestHandshakeFloodLeavesClientsAlone)$$' ./node/ || st=1; \
+	$(GO) test -tags fault -count=1 -timeout 60m -v -run '^TestFault$$' ./test/fault/ || st=1; \
+	exit $$st
 
 # make test's subset: scenarios 2 (Redis cut off from a node), 4 (SIGKILL)
 # and 6 (Redis frozen, then restarted empty) at a fifth of the load and with
