@@ -43,6 +43,7 @@ type Config struct {
 	MaxConnections int                  // NOTIFY_MAX_CONNECTIONS: 0 = from the open files limit (maxConnections)
 	NodeName       string               // NOTIFY_NODE_NAME
 	DrainTimeout   time.Duration        // NOTIFY_DRAIN_TIMEOUT
+	DrainDelay     time.Duration        // NOTIFY_DRAIN_DELAY
 	GossipAddr     string               // NOTIFY_GOSSIP_ADDR
 	AdvertiseAddr  string               // NOTIFY_ADVERTISE_ADDR
 	Join           flagext.StringSlice  // NOTIFY_JOIN
@@ -106,6 +107,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxConnections, "notify-max-connections", 0, "client descriptors this node holds before new connections get 503 with Retry-After (a relayed client holds two on the node it lands on); 0 = the open files limit less 5% (at least 64, at most 1024) for the node's own")
 	fs.StringVar(&c.NodeName, "notify-node-name", host, "unique member name of this node")
 	fs.DurationVar(&c.DrainTimeout, "notify-drain-timeout", 20*time.Second, "how long a stopping node spreads its connection closes over")
+	fs.DurationVar(&c.DrainDelay, "notify-drain-delay", 0, "how long a stopping node keeps accepting connections with /readyz at 503 before it leaves and drains, so a load balancer takes it out first (a few health-check intervals; on Kubernetes the preStop pause does this)")
 	fs.StringVar(&c.GossipAddr, "notify-gossip-addr", ":7946", "memberlist bind address (TCP and UDP)")
 	fs.StringVar(&c.AdvertiseAddr, "notify-advertise-addr", "", "address peers use to reach this node, host or host:port (gossip; relays use the same host and PORT); empty = derived")
 	fs.Var(&c.Join, "notify-join", "comma-separated seeds: host:port or dns+name:port (every address of name), re-resolved periodically")
@@ -254,6 +256,9 @@ func (c *Config) validateClients(v *validation) {
 	}
 	if c.DrainTimeout < 0 {
 		v.bad("NOTIFY_DRAIN_TIMEOUT", c.DrainTimeout.String(), "must not be negative")
+	}
+	if c.DrainDelay < 0 {
+		v.bad("NOTIFY_DRAIN_DELAY", c.DrainDelay.String(), "must not be negative")
 	}
 	if c.Tokens.RefreshNotice < 0 {
 		v.bad("NOTIFY_REFRESH_NOTICE", c.Tokens.RefreshNotice.String(), "must not be negative")

@@ -11,6 +11,23 @@ import (
 // drainPoll is how often a drain looks whether every connection is gone.
 const drainPoll = 10 * time.Millisecond
 
+// awaitDrainDelay keeps the node serving new connections for the drain
+// delay while /readyz answers 503, so that a load balancer checking it takes
+// the node out before it starts refusing handshakes (each refusal is a failed
+// reconnect for a client the balancer still sends here).
+func (n *Node) awaitDrainDelay(ctx context.Context) {
+	if n.cfg.DrainDelay <= 0 {
+		return
+	}
+	n.log.Info("stopping: not ready, still accepting connections", "drain_delay", n.cfg.DrainDelay.String())
+	t := time.NewTimer(n.cfg.DrainDelay)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
 // drain closes every client with 1012 "shutdown", spread over the drain
 // timeout in random order so clients do not all reconnect at once, and waits
 // for them to finish their closing handshakes, and for the clients relayed

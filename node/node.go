@@ -12,7 +12,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"regexp"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -66,6 +68,7 @@ type Node struct {
 	jwks      service.Service // the verifier's JWK Set refresh; idle without NOTIFY_JWKS_URL
 
 	stopOnce sync.Once
+	stopping atomic.Bool // readiness is false: Shutdown began
 	stopErr  error
 }
 
@@ -96,7 +99,11 @@ func New(cfg Config, log *slog.Logger) (*Node, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	n := &Node{cfg: cfg, log: log, reg: prometheus.NewRegistry()}
-	n.reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// go_gc_heap_live_bytes besides the MemStats figures: the heap the last
+	// collection marked live, the one heap figure a leak moves and span
+	// occupancy or allocation since the collection do not.
+	live := collectors.GoRuntimeMetricsRule{Matcher: regexp.MustCompile(`^/gc/heap/live:bytes$`)}
+	n.reg.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(live)), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	accepts, err := newAcceptMetrics(n.reg)
 	if err != nil {
 		return nil, err
@@ -293,7 +300,7 @@ func (n *Node) newPeers() error {
 	return err
 }
 
-func (n *Node) draining() bool { return n.accept.Draining() }
+func (n *Node) draining() bool { return n.stopping.Load() || n.accept.Draining() }
 
 func (n *Node) longPollHold() time.Duration {
 	if n.cfg.LongPollHold > 0 {
@@ -480,8 +487,10 @@ func (n *Node) shutdown(ctx context.Context) error {
 		n.loops.Close()
 		return n.closeBroker()
 	}
-	n.accept.SetDraining()
+	n.stopping.Store(true)
 	n.api.SetServing(false)
+	n.awaitDrainDelay(ctx)
+	n.accept.SetDraining()
 	if n.place.Relayed() > 0 {
 		// Clients relayed through this node are closed by their owners,
 		// whose close frames pass through the relay.

@@ -579,6 +579,27 @@ func TestDrain(t *testing.T) {
 	}
 }
 
+// With a drain delay the node first only fails readiness and keeps
+// accepting, so that a load balancer takes it out before any refusal.
+func TestDrainDelayKeepsAccepting(t *testing.T) {
+	tn := startNode(t, nil, func(c *Config) { c.DrainTimeout = 200 * time.Millisecond; c.DrainDelay = 2 * time.Second })
+	tn.waitReady(200)
+	done := make(chan error, 1)
+	go func() { done <- tn.Shutdown(t.Context()) }()
+	eventually(t, "not ready", func() bool { code, _ := tn.get("/readyz"); return code == 503 })
+	if code, body := tn.get("/readyz"); !strings.Contains(body, "draining") {
+		t.Fatalf("/readyz %d %s, want the reason draining", code, body)
+	}
+	c := tn.dial(token(t, "late", nil, time.Hour), "")
+	c.handshake("late")
+	if reason := c.expectClose(transport.CloseServiceRestart); reason != "shutdown" {
+		t.Fatalf("reason %q", reason)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMetricsExposition(t *testing.T) {
 	tn := startNode(t, nil, nil)
 	code, body := tn.get("/metrics")
@@ -589,7 +610,7 @@ func TestMetricsExposition(t *testing.T) {
 		"notify_connections", "notify_connections_accepted_total", "notify_connections_rejected_total",
 		"notify_disconnects_total", "notify_messages_received_total", "notify_messages_delivered_total",
 		"notify_messages_dropped_total", "notify_broker_up", "notify_broker_reconnects_total",
-		"go_goroutines", "process_resident_memory_bytes",
+		"go_goroutines", "process_resident_memory_bytes", "go_gc_heap_live_bytes",
 	} {
 		if !strings.Contains(body, "\n"+name+" ") && !strings.Contains(body, "\n"+name+"{") {
 			t.Errorf("metric %s missing", name)
