@@ -1,6 +1,7 @@
 package broker
 
 import (
+	"cmp"
 	"context"
 	crand "crypto/rand"
 	"encoding/hex"
@@ -37,6 +38,13 @@ type RedisOptions struct {
 	// it off: then nothing is loaded into Redis, and Append, Read, Received
 	// and Claim return errors wrapping ErrHistoryOff.
 	History HistoryConfig
+	// Subscribe is the subscribe mode; empty is SubscribePattern. In
+	// SubscribeUser the node says which users and topics it serves (Want,
+	// Unwant) and the broker subscribes to just their channels.
+	Subscribe SubscribeMode
+	// UnsubscribeDelay (SubscribeUser) keeps a channel subscribed this long
+	// after its last client left; 0 is DefaultUnsubscribeDelay.
+	UnsubscribeDelay time.Duration
 }
 
 // Default probe settings.
@@ -77,6 +85,10 @@ type Redis struct {
 
 	hist  *redisHistory
 	syncs syncWaiters // Syncs waiting for their marker
+
+	// interest is the per-channel subscriptions of SubscribeUser; nil in
+	// SubscribePattern.
+	interest *interest
 }
 
 var (
@@ -117,6 +129,13 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 	if err := checkHistory(o.History); err != nil {
 		return nil, err
 	}
+	mode, err := ParseSubscribeMode(string(o.Subscribe))
+	if err != nil {
+		return nil, fmt.Errorf("broker: %w", err)
+	}
+	if o.UnsubscribeDelay < 0 {
+		return nil, errors.New("broker: negative unsubscribe delay")
+	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
 	}
@@ -134,7 +153,20 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("broker: registering metrics: %w", err)
 	}
+	var in *interest
+	if mode == SubscribeUser {
+		in = newInterest(cmp.Or(o.UnsubscribeDelay, DefaultUnsubscribeDelay))
+		if err := registerSubscriptions(o.Registerer, in); err != nil {
+			_ = client.Close()
+			return nil, err
+		}
+		client.AddHook(redialHook{})
+		if cluster != nil {
+			cluster.OnNewNode(func(c *redis.Client) { c.AddHook(redialHook{}) })
+		}
+	}
 	return &Redis{
+		interest:     in,
 		client:       client,
 		cluster:      cluster,
 		log:          o.Logger.With("component", "broker", "redis", t.String()),
@@ -410,7 +442,33 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 		r.lost(st, err)
 		return err
 	}
+	if r.interest != nil {
+		return r.userSession(ctx, ps, h, st, bo)
+	}
 	return r.receive(ctx, ps, h, st, bo)
+}
+
+// userSession reads ps while the per-channel commands (SubscribeUser) go
+// out on it, the wanted channels first, in batches. Either side failing
+// ends the session: the next one starts on a new connection, and go-redis
+// is kept from dialing again on this one (noRedial), where it would
+// resubscribe every channel in one command.
+func (r *Redis) userSession(ctx context.Context, ps *redis.PubSub, h Handler, st *readerState, bo *backoff) error {
+	r.interest.reset()
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if err := r.interest.send(sctx, ps); err != nil {
+			r.log.Warn("redis subscribe failed; starting a new subscription", "err", err)
+			_ = ps.Close() // ends the read below
+		}
+	}()
+	err := r.receive(context.WithValue(ctx, noRedial{}, true), ps, h, st, bo)
+	cancel()
+	<-done
+	r.interest.reset() // nothing is subscribed any more: Await waits for the next session
+	return err
 }
 
 // subscribe asks for all of the reader's subscriptions on ps, within the
@@ -421,8 +479,10 @@ func (r *Redis) subscribe(ctx context.Context, ps *redis.PubSub) error {
 	// rather than the patterns (silent loss while the probe says ready).
 	subCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	if err := ps.PSubscribe(subCtx, UserPattern, TopicPattern); err != nil {
-		return err
+	if r.interest == nil {
+		if err := ps.PSubscribe(subCtx, UserPattern, TopicPattern); err != nil {
+			return err
+		}
 	}
 	return ps.Subscribe(subCtx, ControlChannel, r.probeChannel)
 }
@@ -454,8 +514,12 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *re
 				return errClosed
 			}
 			// go-redis has closed the connection and dials again, now or on
-			// the next Receive, resubscribing to everything.
+			// the next Receive, resubscribing to everything; in
+			// SubscribeUser the session ends instead (userSession).
 			r.lost(st, err)
+			if r.interest != nil {
+				return err
+			}
 			if !service.Sleep(ctx, bo.next()) {
 				return nil
 			}
@@ -488,8 +552,17 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 			h.Control(m.Payload)
 		case m.Pattern == "" && m.Channel == r.probeChannel:
 			r.probeBack(m.Payload, now, st)
+		case m.Pattern == "" && r.interest != nil:
+			// A channel of SubscribeUser: only those are subscribed.
+			if t, ok := ParseChannel(m.Channel); ok {
+				h.Deliver(t, decodeMessage(m.Payload))
+			}
 		}
 	case *redis.Subscription:
+		if _, ours := ParseChannel(m.Channel); ours && r.interest != nil {
+			r.interest.answered(m.Channel)
+			return
+		}
 		r.confirm(st, m, bo)
 	}
 }
@@ -528,7 +601,8 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 		return
 	}
 	st.confirmed[s.Channel] = true
-	if st.subscribed || !st.confirmed[UserPattern] || !st.confirmed[TopicPattern] || !st.confirmed[ControlChannel] || !st.confirmed[r.probeChannel] {
+	patterns := r.interest != nil || st.confirmed[UserPattern] && st.confirmed[TopicPattern]
+	if st.subscribed || !patterns || !st.confirmed[ControlChannel] || !st.confirmed[r.probeChannel] {
 		return
 	}
 	st.subscribed = true
@@ -539,8 +613,10 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 		r.metrics.reconnects.Inc()
 		r.log.Info("redis pub/sub reconnected", "down_for", time.Since(st.lostAt).Round(time.Millisecond),
 			"lost_because", st.lostReason, "failed_attempts", st.attempts)
+	} else if r.interest != nil {
+		r.log.Info("redis pub/sub subscribed", "mode", SubscribeUser, "probe_channel", r.probeChannel)
 	} else {
-		r.log.Info("redis pub/sub subscribed", "patterns", []string{UserPattern, TopicPattern}, "probe_channel", r.probeChannel)
+		r.log.Info("redis pub/sub subscribed", "mode", SubscribePattern, "patterns", []string{UserPattern, TopicPattern}, "probe_channel", r.probeChannel)
 	}
 	st.everSubscribed = true
 	st.downLogged = false

@@ -34,6 +34,7 @@ type Config struct {
 	Auth           auth.Config
 	Redis          broker.RedisConfig
 	Broker         string               // NOTIFY_BROKER: redis, cluster or memory; empty = brokerKind's default
+	SubscribeMode  string               // NOTIFY_SUBSCRIBE_MODE: pattern or user; empty = pattern
 	Tokens         TokenConfig          // NOTIFY_EXPIRE_CONNECTIONS, NOTIFY_REFRESH_NOTICE, NOTIFY_PHOENIX_*
 	AllowedOrigins flagext.StringSlice  // NOTIFY_ALLOWED_ORIGINS
 	OpenTopics     bool                 // NOTIFY_OPEN_TOPICS
@@ -61,12 +62,15 @@ type Config struct {
 	CloseTimeout  time.Duration // how long a closing handshake may take (transport default)
 	Loops         int           // event loops (default one per CPU)
 	ProbeInterval time.Duration // Redis probe period (broker default)
-	GossipLocal   bool          // memberlist's loopback timings
-	RejoinEvery   time.Duration // rejoin period (cluster default)
-	Ring          ring.Config   // zero: ring.DefaultConfig()
-	LongPollHold  time.Duration // how long a poll waits for messages (default 10s)
-	LongPollIdle  time.Duration // no poll for this long ends a session (default 25s)
-	HeaderTimeout time.Duration // how long PORT waits for a request's header (default 10s)
+	// UnsubscribeDelay: how long a channel stays subscribed after its
+	// last client left (NOTIFY_SUBSCRIBE_MODE=user; broker default).
+	UnsubscribeDelay time.Duration
+	GossipLocal      bool          // memberlist's loopback timings
+	RejoinEvery      time.Duration // rejoin period (cluster default)
+	Ring             ring.Config   // zero: ring.DefaultConfig()
+	LongPollHold     time.Duration // how long a poll waits for messages (default 10s)
+	LongPollIdle     time.Duration // no poll for this long ends a session (default 25s)
+	HeaderTimeout    time.Duration // how long PORT waits for a request's header (default 10s)
 	// AdvertiseRelayPort is the relay port told to peers instead of PORT's:
 	// how a test makes this node unreachable for relays only.
 	AdvertiseRelayPort int
@@ -96,6 +100,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPublishSize, "notify-max-publish-size", 65536, "largest payload the API publishes, in bytes")
 	c.Auth.RegisterFlags(fs)
 	c.Redis.RegisterFlags(fs)
+	fs.StringVar(&c.SubscribeMode, "notify-subscribe-mode", "pattern", `what a node subscribes to on Redis: "pattern" (PSUBSCRIBE notify:* notify_topic:*, every node reads every message) or "user" (SUBSCRIBE to the channel of each user and topic with a client on the node, so a message reaches only the nodes serving it and PUBLISH answers 0 for a user connected nowhere)`)
 	fs.StringVar(&c.Broker, "notify-broker", "", `"redis", "cluster" (no Redis: the nodes carry publishes to each other; needs NOTIFY_CLUSTER_SECRET and NOTIFY_HISTORY_SIZE=0) or "memory" (no Redis: publishes reach the node they are made on only); empty = redis when Redis is configured, else cluster when NOTIFY_JOIN is set, else memory`)
 	c.Tokens.RegisterFlags(fs)
 	fs.Var(&c.AllowedOrigins, "notify-allowed-origins", "comma-separated Origin allowlist for browsers, e.g. https://app.example.com,https://*.example.com; empty allows any")

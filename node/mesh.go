@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/notify-dev/notify/broker"
 	"github.com/notify-dev/notify/broker/mesh"
 )
 
@@ -42,6 +43,11 @@ func (c *Config) validateBroker(v *validation) {
 		return
 	}
 	kind := c.brokerKind()
+	if mode, err := broker.ParseSubscribeMode(c.SubscribeMode); err != nil {
+		v.bad("NOTIFY_SUBSCRIBE_MODE", c.SubscribeMode, `want "pattern" or "user"`)
+	} else if mode == broker.SubscribeUser && kind != brokerRedis {
+		v.bad("NOTIFY_SUBSCRIBE_MODE", c.SubscribeMode, "subscribes on Redis: it needs a Redis (NOTIFY_BROKER="+kind+" has none; the cluster broker sends each user's messages to its owner already)")
+	}
 	setting := "NOTIFY_BROKER=" + kind
 	if c.Broker == "" {
 		setting += " (the default: NOTIFY_JOIN is set and no Redis is configured)"

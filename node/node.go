@@ -171,11 +171,13 @@ func (n *Node) newBroker() error {
 		return err
 	}
 	r, err := broker.NewRedisTopology(topology, broker.RedisOptions{
-		Logger:        n.log,
-		Registerer:    n.reg,
-		NodeID:        n.cfg.NodeName,
-		ProbeInterval: n.cfg.ProbeInterval,
-		History:       n.cfg.History,
+		Logger:           n.log,
+		Registerer:       n.reg,
+		NodeID:           n.cfg.NodeName,
+		ProbeInterval:    n.cfg.ProbeInterval,
+		History:          n.cfg.History,
+		Subscribe:        broker.SubscribeMode(n.cfg.SubscribeMode),
+		UnsubscribeDelay: n.cfg.UnsubscribeDelay,
 	})
 	if err != nil {
 		return fmt.Errorf("redis broker: %w", err)
@@ -191,6 +193,9 @@ func (n *Node) newBroker() error {
 func (n *Node) newParts(verifier *auth.Verifier) error {
 	cfg := n.cfg
 	n.hub = hub.New(n.reg, n.log)
+	if r := n.perChannel(); r != nil {
+		n.hub.Follow(r) // the broker subscribes to the channels of the hub's clients
+	}
 	if err := n.newPeerAuth(); err != nil {
 		return err
 	}
@@ -213,20 +218,7 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 	if err != nil {
 		return err
 	}
-	ac := admission.Config{
-		Verifier: verifier, PhoenixVerifier: phx, ExpireConnections: cfg.Tokens.ExpireConnections,
-		AllowedOrigins: cfg.AllowedOrigins, OpenTopics: cfg.OpenTopics,
-		SessionCookie: cfg.Auth.SessionCookie, NodeName: cfg.NodeName,
-		Hub: n.hub, Transport: n.loops, State: n.state, Owners: place, Registerer: n.reg, Logger: n.log,
-		MaxConnections: n.maxConnections(), Relays: place, MaxConnectionsPerUser: cfg.MaxConnectionsPerUser,
-	}
-	if n.history != nil {
-		ac.History, ac.HistoryTTL = n.history, cfg.History.TTL
-	}
-	if n.handoff != nil {
-		ac.Receiver = n.handoff
-	}
-	if n.accept, err = admission.New(ac); err != nil {
+	if n.accept, err = admission.New(n.admissionConfig(verifier, phx)); err != nil {
 		return err
 	}
 	if err := n.newPeers(); err != nil {
@@ -253,6 +245,36 @@ func (n *Node) newParts(verifier *auth.Verifier) error {
 		n.log.Warn(apiAuthOffWarning, "setting", "NOTIFY_API_AUTH")
 	case cfg.APIKey == "":
 		n.log.Warn("NOTIFY_API_KEY is not set: the server API refuses every call but Auth")
+	}
+	return nil
+}
+
+// admissionConfig is the accept pipeline's configuration.
+func (n *Node) admissionConfig(verifier *auth.Verifier, phx admission.Verifier) admission.Config {
+	ac := admission.Config{
+		Verifier: verifier, PhoenixVerifier: phx, ExpireConnections: n.cfg.Tokens.ExpireConnections,
+		AllowedOrigins: n.cfg.AllowedOrigins, OpenTopics: n.cfg.OpenTopics,
+		SessionCookie: n.cfg.Auth.SessionCookie, NodeName: n.cfg.NodeName,
+		Hub: n.hub, Transport: n.loops, State: n.state, Owners: n.place, Registerer: n.reg, Logger: n.log,
+		MaxConnections: n.maxConnections(), Relays: n.place, MaxConnectionsPerUser: n.cfg.MaxConnectionsPerUser,
+	}
+	if n.history != nil {
+		ac.History, ac.HistoryTTL = n.history, n.cfg.History.TTL
+	}
+	if n.handoff != nil {
+		ac.Receiver = n.handoff
+	}
+	if r := n.perChannel(); r != nil {
+		ac.Subscriptions = r // a handshake waits for its channels before it reads the state
+	}
+	return ac
+}
+
+// perChannel is the Redis broker when it subscribes per user and topic
+// (NOTIFY_SUBSCRIBE_MODE=user), else nil.
+func (n *Node) perChannel() *broker.Redis {
+	if r, ok := n.broker.(*broker.Redis); ok && n.cfg.SubscribeMode == string(broker.SubscribeUser) {
+		return r
 	}
 	return nil
 }

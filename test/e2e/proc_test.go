@@ -176,6 +176,8 @@ type env struct {
 	dir   string
 	redis *redistest.Server
 	key   string // NOTIFY_GOSSIP_KEY of the cluster
+	// nodeEnv is added to every node's settings (after the defaults).
+	nodeEnv []string
 
 	mu    sync.Mutex
 	procs []*proc
@@ -304,6 +306,7 @@ func (e *env) start(n *node, join []string, wantReady bool) {
 		"LOG_FORMAT=json",
 		"LOG_LEVEL=info",
 	}
+	env = append(env, e.nodeEnv...)
 	pname := n.name
 	if n.starts++; n.starts > 1 {
 		pname = fmt.Sprintf("%s.%d", n.name, n.starts)

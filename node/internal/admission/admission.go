@@ -49,6 +49,14 @@ type Verifier interface {
 }
 
 // Config of a Pipeline.
+// Subscriptions is the broker's per-channel subscription, as far as
+// admission needs it.
+type Subscriptions interface {
+	// Await returns once every target is subscribed, or with an error
+	// (wrapping broker.ErrUnavailable) when ctx ends first.
+	Await(ctx context.Context, targets ...broker.Target) error
+}
+
 type Config struct {
 	Verifier Verifier // JWTs
 	// PhoenixVerifier checks the tokens of the Phoenix endpoints (JWTs and
@@ -67,9 +75,13 @@ type Config struct {
 	History           History       // nil: history is off
 	HistoryTTL        time.Duration // NOTIFY_HISTORY_TTL
 	Receiver          Receiver      // nil: no hand-off to tell of resumes
-	Owners            Owners
-	Registerer        prometheus.Registerer
-	Logger            *slog.Logger
+	// Subscriptions (NOTIFY_SUBSCRIBE_MODE=user) is awaited before a
+	// snapshot is read, so that what is published after it arrives; nil:
+	// the broker's subscription covers every channel already.
+	Subscriptions Subscriptions
+	Owners        Owners
+	Registerer    prometheus.Registerer
+	Logger        *slog.Logger
 
 	// MaxConnections (NOTIFY_MAX_CONNECTIONS, resolved by the node) bounds
 	// Load; 0: no bound.

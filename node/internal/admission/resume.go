@@ -173,6 +173,9 @@ func newRecoveryMetrics(reg prometheus.Registerer) (*recoveryMetrics, error) {
 func (p *Pipeline) ReadSnapshot(ctx context.Context, user string, topics []string, res Resume) (*Snapshot, error) {
 	ctx, cancel := context.WithTimeout(ctx, StateReadTimeout)
 	defer cancel()
+	if err := p.awaitSubscribed(ctx, user, topics); err != nil {
+		return nil, err
+	}
 	snap := &Snapshot{Topics: map[string]*Stream{}}
 	var err error
 	if snap.State, err = p.cfg.State.GetState(ctx, user); err != nil && !res.Asked() {
@@ -206,6 +209,36 @@ func (p *Pipeline) ReadSnapshot(ctx context.Context, user string, topics []strin
 	}
 	p.countRecoveries(snap)
 	return snap, nil
+}
+
+// awaitSubscribed waits until the user's and the topics' channels are
+// subscribed (NOTIFY_SUBSCRIBE_MODE=user): what is published after the
+// snapshot is read must reach the client.
+func (p *Pipeline) awaitSubscribed(ctx context.Context, user string, topics []string) error {
+	if p.cfg.Subscriptions == nil {
+		return nil
+	}
+	targets := make([]broker.Target, 0, 1+len(topics))
+	targets = append(targets, broker.Target{Name: user})
+	for _, t := range topics {
+		targets = append(targets, broker.Target{Topic: true, Name: t})
+	}
+	return p.cfg.Subscriptions.Await(ctx, targets...)
+}
+
+// AwaitsSubscriptions reports whether a join must wait for its channel's
+// subscription (AwaitSubscribed) before it replies.
+func (p *Pipeline) AwaitsSubscriptions() bool { return p.cfg.Subscriptions != nil }
+
+// AwaitSubscribed waits until t's channel is subscribed; at once when the
+// broker subscribes to every channel.
+func (p *Pipeline) AwaitSubscribed(ctx context.Context, t broker.Target) error {
+	if p.cfg.Subscriptions == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, StateReadTimeout)
+	defer cancel()
+	return p.cfg.Subscriptions.Await(ctx, t)
 }
 
 // ReadStream reads one stream for a client that joins it after it

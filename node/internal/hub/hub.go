@@ -6,8 +6,9 @@
 // Locks, in the only order there is: a shard lock (users and topics are
 // sharded by a hash of their name), then the membership lock of the
 // client's user shard (shard.memberMu, a leaf that guards the clients'
-// topic lists), or whatever a Sink takes for its connection. No Sink calls
-// back into the hub while it holds its own locks.
+// topic lists), or whatever a Sink takes for its connection, or the
+// Interest's own lock (a leaf, taken under a shard lock only). No Sink
+// calls back into the hub while it holds its own locks.
 package hub
 
 import (
@@ -36,6 +37,7 @@ type Hub struct {
 	log      *slog.Logger
 	messages sync.Pool // *Message, reused across deliveries
 	watcher  Watcher   // nil: none
+	interest Interest  // nil: none
 }
 
 // Watcher is told of every delivery of a user's message with history and
@@ -47,6 +49,19 @@ type Watcher interface {
 
 // Watch sets the watcher; call it before the first Deliver.
 func (h *Hub) Watch(w Watcher) { h.watcher = w }
+
+// Interest is told when the first local client of a user or a topic
+// arrives and when the last leaves: a broker that subscribes per channel
+// (NOTIFY_SUBSCRIBE_MODE=user) follows it. A user's clients are all those
+// registered, joined to the user or not. Its methods are called under a
+// shard lock, in order for each name, and must not block.
+type Interest interface {
+	Want(t broker.Target)
+	Unwant(t broker.Target)
+}
+
+// Follow sets the interest; call it before the first Add.
+func (h *Hub) Follow(i Interest) { h.interest = i }
 
 type shard struct {
 	mu sync.RWMutex
@@ -182,11 +197,15 @@ func (h *Hub) AddLimit(c *Client, inUser bool, max int) bool {
 	if c.listed {
 		return true
 	}
-	if max > 0 && len(s.users[c.User].clients)+len(s.lurkers[c.User].clients) >= max {
+	n := len(s.users[c.User].clients) + len(s.lurkers[c.User].clients)
+	if max > 0 && n >= max {
 		return false
 	}
 	c.listed = true
 	s.moveIn(c, inUser)
+	if n == 0 && h.interest != nil {
+		h.interest.Want(broker.Target{Name: c.User})
+	}
 	return true
 }
 
@@ -221,6 +240,9 @@ func (h *Hub) Remove(c *Client, code, dropped int) {
 	if listed {
 		s.moveOut(c)
 		c.listed, c.opened = false, false
+		if h.interest != nil && len(s.users[c.User].clients)+len(s.lurkers[c.User].clients) == 0 {
+			h.interest.Unwant(broker.Target{Name: c.User})
+		}
 	}
 	s.mu.Unlock()
 	if !listed {
@@ -300,11 +322,16 @@ func (h *Hub) JoinTopic(c *Client, name string) {
 	defer s.mu.Unlock()
 	us := h.shard(c.User)
 	us.memberMu.Lock()
-	defer us.memberMu.Unlock()
 	if topicIndex(c.topics, name) >= 0 {
+		us.memberMu.Unlock()
 		return
 	}
-	c.topics = append(c.topics, topicRef{name: name, pos: addTo(s.topics, name, c)})
+	pos := addTo(s.topics, name, c)
+	c.topics = append(c.topics, topicRef{name: name, pos: pos})
+	us.memberMu.Unlock()
+	if pos == 0 && h.interest != nil {
+		h.interest.Want(broker.Target{Topic: true, Name: name})
+	}
 }
 
 // LeaveTopic takes c out of a topic's set, if it is in it.
@@ -322,13 +349,17 @@ func (h *Hub) LeaveTopic(c *Client, name string) {
 	pos := c.topics[i].pos
 	c.topics = append(c.topics[:i:i], c.topics[i+1:]...)
 	us.memberMu.Unlock()
-	if moved := removeFrom(s.topics, name, pos); moved != nil {
+	moved := removeFrom(s.topics, name, pos)
+	if moved != nil {
 		ms := h.shard(moved.User)
 		ms.memberMu.Lock()
 		if j := topicIndex(moved.topics, name); j >= 0 {
 			moved.topics[j].pos = pos
 		}
 		ms.memberMu.Unlock()
+	}
+	if h.interest != nil && len(s.topics[name].clients) == 0 {
+		h.interest.Unwant(broker.Target{Topic: true, Name: name})
 	}
 }
 

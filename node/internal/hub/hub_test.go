@@ -357,3 +357,44 @@ func TestClosePaced(t *testing.T) {
 		}
 	}
 }
+
+// interestLog records what an Interest is told, as "+u:name" / "-t:name".
+type interestLog struct{ got []string }
+
+func (l *interestLog) Want(t broker.Target)   { l.got = append(l.got, "+"+kind(t)+t.Name) }
+func (l *interestLog) Unwant(t broker.Target) { l.got = append(l.got, "-"+kind(t)+t.Name) }
+
+func kind(t broker.Target) string {
+	if t.Topic {
+		return "t:"
+	}
+	return "u:"
+}
+
+// The interest hears of a user's first registered client (joined to its
+// user or not) and of its last, and of a topic's first and last member.
+func TestInterestFollowsFirstAndLast(t *testing.T) {
+	h := New(prometheus.NewRegistry(), nil)
+	log := &interestLog{}
+	h.Follow(log)
+	a, _ := newClient("u")
+	b, _ := newClient("u")
+	step := func(what string, f func(), want ...string) {
+		t.Helper()
+		log.got = nil
+		f()
+		if !slices.Equal(log.got, want) {
+			t.Fatalf("%s: told %q, want %q", what, log.got, want)
+		}
+	}
+	step("first client", func() { h.Add(a) }, "+u:u")
+	step("second, unjoined", func() { h.AddUnjoined(b) })
+	step("first in a topic", func() { h.JoinTopic(a, "sport") }, "+t:sport")
+	step("second in the topic", func() { h.JoinTopic(b, "sport") })
+	step("joining the user", func() { h.JoinUser(b) })
+	step("one leaves the topic", func() { h.LeaveTopic(a, "sport") })
+	step("one client goes", func() { h.Remove(a, 1000, 0) })
+	step("leaving the user only", func() { h.LeaveUser(b) })
+	step("the last goes, with its topic", func() { h.Remove(b, 1000, 0) }, "-t:sport", "-u:u")
+	step("removed twice", func() { h.Remove(b, 1000, 0) })
+}

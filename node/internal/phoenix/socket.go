@@ -233,11 +233,11 @@ func (s *socket) join(m message) {
 			return
 		}
 		name = strings.Clone(name)
-		if !since.Asked {
+		if !since.Asked && !s.ep.cfg.Accept.AwaitsSubscriptions() {
 			s.joined(m, func() { h.JoinTopic(&s.Client, name) })
 			return
 		}
-		j := s.addJoin(m, true)
+		j := s.addJoin(m, since.Asked)
 		h.JoinTopic(&s.Client, name)
 		s.joinAsync(m, j, false, broker.Target{Topic: true, Name: name}, since)
 	default:
@@ -302,6 +302,10 @@ func (s *socket) flushLocked(j *join, newest broker.Cursor) {
 func (s *socket) joinAsync(m message, j *join, readState bool, t broker.Target, since admission.Since) {
 	started := s.ep.tasks.Go(func(ctx context.Context) {
 		var r joinRead
+		if r.unsubscribed = s.ep.cfg.Accept.AwaitSubscribed(ctx, t); r.unsubscribed != nil {
+			s.joinCompleted(m, j, t, r)
+			return
+		}
 		if readState {
 			sctx, cancel := context.WithTimeout(ctx, admission.StateReadTimeout)
 			r.state, r.err = s.ep.cfg.State.GetState(sctx, s.User)
@@ -322,6 +326,9 @@ type joinRead struct {
 	state  map[string]string
 	stream *admission.Stream // a join that asked for cursors
 	err    error             // of the state read
+	// unsubscribed: the channel's subscription did not come
+	// (NOTIFY_SUBSCRIBE_MODE=user); nothing was read.
+	unsubscribed error
 }
 
 // joinCompleted replies to a join that read first, then sends what the
@@ -332,6 +339,18 @@ func (s *socket) joinCompleted(m message, j *join, t broker.Target, r joinRead) 
 	s.mu.Lock()
 	if s.joinLocked(m.topic) != j { // left or rejoined meanwhile
 		s.mu.Unlock()
+		return
+	}
+	if r.unsubscribed != nil {
+		s.dropLocked(j)
+		s.replyLocked(m, m.joinRef, "error", reason{"unavailable, retry later"})
+		s.mu.Unlock()
+		if t.Topic {
+			s.ep.cfg.Hub.LeaveTopic(&s.Client, t.Name)
+		} else {
+			s.ep.cfg.Hub.LeaveUser(&s.Client)
+		}
+		s.ep.log.Warn("subscription not confirmed; Phoenix join refused", "user", s.User, "join", m.topic, "err", r.unsubscribed)
 		return
 	}
 	if r.err != nil && !j.cursors {
