@@ -49,6 +49,9 @@ type options struct {
 	sinceConns   int
 	historyUsers int
 	tokensOnly   bool
+	modeUsers    int
+	modeRate     int
+	modesOnly    bool
 }
 
 func main() {
@@ -71,6 +74,9 @@ func main() {
 	flag.IntVar(&o.sinceConns, "since-conns", 5000, "connections that resume with 100 missed messages each (history run)")
 	flag.IntVar(&o.historyUsers, "history-users", 2000, "users given 100 history entries each for the Redis memory figure")
 	flag.BoolVar(&o.tokensOnly, "tokens-only", false, "run only the handshakes by token kind (see tokenRuns)")
+	flag.IntVar(&o.modeUsers, "mode-users", 2000, "users (one connection each) per node in the subscribe mode runs")
+	flag.IntVar(&o.modeRate, "mode-rate", 5000, "messages per second per node in the subscribe mode runs")
+	flag.BoolVar(&o.modesOnly, "modes-only", false, "run only the subscribe mode comparison (see subscribeRun)")
 	flag.Parse()
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
@@ -107,6 +113,9 @@ func run(o options) error {
 	if o.tokensOnly {
 		return tokenRuns(o, redisAddr, rdb, clients)
 	}
+	if o.modesOnly {
+		return subscribeRun(o, redisAddr, rdb, clients)
+	}
 	// The node's defaults (history on), then the token kinds' handshakes,
 	// then the defaults with history off.
 	if err := singleNodeRun(o, redisAddr, rdb, clients, nil, ""); err != nil {
@@ -119,6 +128,9 @@ func run(o options) error {
 		return err
 	}
 	if err := relayRun(o, redisAddr, rdb, clients); err != nil {
+		return err
+	}
+	if err := subscribeRun(o, redisAddr, rdb, clients); err != nil {
 		return err
 	}
 	return historyRun(o, redisAddr, clients)
