@@ -122,8 +122,11 @@ func FuzzTokenFromRequest(f *testing.F) {
 			}
 		}
 		h := strings.TrimSpace(header)
+		// "Bearer <token>", or a raw token (one word, not "bearer" alone),
+		// as the older Notify accepted.
 		headerFound := len(h) > 7 && strings.EqualFold(h[:6], "bearer") &&
-			(h[6] == ' ' || h[6] == '\t') && strings.TrimSpace(h[7:]) != ""
+			(h[6] == ' ' || h[6] == '\t') && strings.TrimSpace(h[7:]) != "" ||
+			h != "" && !strings.ContainsAny(h, " \t") && !strings.EqualFold(h, "bearer")
 
 		want := SourceNone
 		switch {
