@@ -52,6 +52,7 @@ type options struct {
 	modeUsers    int
 	modeRate     int
 	modesOnly    bool
+	rampOnly     bool
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.BoolVar(&o.tokensOnly, "tokens-only", false, "run only the handshakes by token kind (see tokenRuns)")
 	flag.IntVar(&o.modeUsers, "mode-users", 2000, "users (one connection each) per node in the subscribe mode runs")
 	flag.IntVar(&o.modeRate, "mode-rate", 5000, "messages per second per node in the subscribe mode runs")
+	flag.BoolVar(&o.rampOnly, "ramp-only", false, "run only the single node's handshake ramp and idle figures (no timed runs)")
 	flag.BoolVar(&o.modesOnly, "modes-only", false, "run only the subscribe mode comparison (see subscribeRun)")
 	flag.Parse()
 	if err := run(o); err != nil {
@@ -115,6 +117,9 @@ func run(o options) error {
 	}
 	if o.modesOnly {
 		return subscribeRun(o, redisAddr, rdb, clients)
+	}
+	if o.rampOnly {
+		return singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off")
 	}
 	// The node's defaults (history on), then the token kinds' handshakes,
 	// then the defaults with history off.
@@ -179,6 +184,7 @@ type measurements struct {
 	rssNow int64   // at o.idleConns connections, 10 s after the ramp
 	rssN   int64   // the same, after a collection
 	gN     float64 // goroutines at o.idleConns connections
+	thN    int     // OS threads at o.idleConns connections, 10 s after the ramp
 	lat    timed
 	fan    timed
 }
@@ -212,7 +218,11 @@ func (b *bench) measure() (measurements, error) {
 	if m.hs, err = b.handshakeRamp(); err != nil {
 		return m, err
 	}
+	m.thN = b.srv.threads()
 	m.rssNow, m.rssN, m.gN = b.idleRSS()
+	if b.o.rampOnly {
+		return m, nil
+	}
 	if m.lat, err = b.latencyRun(); err != nil {
 		return m, err
 	}
@@ -300,6 +310,7 @@ func (b *bench) idleRSS() (rssNow, rssN int64, gN float64) {
 			info("  %s %s", m, mib(int64(b.srv.metric(m))))
 		}
 		b.srv.saveHeap(b.o.profile, "heap"+b.suffix)
+		b.srv.saveProfile(b.o.profile, "threadcreate", "threadcreate"+b.suffix)
 	}
 	return rssNow, rssN, gN
 }
@@ -370,8 +381,12 @@ func printFigures(o options, m measurements, suffix string) {
 	figure("idle_rss_baseline", float64(m.rss0)/(1<<20), "MiB")
 	figure("goroutines_at_100_connections", m.g100, "goroutines")
 	figure(fmt.Sprintf("goroutines_at_%d_connections", o.idleConns), m.gN, "goroutines")
+	figure("os_threads_after_ramp", float64(m.thN), "threads")
 	figure("handshakes_per_second", float64(m.hs.count)/m.hs.elapsed.Seconds(), "handshakes/s")
 	figure("handshake_server_cpu", m.hs.cpu/float64(m.hs.count)*1e6, "us/handshake")
+	if o.rampOnly {
+		return
+	}
 	figure("latency_publish_rate", float64(m.lat.sent)/o.duration.Seconds(), "messages/s")
 	figure("latency_p50", percentile(m.lat.hist, 0.50), "ms")
 	figure("latency_p99", percentile(m.lat.hist, 0.99), "ms")
@@ -508,10 +523,14 @@ func (p *notifyProc) steadyRSS() int64 {
 }
 
 // saveHeap writes a heap profile taken after a forced collection.
-func (p *notifyProc) saveHeap(dir, name string) {
-	resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1")
+func (p *notifyProc) saveHeap(dir, name string) { p.saveProfile(dir, "heap?gc=1", name) }
+
+// saveProfile saves the node's pprof profile kind (a path under
+// /debug/pprof/) as dir/name.pprof.
+func (p *notifyProc) saveProfile(dir, kind, name string) {
+	resp, err := http.Get("http://" + p.pprof + "/debug/pprof/" + kind)
 	if err != nil {
-		info("heap profile: %v", err)
+		info("%s profile: %v", kind, err)
 		return
 	}
 	defer resp.Body.Close()
@@ -620,6 +639,18 @@ func (p *notifyProc) rss() int64 {
 		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
+		}
+	}
+	return 0
+}
+
+// threads is the number of OS threads (/proc/<pid>/status Threads).
+func (p *notifyProc) threads() int {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "Threads:"); ok {
+			n, _ := strconv.Atoi(strings.TrimSpace(v))
+			return n
 		}
 	}
 	return 0
