@@ -89,12 +89,17 @@ var helmCases = []helmCase{
 				}
 			}
 			// The new settings at the node's defaults; the optional ones unset.
-			for k, v := range map[string]string{"NOTIFY_API_AUTH": "on", "NOTIFY_EXPIRE_CONNECTIONS": "true", "NOTIFY_REFRESH_NOTICE": "30s"} {
+			for k, v := range map[string]string{"NOTIFY_API_AUTH": "on", "NOTIFY_EXPIRE_CONNECTIONS": "true", "NOTIFY_REFRESH_NOTICE": "30s", "NOTIFY_SUBSCRIBE_MODE": "pattern"} {
 				if got, ok := d.envValue(k, "apps"); got != v {
 					t.Errorf("%s = %q (set %v), want %q", k, got, ok, v)
 				}
 			}
-			for _, k := range []string{"NOTIFY_JWKS_URL", "NOTIFY_JWKS_REFRESH", "NOTIFY_PHOENIX_SECRET_KEY_BASE", "NOTIFY_PHOENIX_TOKEN_SALT", "NOTIFY_PHOENIX_TOKEN_MAX_AGE"} {
+			// One Redis server, by URL (exp.Redis checks REDIS_URL).
+			if ref := d.env["REDIS_URL"].ValueFrom; ref == nil || ref.SecretKeyRef == nil || ref.SecretKeyRef.Key != "redis-url" {
+				t.Errorf("REDIS_URL does not come from the chart's Secret key redis-url: %+v", ref)
+			}
+			for _, k := range []string{"NOTIFY_JWKS_URL", "NOTIFY_JWKS_REFRESH", "NOTIFY_PHOENIX_SECRET_KEY_BASE", "NOTIFY_PHOENIX_TOKEN_SALT", "NOTIFY_PHOENIX_TOKEN_MAX_AGE",
+				"REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_CLUSTER_ADDRS", "REDIS_USERNAME", "REDIS_PASSWORD"} {
 				if _, ok := d.env[k]; ok {
 					t.Errorf("%s set by default", k)
 				}
@@ -259,6 +264,82 @@ var helmCases = []helmCase{
 			}
 		},
 	},
+	{
+		name: "sentinel", release: "notify", file: "sentinel.yaml",
+		exp: expectations{
+			Kinds:    map[string]int{"StatefulSet": 1, "Service": 2, "Secret": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1},
+			Replicas: ptr[int32](3), GRPC: true, Spread: true,
+			// Redis false: REDIS_URL must not be set next to the sentinels.
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			for k, v := range map[string]string{
+				"REDIS_SENTINEL_ADDRS":  "redis-sentinel-0.redis-sentinel:26379,redis-sentinel-1.redis-sentinel:26379,redis-sentinel-2.redis-sentinel:26379",
+				"REDIS_SENTINEL_MASTER": "mymaster",
+				"REDIS_USERNAME":        "notify",
+				"NOTIFY_SUBSCRIBE_MODE": "user",
+			} {
+				if got, ok := d.envValue(k, "apps"); got != v || d.env[k].ValueFrom != nil {
+					t.Errorf("%s = %q (set %v, %+v), want the literal %q", k, got, ok, d.env[k].ValueFrom, v)
+				}
+			}
+			for _, k := range []string{"REDIS_URL", "REDIS_CLUSTER_ADDRS", "PUBSUB_REDIS_ADDR"} {
+				if _, ok := d.env[k]; ok {
+					t.Errorf("%s set next to REDIS_SENTINEL_ADDRS: the node refuses two topologies", k)
+				}
+			}
+			s := ofKind[corev1.Secret](d.objs)[0]
+			if got := keys(s.Data); !slices.Equal(got, []string{"api-key", "gossip-key", "jwt-secret", "redis-password", "redis-sentinel-password"}) {
+				t.Errorf("Secret keys = %v, want the passwords and no redis-url", got)
+			}
+			for k, want := range map[string]string{"REDIS_PASSWORD": "redis-password", "REDIS_SENTINEL_PASSWORD": "redis-sentinel-password"} {
+				e, ok := d.env[k]
+				if !ok || e.Value != "" || e.ValueFrom == nil || e.ValueFrom.SecretKeyRef == nil || e.ValueFrom.SecretKeyRef.Name != s.Name || e.ValueFrom.SecretKeyRef.Key != want {
+					t.Errorf("%s does not come from Secret %s key %s: %+v", k, s.Name, want, e)
+				}
+			}
+			if v, _ := secretValue(s, "redis-password"); v != "redis-s3cret-0123456789" {
+				t.Errorf("Secret redis-password = %q, want redis.password", v)
+			}
+			if v, _ := secretValue(s, "redis-sentinel-password"); v != "sentinel-s3cret-0123456789" {
+				t.Errorf("Secret redis-sentinel-password = %q, want redis.sentinel.password", v)
+			}
+			if strings.Contains(rel.Info.Notes, "no Redis") {
+				t.Errorf("NOTES warn about no Redis, with Sentinel configured:\n%s", rel.Info.Notes)
+			}
+		},
+	},
+	{
+		name: "cluster", release: "notify", file: "cluster.yaml",
+		exp: expectations{
+			Kinds:    map[string]int{"StatefulSet": 1, "Service": 2, "Secret": 1, "ServiceAccount": 1, "PodDisruptionBudget": 1, "NetworkPolicy": 1},
+			Replicas: ptr[int32](3), GRPC: true, Spread: true,
+			External: map[string]secretRef{"REDIS_PASSWORD": {"redis-cluster-credentials", "redis-password"}},
+		},
+		check: func(t *testing.T, d *deployment, rel *release.Release) {
+			want := "redis-cluster-0.redis-cluster-headless:6379,redis-cluster-1.redis-cluster-headless:6379,redis-cluster-2.redis-cluster-headless:6379"
+			if got, _ := d.envValue("REDIS_CLUSTER_ADDRS", "apps"); got != want {
+				t.Errorf("REDIS_CLUSTER_ADDRS = %q, want %q", got, want)
+			}
+			if got, _ := d.envValue("NOTIFY_SUBSCRIBE_MODE", "apps"); got != "pattern" {
+				t.Errorf("NOTIFY_SUBSCRIBE_MODE = %q, want pattern", got)
+			}
+			if _, ok := d.env["REDIS_PASSWORD"]; !ok {
+				t.Errorf("REDIS_PASSWORD not read from redis.existingSecret")
+			}
+			for _, k := range []string{"REDIS_URL", "REDIS_SENTINEL_ADDRS", "REDIS_SENTINEL_MASTER", "REDIS_SENTINEL_PASSWORD", "REDIS_USERNAME"} {
+				if _, ok := d.env[k]; ok {
+					t.Errorf("%s set with a Redis Cluster", k)
+				}
+			}
+			s := ofKind[corev1.Secret](d.objs)[0]
+			if got := keys(s.Data); !slices.Equal(got, []string{"api-key", "gossip-key", "jwt-secret"}) {
+				t.Errorf("Secret keys = %v, want no Redis credential (the default redis.url is not used)", got)
+			}
+			if strings.Contains(rel.Manifest, "redis://") || strings.Contains(rel.Info.Notes, "no Redis") {
+				t.Errorf("the default redis.url leaks into a Cluster rendering, or NOTES warn about no Redis")
+			}
+		},
+	},
 }
 
 // ingressRule is np's one rule that opens TCP port.
@@ -322,17 +403,22 @@ func TestHelmChart(t *testing.T) {
 // credential from values reaches the StatefulSet itself: they go through the
 // chart's Secret.
 func TestHelmNoInlineSecrets(t *testing.T) {
-	rel, err := renderChart("notify", "apps", kubeVersion, []string{"testdata/full.yaml"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, doc := range strings.Split(rel.Manifest, "\n---") {
-		if strings.Contains(doc, "kind: Secret\n") {
-			continue
+	for file, secrets := range map[string][]string{
+		"full.yaml":     {"full-jwt-secret-0123456789abcdef", "full-api-key-0123456789abcdef", "s3cret", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "full-phoenix-secret-key-base-0123456789abcdef"},
+		"sentinel.yaml": {"redis-s3cret-0123456789", "sentinel-s3cret-0123456789"},
+	} {
+		rel, err := renderChart("notify", "apps", kubeVersion, []string{filepath.Join("testdata", file)})
+		if err != nil {
+			t.Fatal(err)
 		}
-		for _, secret := range []string{"full-jwt-secret-0123456789abcdef", "full-api-key-0123456789abcdef", "s3cret", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=", "full-phoenix-secret-key-base-0123456789abcdef"} {
-			if strings.Contains(doc, secret) || strings.Contains(doc, base64.StdEncoding.EncodeToString([]byte(secret))) {
-				t.Errorf("credential %q outside the Secret:\n%s", secret, doc)
+		for _, doc := range strings.Split(rel.Manifest, "\n---") {
+			if strings.Contains(doc, "kind: Secret\n") {
+				continue
+			}
+			for _, secret := range secrets {
+				if strings.Contains(doc, secret) || strings.Contains(doc, base64.StdEncoding.EncodeToString([]byte(secret))) {
+					t.Errorf("%s: credential %q outside the Secret:\n%s", file, secret, doc)
+				}
 			}
 		}
 	}
@@ -425,6 +511,16 @@ func TestHelmRejects(t *testing.T) {
 		{"Phoenix key base too short", []string{"auth.phoenix.secretKeyBase=short"}, "secretKeyBase"},
 		{"Phoenix max age zero", []string{"auth.phoenix.tokenMaxAge=0"}, "tokenMaxAge"},
 		{"Phoenix salt empty", []string{"auth.phoenix.tokenSalt="}, "tokenSalt"},
+		{"Sentinel and Cluster both", []string{"redis.sentinel.addrs={sentinel:26379}", "redis.sentinel.master=mymaster", "redis.cluster.addrs={redis-cluster:6379}"}, "redis.sentinel.addrs and redis.cluster.addrs are both set"},
+		{"Sentinel without master", []string{"redis.sentinel.addrs={sentinel:26379}"}, "redis.sentinel.master is required"},
+		{"Sentinel master without sentinels", []string{"redis.sentinel.master=mymaster"}, "without redis.sentinel.addrs"},
+		{"Sentinel password without sentinels", []string{"redis.cluster.addrs={redis-cluster:6379}", "redis.sentinel.password=x"}, "redis.sentinel.password"},
+		{"Sentinel address without port", []string{"redis.sentinel.addrs={sentinel}", "redis.sentinel.master=mymaster"}, "sentinel.addrs"},
+		{"Cluster address a URL", []string{"redis.cluster.addrs={redis://redis-cluster:6379}"}, "cluster.addrs"},
+		{"Redis password with a URL", []string{"redis.password=x"}, "redis.password"},
+		{"Redis username without password", []string{"redis.cluster.addrs={redis-cluster:6379}", "redis.username=notify"}, "redis.username needs a password"},
+		{"bad subscribe mode", []string{"redis.subscribeMode=sharded"}, "subscribeMode"},
+		{"user subscribe mode without Redis", []string{"replicaCount=1", "redis.url=", "redis.subscribeMode=user"}, "subscribeMode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := renderChart("notify", "apps", kubeVersion, nil, tc.set...)

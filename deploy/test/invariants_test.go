@@ -36,7 +36,7 @@ const (
 
 // secretEnv are the settings that carry credentials: never inline.
 // SECRET_KEY_BASE is the Elixir service's name, which the node also reads.
-var secretEnv = []string{"REDIS_URL", "NOTIFY_JWT_SECRET", "NOTIFY_API_KEY", "NOTIFY_GOSSIP_KEY", "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE"}
+var secretEnv = []string{"REDIS_URL", "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD", "NOTIFY_JWT_SECRET", "NOTIFY_API_KEY", "NOTIFY_GOSSIP_KEY", "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE"}
 
 // secretRef is a Secret name and key.
 type secretRef struct{ Name, Key string }
@@ -433,6 +433,68 @@ func (d *deployment) checkEnv(t *testing.T, exp expectations) {
 		t.Errorf("PPROF_PORT = %q: pprof must stay on loopback (or off)", v)
 	}
 	d.checkTokenSettings(t, exp)
+	d.checkRedisSettings(t, exp)
+}
+
+// checkRedisSettings: the Redis settings select one topology, complete, as
+// the node wants (it refuses to start otherwise).
+func (d *deployment) checkRedisSettings(t *testing.T, exp expectations) {
+	t.Helper()
+	set := func(name string) bool { _, ok := d.env[name]; return ok }
+	var topologies []string
+	if set("REDIS_URL") || set("PUBSUB_REDIS_ADDR") {
+		topologies = append(topologies, "REDIS_URL/PUBSUB_REDIS_ADDR")
+	}
+	if set("REDIS_SENTINEL_ADDRS") || set("REDIS_SENTINEL_MASTER") {
+		topologies = append(topologies, "REDIS_SENTINEL_ADDRS/REDIS_SENTINEL_MASTER")
+	}
+	if set("REDIS_CLUSTER_ADDRS") {
+		topologies = append(topologies, "REDIS_CLUSTER_ADDRS")
+	}
+	if len(topologies) > 1 {
+		t.Errorf("several Redis topologies set (%s): the node refuses to start", strings.Join(topologies, ", "))
+	}
+	if set("REDIS_SENTINEL_ADDRS") != set("REDIS_SENTINEL_MASTER") {
+		t.Errorf("REDIS_SENTINEL_ADDRS and REDIS_SENTINEL_MASTER go together: the node refuses one alone")
+	}
+	if set("REDIS_SENTINEL_PASSWORD") && !set("REDIS_SENTINEL_ADDRS") {
+		t.Errorf("REDIS_SENTINEL_PASSWORD set without REDIS_SENTINEL_ADDRS: the node refuses it")
+	}
+	if set("REDIS_USERNAME") && !set("REDIS_PASSWORD") {
+		t.Errorf("REDIS_USERNAME set without REDIS_PASSWORD: the node refuses it")
+	}
+	if (set("REDIS_USERNAME") || set("REDIS_PASSWORD")) && set("REDIS_URL") {
+		t.Errorf("REDIS_USERNAME/REDIS_PASSWORD set next to REDIS_URL: the URL carries the credentials")
+	}
+	for _, name := range []string{"REDIS_SENTINEL_ADDRS", "REDIS_CLUSTER_ADDRS"} {
+		v, ok := d.envValue(name, exp.Namespace)
+		if !ok {
+			continue
+		}
+		if d.env[name].ValueFrom != nil {
+			t.Errorf("%s is a reference: the chart and deploy/k8s set it literally", name)
+			continue
+		}
+		for _, addr := range strings.Split(v, ",") {
+			if host, port, err := net.SplitHostPort(addr); err != nil || host == "" || port == "" {
+				t.Errorf("%s lists %q: not host:port", name, addr)
+			}
+		}
+	}
+	for _, name := range []string{"REDIS_SENTINEL_MASTER", "REDIS_USERNAME"} {
+		if v, ok := d.envValue(name, exp.Namespace); ok && d.env[name].ValueFrom == nil && v == "" {
+			t.Errorf("%s is set empty", name)
+		}
+	}
+	if v, ok := d.envValue("NOTIFY_SUBSCRIBE_MODE", exp.Namespace); ok && d.env["NOTIFY_SUBSCRIBE_MODE"].ValueFrom == nil {
+		redis := len(topologies) > 0
+		switch {
+		case v != "pattern" && v != "user":
+			t.Errorf("NOTIFY_SUBSCRIBE_MODE = %q, want pattern or user", v)
+		case v == "user" && !redis:
+			t.Errorf("NOTIFY_SUBSCRIBE_MODE = user without Redis: the node refuses it")
+		}
+	}
 }
 
 // checkTokenSettings: the literal token and API settings hold values the
@@ -583,6 +645,8 @@ func (d *deployment) checkSecretEnv(t *testing.T, exp expectations, name string,
 			required = !keys && !jwks
 		case "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE":
 			required = false // Phoenix.Tokens are optional
+		case "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD":
+			required = false // a URL carries its own; Redis may have none
 		}
 		if required {
 			t.Errorf("env %s is not set", name)
@@ -634,6 +698,10 @@ func checkSecretValue(t *testing.T, name, secret, val string) {
 	case "REDIS_URL":
 		if !strings.HasPrefix(val, "redis://") && !strings.HasPrefix(val, "rediss://") {
 			t.Errorf("REDIS_URL in Secret %s is not a redis:// or rediss:// URL", secret)
+		}
+	case "REDIS_PASSWORD", "REDIS_SENTINEL_PASSWORD":
+		if val == "" {
+			t.Errorf("%s in Secret %s is empty", name, secret)
 		}
 	case "NOTIFY_PHOENIX_SECRET_KEY_BASE", "SECRET_KEY_BASE":
 		if len(val) < 20 {

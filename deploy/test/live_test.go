@@ -66,8 +66,8 @@ func nodeEnv(extra ...string) []string {
 
 // isSetting: the variable names the node reads look like these.
 func isSetting(name string) bool {
-	return strings.HasPrefix(name, "NOTIFY_") || strings.HasPrefix(name, "LOG_") ||
-		slices.Contains([]string{"PORT", "INTERNAL_PORT", "PPROF_PORT", "GRPC_PORT", "PUBSUB_REDIS_ADDR", "REDIS_URL"}, name)
+	return strings.HasPrefix(name, "NOTIFY_") || strings.HasPrefix(name, "LOG_") || strings.HasPrefix(name, "REDIS_") ||
+		slices.Contains([]string{"PORT", "INTERNAL_PORT", "PPROF_PORT", "GRPC_PORT", "PUBSUB_REDIS_ADDR"}, name)
 }
 
 // scrapedMetrics parses the exposition's TYPE lines into the names a query

@@ -117,9 +117,47 @@ then the chart renders no value for it.
 {{- if kindIs "bool" $v }}{{ ternary "on" "off" $v }}{{ else }}{{ $v }}{{ end }}
 {{- end }}
 
+{{/*
+Redis topology: "sentinel" (redis.sentinel.addrs), "cluster"
+(redis.cluster.addrs), "url" (redis.url or redis.existingSecret's URL) or
+empty (none: the embedded broker). The node takes exactly one, so with
+sentinel or cluster no REDIS_URL is rendered; notify.validate refuses both.
+*/}}
+{{- define "notify.redisTopology" -}}
+{{- if .Values.redis.sentinel.addrs }}sentinel
+{{- else if .Values.redis.cluster.addrs }}cluster
+{{- else if or .Values.redis.existingSecret .Values.redis.url }}url
+{{- end }}
+{{- end }}
+
+{{/* Sentinel or Cluster: the topologies whose credentials are settings of their own. */}}
+{{- define "notify.redisAddrs" -}}
+{{- if or .Values.redis.sentinel.addrs .Values.redis.cluster.addrs }}true{{ end }}
+{{- end }}
+
 {{/* Redis URL in the chart's Secret? */}}
 {{- define "notify.ownsRedisURL" -}}
-{{- if and (not .Values.redis.existingSecret) .Values.redis.url }}true{{ end }}
+{{- if and (not .Values.redis.existingSecret) .Values.redis.url (eq (include "notify.redisTopology" .) "url") }}true{{ end }}
+{{- end }}
+
+{{/* REDIS_PASSWORD set? (Sentinel or Cluster: from existingSecret, or given) */}}
+{{- define "notify.hasRedisPassword" -}}
+{{- if and (include "notify.redisAddrs" .) (ternary .Values.redis.existingSecretPasswordKey .Values.redis.password (not (empty .Values.redis.existingSecret))) }}true{{ end }}
+{{- end }}
+
+{{/* REDIS_SENTINEL_PASSWORD set? (Sentinel only: from existingSecret, or given) */}}
+{{- define "notify.hasRedisSentinelPassword" -}}
+{{- if and .Values.redis.sentinel.addrs (ternary .Values.redis.existingSecretSentinelPasswordKey .Values.redis.sentinel.password (not (empty .Values.redis.existingSecret))) }}true{{ end }}
+{{- end }}
+
+{{/* Redis password in the chart's Secret? */}}
+{{- define "notify.ownsRedisPassword" -}}
+{{- if and (not .Values.redis.existingSecret) (include "notify.hasRedisPassword" .) }}true{{ end }}
+{{- end }}
+
+{{/* Sentinel password in the chart's Secret? */}}
+{{- define "notify.ownsRedisSentinelPassword" -}}
+{{- if and (not .Values.redis.existingSecret) (include "notify.hasRedisSentinelPassword" .) }}true{{ end }}
 {{- end }}
 
 {{/* JWT secret in the chart's Secret? (given, or generated when no public keys or JWKS verify tokens) */}}
@@ -141,7 +179,7 @@ then the chart renders no value for it.
 {{- end }}
 
 {{- define "notify.ownsSecret" -}}
-{{- if or (include "notify.ownsRedisURL" .) (include "notify.ownsJWTSecret" .) (include "notify.ownsAPIKey" .) (include "notify.ownsGossipKey" .) (include "notify.ownsPhoenixKey" .) }}true{{ end }}
+{{- if or (include "notify.ownsRedisURL" .) (include "notify.ownsRedisPassword" .) (include "notify.ownsRedisSentinelPassword" .) (include "notify.ownsJWTSecret" .) (include "notify.ownsAPIKey" .) (include "notify.ownsGossipKey" .) (include "notify.ownsPhoenixKey" .) }}true{{ end }}
 {{- end }}
 
 {{/*
@@ -182,8 +220,30 @@ Call with (list $ "key" $given "generator").
 {{/* Checks that span several values (the schema checks each one alone). */}}
 {{- define "notify.validate" -}}
 {{- $replicas := ternary .Values.autoscaling.maxReplicas .Values.replicaCount .Values.autoscaling.enabled }}
-{{- if and (gt (int $replicas) 1) (not .Values.redis.url) (not .Values.redis.existingSecret) }}
-{{- fail "redis.url or redis.existingSecret is required with more than one replica: without Redis each node runs its own embedded broker" }}
+{{- $redis := .Values.redis }}
+{{- if and $redis.sentinel.addrs $redis.cluster.addrs }}
+{{- fail "redis.sentinel.addrs and redis.cluster.addrs are both set: configure one Redis topology (the node refuses to start with two)" }}
+{{- end }}
+{{- if and $redis.sentinel.addrs (not $redis.sentinel.master) }}
+{{- fail "redis.sentinel.master is required with redis.sentinel.addrs: the name the sentinels monitor the master under" }}
+{{- end }}
+{{- if and $redis.sentinel.master (not $redis.sentinel.addrs) }}
+{{- fail "redis.sentinel.master is set without redis.sentinel.addrs, the sentinels to ask for the master" }}
+{{- end }}
+{{- if and $redis.sentinel.password (not $redis.sentinel.addrs) }}
+{{- fail "redis.sentinel.password is set without redis.sentinel.addrs" }}
+{{- end }}
+{{- if and (or $redis.username $redis.password) (not (include "notify.redisAddrs" .)) }}
+{{- fail "redis.username and redis.password are for redis.sentinel or redis.cluster: with one server, put the credentials in redis.url" }}
+{{- end }}
+{{- if and $redis.username (not (include "notify.hasRedisPassword" .)) }}
+{{- fail "redis.username needs a password: redis.password, or redis.existingSecretPasswordKey in redis.existingSecret" }}
+{{- end }}
+{{- if and (gt (int $replicas) 1) (not (include "notify.redisTopology" .)) }}
+{{- fail "redis.url or redis.existingSecret (one server), redis.sentinel.addrs or redis.cluster.addrs is required with more than one replica: without Redis each node runs its own embedded broker" }}
+{{- end }}
+{{- if and (eq $redis.subscribeMode "user") (not (include "notify.redisTopology" .)) }}
+{{- fail "redis.subscribeMode user subscribes on Redis: it needs redis.url, redis.existingSecret, redis.sentinel.addrs or redis.cluster.addrs" }}
 {{- end }}
 {{- if gt (int64 .Values.config.maxPublishSize) (int64 .Values.config.sendQueueBytes) }}
 {{- fail "config.maxPublishSize must not exceed config.sendQueueBytes: a bigger message could never be delivered" }}
