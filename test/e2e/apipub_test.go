@@ -26,9 +26,9 @@ type apiPublisher struct {
 	workers int
 	// noHistory: the nodes keep none, so Publish answers no cursor.
 	noHistory bool
-	hdr     http.Header
-	httpc   *http.Client
-	targets atomic.Pointer[[]apiTarget] // the nodes it publishes through, in turn
+	hdr       http.Header
+	httpc     *http.Client
+	targets   atomic.Pointer[[]apiTarget] // the nodes it publishes through, in turn
 
 	mu      sync.Mutex
 	clients map[string]apiTarget // by node address
