@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
@@ -129,6 +131,8 @@ func TestRedisUserModeResubscribes(t *testing.T) {
 	if err := c.ClientKillByFilter(ctx, "TYPE", "pubsub").Err(); err != nil {
 		t.Fatal(err)
 	}
+	// The kill is seen when the reader reads EOF: wait for the new session.
+	await.True(t, "subscribed again", func() bool { return testutil.ToFloat64(r.metrics.reconnects) == 1 })
 	await.True(t, "every channel subscribed again", func() bool { return r.interest.Subscribed() == users })
 	awaitTargets(t, r, all...)
 	// The control and probe channels, then the users in batches: go-redis
