@@ -454,7 +454,6 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 // is kept from dialing again on this one (noRedial), where it would
 // resubscribe every channel in one command.
 func (r *Redis) userSession(ctx context.Context, ps *redis.PubSub, h Handler, st *readerState, bo *backoff) error {
-	r.interest.reset()
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -467,7 +466,9 @@ func (r *Redis) userSession(ctx context.Context, ps *redis.PubSub, h Handler, st
 	err := r.receive(context.WithValue(ctx, noRedial{}, true), ps, h, st, bo)
 	cancel()
 	<-done
-	r.interest.reset() // nothing is subscribed any more: Await waits for the next session
+	// Nothing is subscribed any more: Await waits for the next session,
+	// which starts with every wanted channel queued.
+	r.interest.reset()
 	return err
 }
 
@@ -559,9 +560,11 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 			}
 		}
 	case *redis.Subscription:
-		if _, ours := ParseChannel(m.Channel); ours && r.interest != nil {
-			r.interest.answered(m.Channel)
-			return
+		if r.interest != nil {
+			if _, ours := ParseChannel(m.Channel); ours {
+				r.interest.answered(m.Channel)
+				return
+			}
 		}
 		r.confirm(st, m, bo)
 	}

@@ -374,7 +374,7 @@ func registerSubscriptions(reg prometheus.Registerer, in *interest) error {
 		Name: "notify_broker_subscriptions",
 		Help: "Channels of users and topics this node is subscribed to on Redis (NOTIFY_SUBSCRIBE_MODE=user).",
 	}, func() float64 { return float64(in.Subscribed()) })
-	if err := reg.Register(g); err != nil && !errors.As(err, new(prometheus.AlreadyRegisteredError)) {
+	if _, err := register(reg, g); err != nil {
 		return fmt.Errorf("broker: registering metrics: %w", err)
 	}
 	return nil
