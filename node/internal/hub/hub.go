@@ -349,8 +349,7 @@ func (h *Hub) LeaveTopic(c *Client, name string) {
 	pos := c.topics[i].pos
 	c.topics = append(c.topics[:i:i], c.topics[i+1:]...)
 	us.memberMu.Unlock()
-	moved := removeFrom(s.topics, name, pos)
-	if moved != nil {
+	if moved := removeFrom(s.topics, name, pos); moved != nil {
 		ms := h.shard(moved.User)
 		ms.memberMu.Lock()
 		if j := topicIndex(moved.topics, name); j >= 0 {
