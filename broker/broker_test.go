@@ -63,19 +63,20 @@ func newTestRedis(t testing.TB, addr string, reg prometheus.Registerer) *Redis {
 // newHistoryRedis is newTestRedis keeping history as hist says.
 func newHistoryRedis(t testing.TB, addr string, reg prometheus.Registerer, hist HistoryConfig) *Redis {
 	t.Helper()
-	cfg := RedisConfig{Addr: addr}
-	opts, err := cfg.Options()
+	return newConfiguredRedis(t, RedisConfig{Addr: addr}, RedisOptions{Registerer: reg, History: hist})
+}
+
+// newConfiguredRedis is a broker on the topology cfg selects, with o and
+// the tests' probe timings, logger and node id; closed at the end of t.
+func newConfiguredRedis(t testing.TB, cfg RedisConfig, o RedisOptions) *Redis {
+	t.Helper()
+	top, err := cfg.Topology()
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := NewRedis(opts, RedisOptions{
-		ProbeInterval: testProbeInterval,
-		ProbeTimeout:  testProbeTimeout,
-		Logger:        testLogger(t),
-		Registerer:    reg,
-		NodeID:        "test",
-		History:       hist,
-	})
+	o.ProbeInterval, o.ProbeTimeout = testProbeInterval, testProbeTimeout
+	o.Logger, o.NodeID = testLogger(t), "test"
+	r, err := NewRedisTopology(top, o)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
 
@@ -18,9 +19,7 @@ func BenchmarkUserModeSubscribe(b *testing.B) {
 	s := redistest.Start(b)
 	r := newUserRedis(b, s.Addr, 0)
 	runWith(b, r, nopHandler{})
-	for r.Ready() != nil {
-		runtime.Gosched()
-	}
+	await.True(b, "Ready() == nil", func() bool { return r.Ready() == nil })
 	c := s.Client(b)
 	ctx := context.Background()
 	usedMemory := func() float64 {

@@ -16,19 +16,7 @@ import (
 // newUserRedis is a broker in SubscribeUser on addr.
 func newUserRedis(t testing.TB, addr string, delay time.Duration) *Redis {
 	t.Helper()
-	opts, err := (&RedisConfig{Addr: addr}).Options()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewRedis(opts, RedisOptions{
-		ProbeInterval: testProbeInterval, ProbeTimeout: testProbeTimeout,
-		Logger: testLogger(t), NodeID: "test", Subscribe: SubscribeUser, UnsubscribeDelay: delay,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	return newConfiguredRedis(t, RedisConfig{Addr: addr}, RedisOptions{Subscribe: SubscribeUser, UnsubscribeDelay: delay})
 }
 
 // numsub is PUBSUB NUMSUB of channel.

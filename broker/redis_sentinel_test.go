@@ -19,22 +19,7 @@ import (
 // newTopologyRedis is newHistoryRedis on the topology cfg selects.
 func newTopologyRedis(t testing.TB, cfg RedisConfig, hist HistoryConfig) *Redis {
 	t.Helper()
-	top, err := cfg.Topology()
-	if err != nil {
-		t.Fatal(err)
-	}
-	r, err := NewRedisTopology(top, RedisOptions{
-		ProbeInterval: testProbeInterval,
-		ProbeTimeout:  testProbeTimeout,
-		Logger:        testLogger(t),
-		NodeID:        "test",
-		History:       hist,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = r.Close() })
-	return r
+	return newConfiguredRedis(t, cfg, RedisOptions{History: hist})
 }
 
 // sentinelConfig is the broker's configuration for st.
