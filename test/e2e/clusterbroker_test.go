@@ -3,6 +3,8 @@ package e2e
 import (
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 // TestClusterBrokerBehindHAProxy: NOTIFY_BROKER=cluster, no Redis at all,
@@ -19,17 +21,14 @@ func TestClusterBrokerBehindHAProxy(t *testing.T) {
 	e.start(nodes[1], []string{nodes[0].gossip}, true)
 	e.start(nodes[2], []string{nodes[0].gossip, nodes[1].gossip}, true)
 	waitRing(t, nodes, names(nodes))
+	// Each node was ready when it started; the first ones have links to
+	// the later ones only once those joined.
 	for _, n := range nodes {
-		await := time.Now().Add(startTimeout)
-		for {
-			code, body, err := n.get("/readyz")
-			if err == nil && code == 200 {
-				break
-			}
-			if time.Now().After(await) {
-				t.Fatalf("%s not ready with its links: %d %s %v", n.name, code, body, err)
-			}
-			time.Sleep(50 * time.Millisecond)
+		var code int
+		var body string
+		var err error
+		if !await.Poll(startTimeout, func() bool { code, body, err = n.get("/readyz"); return err == nil && code == 200 }) {
+			t.Fatalf("%s not ready with its links: %d %s %v", n.name, code, body, err)
 		}
 	}
 	lb := e.startHAProxy(nodes)

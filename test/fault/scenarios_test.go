@@ -789,7 +789,7 @@ func takeSoakSample(t *testing.T, c *cluster, dir, when string) map[string]soakS
 			h, _ := m.sum("go_memstats_heap_inuse_bytes")
 			a, _ := m.sum("go_memstats_heap_alloc_bytes")
 			gs, fs, ls, hs, as = append(gs, g), append(fs, f), append(ls, l), append(hs, h), append(as, a)
-			time.Sleep(500 * time.Millisecond)
+			sleep(c.w.ctx, 500*time.Millisecond) // spaced samples: there is no condition to wait for
 		}
 		out[n.name] = soakSample{median(gs), median(fs), median(ls), slices.Min(hs), slices.Min(as)}
 	}
