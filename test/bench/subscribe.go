@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -97,11 +98,10 @@ func startModeCluster(o options, redisAddr, mode string, nodes int) ([]*notifyPr
 	users := make([][]string, nodes)
 	for i, full := 0, 0; full < nodes; i++ {
 		u := "mode-user-" + strconv.Itoa(i)
-		for n, name := range names {
-			if r.Locate(u) == name && len(users[n]) < o.modeUsers {
-				if users[n] = append(users[n], u); len(users[n]) == o.modeUsers {
-					full++
-				}
+		n := slices.Index(names, r.Locate(u))
+		if n >= 0 && len(users[n]) < o.modeUsers {
+			if users[n] = append(users[n], u); len(users[n]) == o.modeUsers {
+				full++
 			}
 		}
 	}
