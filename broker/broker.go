@@ -29,9 +29,11 @@ const (
 // reached right now (as opposed to bad input).
 var ErrUnavailable = errors.New("broker unavailable")
 
-// Handler receives what the subscription brings. Its methods are called from
-// the broker's one reader goroutine, in the order the broker received the
-// messages, and must not block: a slow handler stalls delivery to every client
+// Handler receives what the subscription brings. Its methods are called one
+// at a time (from the broker's one reader goroutine, or serialised when a
+// broker reads several connections, as in SubscribeSharded), each
+// connection's messages in the order the broker received them, and must not
+// block: a slow handler stalls delivery to every client
 // of the node, and Redis closes a subscription whose reader falls too far
 // behind (client-output-buffer-limit pubsub), losing what is published until
 // the broker has resubscribed.

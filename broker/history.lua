@@ -1,5 +1,5 @@
 #!lua name=notify
--- notify history library v1
+-- notify history library v2
 --
 -- Loaded by every notify node with FUNCTION LOAD REPLACE (at start, after
 -- every resubscribe, and when a call finds it missing). The node substitutes
@@ -14,7 +14,7 @@
 --   {C}:handoffs  hash "<epoch>:<seq>" -> "1", entries claimed (users only)
 -- The stream and the epoch expire together, TTL after the last publish.
 
-local VERSION = 1
+local VERSION = 2
 local SIZE = __SIZE__
 local TTL_MS = __TTL_MS__
 local MAGIC = '\0notify-h1\0'
@@ -72,13 +72,14 @@ end
 -- notify_publish 1 C payload [event [maxlen ttl_ms]]: append to C's stream
 -- (trimmed to exactly maxlen entries, kept ttl_ms after this publish),
 -- PUBLISH on C in the wire format nodes decode, return the cursor
--- "<epoch>:<seq>".
-local function publish(keys, args)
+-- "<epoch>:<seq>". notify_spublish is the same with SPUBLISH, for nodes
+-- with NOTIFY_SUBSCRIBE_MODE=sharded.
+local function publish_with(command, name, keys, args)
   local c, err = channel(keys)
   if not c then return err end
   local payload = args[1]
   if payload == nil then
-    return fail('want a payload: FCALL notify_publish 1 ' .. c .. ' <payload> [event [maxlen ttl_ms]]')
+    return fail('want a payload: FCALL ' .. name .. ' 1 ' .. c .. ' <payload> [event [maxlen ttl_ms]]')
   end
   local event = args[2] or ''
   local maxlen, ttl = SIZE, TTL_MS
@@ -109,8 +110,16 @@ local function publish(keys, args)
   local id = redis.call('XADD', hist, 'MAXLEN', maxlen, '0-*', 'p', payload, 'e', event)
   redis.call('PEXPIRE', hist, ttl)
   local cursor = epoch .. ':' .. seq_of(id)
-  redis.call('PUBLISH', c, MAGIC .. cursor .. '\0' .. event .. '\0' .. payload)
+  redis.call(command, c, MAGIC .. cursor .. '\0' .. event .. '\0' .. payload)
   return cursor
+end
+
+local function publish(keys, args)
+  return publish_with('PUBLISH', 'notify_publish', keys, args)
+end
+
+local function spublish(keys, args)
+  return publish_with('SPUBLISH', 'notify_spublish', keys, args)
 end
 
 -- notify_read 1 C [since_epoch since_seq]: one consistent look at C's
@@ -230,6 +239,7 @@ local function version()
 end
 
 redis.register_function('notify_publish', publish)
+redis.register_function('notify_spublish', spublish)
 redis.register_function{function_name = 'notify_read', callback = read, flags = {'no-writes'}}
 redis.register_function('notify_received', received)
 redis.register_function('notify_claim', claim)

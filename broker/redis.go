@@ -86,9 +86,13 @@ type Redis struct {
 	hist  *redisHistory
 	syncs syncWaiters // Syncs waiting for their marker
 
+	mode SubscribeMode
 	// interest is the per-channel subscriptions of SubscribeUser; nil in
-	// SubscribePattern.
+	// the other modes.
 	interest *interest
+	// shards are the per-channel subscriptions of SubscribeSharded, one
+	// connection per master; nil in the other modes.
+	shards *shardRouter
 }
 
 var (
@@ -153,23 +157,40 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("broker: registering metrics: %w", err)
 	}
+	log := o.Logger.With("component", "broker", "redis", t.String())
+	delay := cmp.Or(o.UnsubscribeDelay, DefaultUnsubscribeDelay)
 	var in *interest
-	if mode == SubscribeUser {
-		in = newInterest(cmp.Or(o.UnsubscribeDelay, DefaultUnsubscribeDelay))
-		if err := registerSubscriptions(o.Registerer, in); err != nil {
-			_ = client.Close()
-			return nil, err
-		}
+	var shards *shardRouter
+	var subscribed func() int
+	switch mode {
+	case SubscribeUser:
+		in = newInterest(delay, false)
+		subscribed = in.Subscribed
 		client.AddHook(redialHook{})
 		if cluster != nil {
 			cluster.OnNewNode(func(c *redis.Client) { c.AddHook(redialHook{}) })
 		}
+	case SubscribeSharded:
+		if cluster == nil {
+			_ = client.Close()
+			return nil, fmt.Errorf("broker: subscribe mode %s needs a Redis Cluster (REDIS_CLUSTER_ADDRS), not %s", mode, t)
+		}
+		shards = newShardRouter(cluster, t.Cluster, delay, o.ProbeInterval, o.ProbeTimeout, log)
+		subscribed = shards.Subscribed
+	}
+	if subscribed != nil {
+		if err := registerSubscriptions(o.Registerer, subscribed); err != nil {
+			_ = client.Close()
+			return nil, err
+		}
 	}
 	return &Redis{
+		mode:         mode,
 		interest:     in,
+		shards:       shards,
 		client:       client,
 		cluster:      cluster,
-		log:          o.Logger.With("component", "broker", "redis", t.String()),
+		log:          log,
 		metrics:      m,
 		probeChannel: ProbePrefix + o.NodeID,
 		interval:     o.ProbeInterval,
@@ -188,12 +209,23 @@ func (r *Redis) Close() error {
 
 // ---- publishing and state (pooled client) ----
 
-// Publish sends payload on channel.
+// Publish sends payload on channel: SPUBLISH for a user's or a topic's
+// channel in SubscribeSharded, else PUBLISH.
 func (r *Redis) Publish(ctx context.Context, channel string, payload []byte) error {
-	if err := r.client.Publish(ctx, channel, payload).Err(); err != nil {
+	if err := r.publish(ctx, r.client, channel, payload).Err(); err != nil {
 		return wrapErr("publish", err)
 	}
 	return nil
+}
+
+// publish issues the publish of channel on c (the client or a pipeline).
+func (r *Redis) publish(ctx context.Context, c redis.Cmdable, channel string, payload []byte) *redis.IntCmd {
+	if r.mode == SubscribeSharded {
+		if _, ours := ParseChannel(channel); ours {
+			return c.SPublish(ctx, channel, payload)
+		}
+	}
+	return c.Publish(ctx, channel, payload)
 }
 
 // PublishMany sends payload on every channel, in one pipeline.
@@ -206,7 +238,7 @@ func (r *Redis) PublishMany(ctx context.Context, channels []string, payload []by
 	}
 	pipe := r.client.Pipeline()
 	for _, ch := range channels {
-		pipe.Publish(ctx, ch, payload)
+		r.publish(ctx, pipe, ch, payload)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return wrapErr("publish", err)
@@ -300,6 +332,9 @@ func (r *Redis) Ready() error {
 	if err := r.mastersReady(now); err != nil {
 		return err
 	}
+	if err := r.shardsReady(now); err != nil {
+		return err
+	}
 	since := now.Sub(time.Unix(0, max(last, r.runStart.Load()))).Round(time.Millisecond)
 	msg := "redis: no probe round trip for " + since.String()
 	if last == 0 {
@@ -320,7 +355,16 @@ func (r *Redis) Ready() error {
 func (r *Redis) isReady(now time.Time) bool {
 	last := r.lastProbe.Load()
 	return r.running.Load() && r.probed.Load() && last != 0 && now.Sub(time.Unix(0, last)) <= r.timeout &&
-		r.mastersReady(now) == nil
+		r.mastersReady(now) == nil && r.shardsReady(now) == nil
+}
+
+// shardsReady is nil unless the user's and topics' channels are sharded
+// (SubscribeSharded) and some master's subscription is not working.
+func (r *Redis) shardsReady(now time.Time) error {
+	if r.shards == nil {
+		return nil
+	}
+	return r.shards.ready(now)
 }
 
 func (r *Redis) updateUp() { r.metrics.setUp(r.isReady(time.Now())) }
@@ -378,6 +422,10 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 	wg.Go(func() { r.probeLoop(ctx) })
 	if r.cluster != nil {
 		wg.Go(func() { r.masterLoop(ctx) })
+	}
+	if r.shards != nil {
+		h = &serialHandler{h: h} // several readers, one handler
+		wg.Go(func() { r.shards.Run(ctx, h) })
 	}
 	if r.hist.cfg.Enabled() {
 		wg.Go(func() { r.loadLoop(ctx) })
@@ -480,7 +528,7 @@ func (r *Redis) subscribe(ctx context.Context, ps *redis.PubSub) error {
 	// rather than the patterns (silent loss while the probe says ready).
 	subCtx, cancel := context.WithTimeout(ctx, r.timeout)
 	defer cancel()
-	if r.interest == nil {
+	if r.mode == SubscribePattern {
 		if err := ps.PSubscribe(subCtx, UserPattern, TopicPattern); err != nil {
 			return err
 		}
@@ -604,7 +652,7 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 		return
 	}
 	st.confirmed[s.Channel] = true
-	patterns := r.interest != nil || st.confirmed[UserPattern] && st.confirmed[TopicPattern]
+	patterns := r.mode != SubscribePattern || st.confirmed[UserPattern] && st.confirmed[TopicPattern]
 	if st.subscribed || !patterns || !st.confirmed[ControlChannel] || !st.confirmed[r.probeChannel] {
 		return
 	}
@@ -616,8 +664,8 @@ func (r *Redis) confirm(st *readerState, s *redis.Subscription, bo *backoff) {
 		r.metrics.reconnects.Inc()
 		r.log.Info("redis pub/sub reconnected", "down_for", time.Since(st.lostAt).Round(time.Millisecond),
 			"lost_because", st.lostReason, "failed_attempts", st.attempts)
-	} else if r.interest != nil {
-		r.log.Info("redis pub/sub subscribed", "mode", SubscribeUser, "probe_channel", r.probeChannel)
+	} else if r.mode != SubscribePattern {
+		r.log.Info("redis pub/sub subscribed", "mode", r.mode, "probe_channel", r.probeChannel)
 	} else {
 		r.log.Info("redis pub/sub subscribed", "mode", SubscribePattern, "patterns", []string{UserPattern, TopicPattern}, "probe_channel", r.probeChannel)
 	}

@@ -24,13 +24,15 @@ import (
 //	{C}:handoffs  hash "<epoch>:<seq>" -> "1": entries claimed (users only)
 
 // Names of the library and its functions (the external contract names
-// notify_publish).
+// notify_publish; notify_spublish is its SPUBLISH twin for
+// NOTIFY_SUBSCRIBE_MODE=sharded).
 const (
-	LibraryName     = "notify"
-	LibraryVersion  = 1
-	FunctionPublish = "notify_publish"
-	FunctionRead    = "notify_read"
-	FunctionVersion = "notify_version"
+	LibraryName      = "notify"
+	LibraryVersion   = 2
+	FunctionPublish  = "notify_publish"
+	FunctionSPublish = "notify_spublish"
+	FunctionRead     = "notify_read"
+	FunctionVersion  = "notify_version"
 
 	functionReceived = "notify_received"
 	functionClaim    = "notify_claim"
@@ -109,7 +111,7 @@ func (r *Redis) Append(ctx context.Context, targets []Target, payload []byte, ev
 			return cursors, nil
 		}
 		if attempt > 0 {
-			return nil, fmt.Errorf("append: %s still missing after loading the library", FunctionPublish)
+			return nil, fmt.Errorf("append: %s still missing after loading the library", r.publishFunction())
 		}
 		for _, i := range again { // on a Cluster, each on its own master
 			if err := r.reload(ctx, channels[i], gen); err != nil {
@@ -120,6 +122,15 @@ func (r *Redis) Append(ctx context.Context, targets []Target, payload []byte, ev
 	}
 }
 
+// publishFunction is the history function that appends and publishes:
+// notify_spublish when the channels are sharded, else notify_publish.
+func (r *Redis) publishFunction() string {
+	if r.mode == SubscribeSharded {
+		return FunctionSPublish
+	}
+	return FunctionPublish
+}
+
 // appendCalls runs notify_publish for channels[i], i in todo, filling
 // cursors. It returns the indexes whose call found the function missing,
 // and the first other error, wrapped.
@@ -127,7 +138,7 @@ func (r *Redis) appendCalls(ctx context.Context, channels []string, todo []int, 
 	h := r.hist
 	if len(todo) == 1 {
 		i := todo[0]
-		cmd := r.client.FCall(ctx, FunctionPublish, []string{channels[i]}, payload, event, h.size, h.ttl)
+		cmd := r.client.FCall(ctx, r.publishFunction(), []string{channels[i]}, payload, event, h.size, h.ttl)
 		if missingFunction(cmd.Err()) {
 			return todo, nil
 		}
@@ -140,7 +151,7 @@ func (r *Redis) appendCalls(ctx context.Context, channels []string, todo []int, 
 	pipe := r.client.Pipeline()
 	cmds := make([]*redis.Cmd, len(todo))
 	for k, i := range todo {
-		cmds[k] = pipe.FCall(ctx, FunctionPublish, []string{channels[i]}, payload, event, h.size, h.ttl)
+		cmds[k] = pipe.FCall(ctx, r.publishFunction(), []string{channels[i]}, payload, event, h.size, h.ttl)
 	}
 	_, _ = pipe.Exec(ctx) // each command keeps its own error
 	var firstErr error

@@ -84,8 +84,8 @@ func TestRedisFCallFromCLI(t *testing.T) {
 	if hr.Recovered || len(hr.Entries) != 3 || hr.Newest != (Cursor{c1.Epoch, 5}) {
 		t.Fatalf("Read(first cursor) = %+v", hr)
 	}
-	if v := cli(t, s.Addr, "FCALL", "notify_version", "0"); v != "1\n3\n3600000" {
-		t.Fatalf("notify_version = %q, want version 1, size 3, ttl 3600000", v)
+	if v := cli(t, s.Addr, "FCALL", "notify_version", "0"); v != "2\n3\n3600000" {
+		t.Fatalf("notify_version = %q, want version 2, size 3, ttl 3600000", v)
 	}
 
 	// Keys that are not a user's or a topic's channel are refused, clearly.
@@ -190,7 +190,7 @@ func identitySteps() []identityStep {
 			// Resubscribed, Run loads the library again by itself: an
 			// application's FCALL works before the node called anything.
 			await.True(t, "a load after the resubscribe", func() bool { return loads(r) > before })
-			if out := cli(t, s.Addr, "FCALL", "notify_version", "0"); !strings.HasPrefix(out, "1\n") {
+			if out := cli(t, s.Addr, "FCALL", "notify_version", "0"); !strings.HasPrefix(out, "2\n") {
 				t.Fatalf("notify_version after the restart: %q", out)
 			}
 		}, false},
@@ -363,7 +363,7 @@ func TestNewRedisHistoryOptions(t *testing.T) {
 	}
 	// The library is stamped and carries the settings.
 	lib := Library(HistoryConfig{Size: 7, TTL: 90 * time.Second})
-	for _, want := range []string{"#!lua name=notify\n-- notify history library v1\n", "local SIZE = 7\n", "local TTL_MS = 90000\n"} {
+	for _, want := range []string{"#!lua name=notify\n-- notify history library v2\n", "local SIZE = 7\n", "local TTL_MS = 90000\n"} {
 		if !strings.Contains(lib, want) {
 			t.Errorf("library lacks %q", want)
 		}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"sync"
 	"time"
 
@@ -25,6 +26,11 @@ const (
 	// (Want), so a message reaches only the nodes that serve it, and
 	// PUBLISH answers 0 for a user connected nowhere.
 	SubscribeUser SubscribeMode = "user"
+	// SubscribeSharded (Redis Cluster only): as SubscribeUser, with
+	// sharded pub/sub: SSUBSCRIBE on the master of each channel's slot,
+	// and SPUBLISH, so a message crosses no cluster bus and reaches only
+	// the master of its slot and the nodes serving it.
+	SubscribeSharded SubscribeMode = "sharded"
 )
 
 // ParseSubscribeMode checks a NOTIFY_SUBSCRIBE_MODE value; empty is
@@ -33,11 +39,15 @@ func ParseSubscribeMode(s string) (SubscribeMode, error) {
 	switch m := SubscribeMode(s); m {
 	case "":
 		return SubscribePattern, nil
-	case SubscribePattern, SubscribeUser:
+	case SubscribePattern, SubscribeUser, SubscribeSharded:
 		return m, nil
 	}
-	return "", fmt.Errorf("unknown subscribe mode %q (want %s or %s)", s, SubscribePattern, SubscribeUser)
+	return "", fmt.Errorf("unknown subscribe mode %q (want %s, %s or %s)", s, SubscribePattern, SubscribeUser, SubscribeSharded)
 }
+
+// PerChannel tells whether the mode subscribes per user and topic (Want,
+// Unwant, Await matter).
+func (m SubscribeMode) PerChannel() bool { return m == SubscribeUser || m == SubscribeSharded }
 
 // Defaults of the per-channel subscriptions.
 const (
@@ -81,19 +91,26 @@ func (redialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.Proc
 	return next
 }
 
-// Want subscribes to t's channel in SubscribeUser (a local client of t
-// arrived); a no-op in SubscribePattern. It does not block: Await waits.
+// Want subscribes to t's channel in SubscribeUser and SubscribeSharded (a
+// local client of t arrived); a no-op in SubscribePattern. It does not
+// block: Await waits.
 func (r *Redis) Want(t Target) {
-	if r.interest != nil {
+	switch {
+	case r.interest != nil:
 		r.interest.Want(t)
+	case r.shards != nil:
+		r.shards.Want(t)
 	}
 }
 
-// Unwant says the last local client of t left: in SubscribeUser its channel
-// is unsubscribed after the unsubscribe delay, unless Want comes first.
+// Unwant says the last local client of t left: its channel is unsubscribed
+// after the unsubscribe delay, unless Want comes first.
 func (r *Redis) Unwant(t Target) {
-	if r.interest != nil {
+	switch {
+	case r.interest != nil:
 		r.interest.Unwant(t)
+	case r.shards != nil:
+		r.shards.Unwant(t)
 	}
 }
 
@@ -101,17 +118,21 @@ func (r *Redis) Unwant(t Target) {
 // connection, so that a message published from then on reaches the
 // handler; at once in SubscribePattern. Its error wraps ErrUnavailable.
 func (r *Redis) Await(ctx context.Context, targets ...Target) error {
-	if r.interest == nil {
-		return nil
+	switch {
+	case r.interest != nil:
+		return r.interest.Await(ctx, targets...)
+	case r.shards != nil:
+		return r.shards.Await(ctx, targets...)
 	}
-	return r.interest.Await(ctx, targets...)
+	return nil
 }
 
 // interest is the set of channels a node in user mode subscribes to, and
 // the state of each on the current pub/sub connection. Its lock is a leaf:
 // Want and Unwant are called under the hub's shard locks.
 type interest struct {
-	delay time.Duration // DefaultUnsubscribeDelay unless set
+	delay   time.Duration // DefaultUnsubscribeDelay unless set
+	sharded bool          // SSUBSCRIBE and SUNSUBSCRIBE, one command per slot
 
 	mu    sync.Mutex
 	subs  map[string]*channelSub
@@ -140,8 +161,8 @@ type idleEntry struct {
 	at      time.Time
 }
 
-func newInterest(delay time.Duration) *interest {
-	return &interest{delay: delay, subs: map[string]*channelSub{}, wake: make(chan struct{}, 1)}
+func newInterest(delay time.Duration, sharded bool) *interest {
+	return &interest{delay: delay, sharded: sharded, subs: map[string]*channelSub{}, wake: make(chan struct{}, 1)}
 }
 
 func (s *channelSub) subscribed() bool { return s.sent > 0 && s.acked == s.sent && s.lastSub }
@@ -190,17 +211,10 @@ func (in *interest) Unwant(t Target) {
 func (in *interest) Await(ctx context.Context, targets ...Target) error {
 	for _, t := range targets {
 		ch := t.Channel()
-		in.mu.Lock()
-		s := in.subs[ch]
-		if s == nil || !s.wanted || s.subscribed() {
-			in.mu.Unlock()
+		ready := in.waitFor(ch)
+		if ready == nil {
 			continue
 		}
-		if s.ready == nil {
-			s.ready = make(chan struct{})
-		}
-		ready := s.ready
-		in.mu.Unlock()
 		select {
 		case <-ready:
 		case <-ctx.Done():
@@ -208,6 +222,21 @@ func (in *interest) Await(ctx context.Context, targets ...Target) error {
 		}
 	}
 	return nil
+}
+
+// waitFor returns a channel closed once ch is subscribed (or forgotten);
+// nil when there is nothing to wait for: ch is subscribed, or unwanted.
+func (in *interest) waitFor(ch string) <-chan struct{} {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	s := in.subs[ch]
+	if s == nil || !s.wanted || s.subscribed() {
+		return nil
+	}
+	if s.ready == nil {
+		s.ready = make(chan struct{})
+	}
+	return s.ready
 }
 
 // Subscribed counts the channels subscribed on the current connection.
@@ -236,17 +265,19 @@ func (in *interest) wakeLocked() {
 }
 
 // answered records Redis's answer for one channel of a SUBSCRIBE or an
-// UNSUBSCRIBE on the current connection.
-func (in *interest) answered(ch string) {
+// UNSUBSCRIBE on the current connection; false when no command of ch was
+// waiting for one (not ours, an answer to a connection before this one, or
+// a SUNSUBSCRIBE Redis sent by itself).
+func (in *interest) answered(ch string) bool {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	s := in.subs[ch]
 	if s == nil || s.acked >= s.sent {
-		return // not ours, or an answer to a connection before this one
+		return false
 	}
 	s.acked++
 	if s.acked < s.sent {
-		return
+		return true
 	}
 	if s.lastSub {
 		in.count++
@@ -258,6 +289,54 @@ func (in *interest) answered(ch string) {
 	case !s.lastSub && !s.wanted && !s.queued:
 		delete(in.subs, ch)
 	}
+	return true
+}
+
+// dropped records that Redis unsubscribed ch by itself (a sharded channel
+// whose slot left the master): it is not subscribed any more, and is
+// subscribed again if wanted.
+func (in *interest) dropped(ch string) {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	s := in.subs[ch]
+	if s == nil || !s.subscribed() {
+		return
+	}
+	in.count--
+	s.sent, s.acked, s.lastSub = 0, 0, false
+	if !s.wanted {
+		delete(in.subs, ch)
+		return
+	}
+	in.enqueueLocked(ch, s)
+}
+
+// forgetIf drops, without a command, every channel that keep refuses (its
+// slot is served by another master now), wakes its Await, and returns the
+// targets among them a client wants, for the interest that serves them now.
+func (in *interest) forgetIf(keep func(ch string) bool) []Target {
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	var moved []Target
+	for ch, s := range in.subs {
+		if keep(ch) {
+			continue
+		}
+		if s.subscribed() {
+			in.count--
+		}
+		if s.ready != nil {
+			close(s.ready)
+		}
+		delete(in.subs, ch)
+		if t, ok := ParseChannel(ch); ok && s.wanted {
+			moved = append(moved, t)
+		}
+	}
+	if len(moved) > 0 || len(in.queue) > 0 {
+		in.queue = slices.DeleteFunc(in.queue, func(ch string) bool { return in.subs[ch] == nil })
+	}
+	return moved
 }
 
 // reset forgets what was sent on the connection that ended and queues a
@@ -337,15 +416,11 @@ func (in *interest) send(ctx context.Context, ps *redis.PubSub) error {
 	defer timer.Stop()
 	for {
 		sub, unsub, due := in.next(time.Now())
-		if len(sub) > 0 {
-			if err := ps.Subscribe(cctx, sub...); err != nil {
-				return fmt.Errorf("subscribe %d channels: %w", len(sub), err)
-			}
+		if err := in.command(cctx, ps, true, sub); err != nil {
+			return fmt.Errorf("subscribe %d channels: %w", len(sub), err)
 		}
-		if len(unsub) > 0 {
-			if err := ps.Unsubscribe(cctx, unsub...); err != nil {
-				return fmt.Errorf("unsubscribe %d channels: %w", len(unsub), err)
-			}
+		if err := in.command(cctx, ps, false, unsub); err != nil {
+			return fmt.Errorf("unsubscribe %d channels: %w", len(unsub), err)
 		}
 		if len(sub) == subscribeBatch || len(unsub) == subscribeBatch {
 			continue // more queued
@@ -364,16 +439,44 @@ func (in *interest) send(ctx context.Context, ps *redis.PubSub) error {
 	}
 }
 
-// registerSubscriptions exports notify_broker_subscriptions for in; a
+// command sends one SUBSCRIBE (or UNSUBSCRIBE) of channels on ps; when
+// sharded, one SSUBSCRIBE (SUNSUBSCRIBE) per slot, since Redis refuses a
+// command whose channels lie in different slots (CROSSSLOT). go-redis
+// writes each without waiting for its answers.
+func (in *interest) command(ctx context.Context, ps *redis.PubSub, subscribe bool, channels []string) error {
+	if len(channels) == 0 {
+		return nil
+	}
+	if !in.sharded {
+		if subscribe {
+			return ps.Subscribe(ctx, channels...)
+		}
+		return ps.Unsubscribe(ctx, channels...)
+	}
+	for _, group := range bySlot(channels) {
+		var err error
+		if subscribe {
+			err = ps.SSubscribe(ctx, group...)
+		} else {
+			err = ps.SUnsubscribe(ctx, group...)
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// registerSubscriptions exports notify_broker_subscriptions; a
 // second broker on the same registry (tests) keeps the first one's.
-func registerSubscriptions(reg prometheus.Registerer, in *interest) error {
+func registerSubscriptions(reg prometheus.Registerer, subscribed func() int) error {
 	if reg == nil {
 		return nil
 	}
 	g := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "notify_broker_subscriptions",
-		Help: "Channels of users and topics this node is subscribed to on Redis (NOTIFY_SUBSCRIBE_MODE=user).",
-	}, func() float64 { return float64(in.Subscribed()) })
+		Help: "Channels of users and topics this node is subscribed to on Redis (NOTIFY_SUBSCRIBE_MODE=user or sharded).",
+	}, func() float64 { return float64(subscribed()) })
 	if _, err := register(reg, g); err != nil {
 		return fmt.Errorf("broker: registering metrics: %w", err)
 	}

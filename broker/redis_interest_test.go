@@ -43,7 +43,7 @@ func TestParseSubscribeMode(t *testing.T) {
 		in   string
 		want SubscribeMode
 		ok   bool
-	}{{"", SubscribePattern, true}, {"pattern", SubscribePattern, true}, {"user", SubscribeUser, true}, {"sharded", "", false}, {"USER", "", false}} {
+	}{{"", SubscribePattern, true}, {"pattern", SubscribePattern, true}, {"user", SubscribeUser, true}, {"sharded", SubscribeSharded, true}, {"shard", "", false}, {"USER", "", false}} {
 		got, err := ParseSubscribeMode(tt.in)
 		if got != tt.want || (err == nil) != tt.ok {
 			t.Errorf("ParseSubscribeMode(%q) = %q, %v", tt.in, got, err)

@@ -34,7 +34,7 @@ type Config struct {
 	Auth           auth.Config
 	Redis          broker.RedisConfig
 	Broker         string               // NOTIFY_BROKER: redis, cluster or memory; empty = brokerKind's default
-	SubscribeMode  string               // NOTIFY_SUBSCRIBE_MODE: pattern or user; empty = pattern
+	SubscribeMode  string               // NOTIFY_SUBSCRIBE_MODE: pattern, user or sharded; empty = pattern
 	Tokens         TokenConfig          // NOTIFY_EXPIRE_CONNECTIONS, NOTIFY_REFRESH_NOTICE, NOTIFY_PHOENIX_*
 	AllowedOrigins flagext.StringSlice  // NOTIFY_ALLOWED_ORIGINS
 	OpenTopics     bool                 // NOTIFY_OPEN_TOPICS
@@ -100,7 +100,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxPublishSize, "notify-max-publish-size", 65536, "largest payload the API publishes, in bytes")
 	c.Auth.RegisterFlags(fs)
 	c.Redis.RegisterFlags(fs)
-	fs.StringVar(&c.SubscribeMode, "notify-subscribe-mode", "pattern", `what a node subscribes to on Redis: "pattern" (PSUBSCRIBE notify:* notify_topic:*, every node reads every message) or "user" (SUBSCRIBE to the channel of each user and topic with a client on the node, so a message reaches only the nodes serving it and PUBLISH answers 0 for a user connected nowhere)`)
+	fs.StringVar(&c.SubscribeMode, "notify-subscribe-mode", "pattern", `what a node subscribes to on Redis: "pattern" (PSUBSCRIBE notify:* notify_topic:*, every node reads every message) or "user" (SUBSCRIBE to the channel of each user and topic with a client on the node, so a message reaches only the nodes serving it and PUBLISH answers 0 for a user connected nowhere) or "sharded" (Redis Cluster only: as "user" with SSUBSCRIBE on the master of each channel's slot; applications publish with SPUBLISH)`)
 	fs.StringVar(&c.Broker, "notify-broker", "", `"redis", "cluster" (no Redis: the nodes carry publishes to each other; needs NOTIFY_CLUSTER_SECRET and NOTIFY_HISTORY_SIZE=0) or "memory" (no Redis: publishes reach the node they are made on only); empty = redis when Redis is configured, else cluster when NOTIFY_JOIN is set, else memory`)
 	c.Tokens.RegisterFlags(fs)
 	fs.Var(&c.AllowedOrigins, "notify-allowed-origins", "comma-separated Origin allowlist for browsers, e.g. https://app.example.com,https://*.example.com; empty allows any")

@@ -43,10 +43,13 @@ func (c *Config) validateBroker(v *validation) {
 		return
 	}
 	kind := c.brokerKind()
-	if mode, err := broker.ParseSubscribeMode(c.SubscribeMode); err != nil {
-		v.bad("NOTIFY_SUBSCRIBE_MODE", c.SubscribeMode, `want "pattern" or "user"`)
-	} else if mode == broker.SubscribeUser && kind != brokerRedis {
+	switch mode, err := broker.ParseSubscribeMode(c.SubscribeMode); {
+	case err != nil:
+		v.bad("NOTIFY_SUBSCRIBE_MODE", c.SubscribeMode, `want "pattern", "user" or "sharded"`)
+	case mode.PerChannel() && kind != brokerRedis:
 		v.bad("NOTIFY_SUBSCRIBE_MODE", c.SubscribeMode, "subscribes on Redis: it needs a Redis (NOTIFY_BROKER="+kind+" has none; the cluster broker sends each user's messages to its owner already)")
+	case mode == broker.SubscribeSharded && len(c.Redis.ClusterAddrs) == 0:
+		v.bad("NOTIFY_SUBSCRIBE_MODE", c.SubscribeMode, "uses the sharded pub/sub of a Redis Cluster: it needs REDIS_CLUSTER_ADDRS (on one server or Sentinel, use \"user\")")
 	}
 	setting := "NOTIFY_BROKER=" + kind
 	if c.Broker == "" {

@@ -271,9 +271,9 @@ func (n *Node) admissionConfig(verifier *auth.Verifier, phx admission.Verifier) 
 }
 
 // perChannel is the Redis broker when it subscribes per user and topic
-// (NOTIFY_SUBSCRIBE_MODE=user), else nil.
+// (NOTIFY_SUBSCRIBE_MODE=user or sharded), else nil.
 func (n *Node) perChannel() *broker.Redis {
-	if r, ok := n.broker.(*broker.Redis); ok && n.cfg.SubscribeMode == string(broker.SubscribeUser) {
+	if r, ok := n.broker.(*broker.Redis); ok && broker.SubscribeMode(n.cfg.SubscribeMode).PerChannel() {
 		return r
 	}
 	return nil

@@ -100,8 +100,14 @@ func TestSubscribeModeValidation(t *testing.T) {
 		name   string
 		mutate func(*Config)
 	}{
-		{"unknown mode", func(c *Config) { c.Redis.Addr = "127.0.0.1:6379"; c.SubscribeMode = "sharded" }},
+		{"unknown mode", func(c *Config) { c.Redis.Addr = "127.0.0.1:6379"; c.SubscribeMode = "shard" }},
 		{"user mode without Redis", func(c *Config) { c.SubscribeMode = "user" }},
+		{"sharded mode without Redis", func(c *Config) { c.SubscribeMode = "sharded" }},
+		{"sharded mode on one server", func(c *Config) { c.Redis.Addr = "127.0.0.1:6379"; c.SubscribeMode = "sharded" }},
+		{"sharded mode on Sentinel", func(c *Config) {
+			c.Redis.SentinelAddrs, c.Redis.SentinelMaster = []string{"127.0.0.1:26379"}, "m"
+			c.SubscribeMode = "sharded"
+		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cfg := DefaultConfig()

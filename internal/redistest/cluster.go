@@ -2,6 +2,8 @@ package redistest
 
 import (
 	"context"
+	"fmt"
+	"net"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -162,4 +164,121 @@ func (s *Server) running() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.cmd != nil
+}
+
+// SlotOwner returns the master serving slot, as the first running master
+// reports it (CLUSTER SHARDS).
+func (c *Cluster) SlotOwner(slot int) *Server {
+	c.t.Helper()
+	for _, s := range c.Masters {
+		if !s.running() {
+			continue
+		}
+		addr, err := slotOwner(s.Addr, slot)
+		if err != nil {
+			c.t.Fatalf("redistest: the owner of slot %d: %v", slot, err)
+		}
+		return c.server(addr)
+	}
+	c.t.Fatal("redistest: no master running")
+	return nil
+}
+
+func slotOwner(at string, slot int) (string, error) {
+	cl := redis.NewClient(&redis.Options{Addr: at, DialerRetries: 1, MaxRetries: -1})
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	shards, err := cl.ClusterShards(ctx).Result()
+	if err != nil {
+		return "", err
+	}
+	for _, s := range shards {
+		for _, r := range s.Slots {
+			if int(r.Start) > slot || slot > int(r.End) {
+				continue
+			}
+			for _, n := range s.Nodes {
+				if n.Role == "master" {
+					return net.JoinHostPort(n.IP, strconv.FormatInt(n.Port, 10)), nil
+				}
+			}
+		}
+	}
+	return "", fmt.Errorf("slot %d has no master", slot)
+}
+
+func (c *Cluster) server(addr string) *Server {
+	c.t.Helper()
+	for _, s := range c.Masters {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	c.t.Fatalf("redistest: %s is none of our masters", addr)
+	return nil
+}
+
+// MigrateSlot moves slot, with its keys, from the master serving it to
+// the master to, the way redis-cli --cluster reshard does: IMPORTING on
+// to, MIGRATING on the source, MIGRATE of every key, then SETSLOT NODE on
+// both and on every other master. It returns once every master reports
+// to as the slot's owner.
+func (c *Cluster) MigrateSlot(slot int, to *Server) {
+	c.t.Helper()
+	from := c.SlotOwner(slot)
+	if from == to {
+		c.t.Fatalf("redistest: slot %d is on %s already", slot, to.Addr)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	src, dst := from.Client(c.t), to.Client(c.t)
+	srcID, err := src.ClusterMyID(ctx).Result()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	dstID, err := dst.ClusterMyID(ctx).Result()
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	s := strconv.Itoa(slot)
+	must := func(cl *redis.Client, args ...any) {
+		if err := cl.Do(ctx, args...).Err(); err != nil {
+			c.t.Fatalf("redistest: migrating slot %d: %v: %v", slot, args, err)
+		}
+	}
+	must(dst, "CLUSTER", "SETSLOT", s, "IMPORTING", srcID)
+	must(src, "CLUSTER", "SETSLOT", s, "MIGRATING", dstID)
+	host, port, _ := strings.Cut(to.Addr, ":")
+	for {
+		keys, err := src.ClusterGetKeysInSlot(ctx, slot, 100).Result()
+		if err != nil {
+			c.t.Fatal(err)
+		}
+		if len(keys) == 0 {
+			break
+		}
+		args := []any{"MIGRATE", host, port, "", 0, 5000, "KEYS"}
+		for _, k := range keys {
+			args = append(args, k)
+		}
+		must(src, args...)
+	}
+	must(dst, "CLUSTER", "SETSLOT", s, "NODE", dstID)
+	must(src, "CLUSTER", "SETSLOT", s, "NODE", dstID)
+	for _, m := range c.Masters {
+		if m != from && m != to && m.running() {
+			must(m.Client(c.t), "CLUSTER", "SETSLOT", s, "NODE", dstID)
+		}
+	}
+	for _, m := range c.Masters {
+		if !m.running() {
+			continue
+		}
+		await.Within(c.t, clusterSettle, m.Addr+" reporting slot "+s+" on "+to.Addr, func() bool {
+			addr, err := slotOwner(m.Addr, slot)
+			return err == nil && addr == to.Addr
+		})
+	}
+	c.slots.ReloadState(ctx)
 }
