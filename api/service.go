@@ -6,6 +6,7 @@ package api
 
 import (
 	"context"
+	"math"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -30,9 +31,7 @@ type Backend interface {
 	// Verify checks a client token.
 	Verify(token string) (auth.Claims, error)
 	// Publish sends payload to every target through the broker (pipelined).
-	// With history on it appends to each target's history and returns the
-	// entries' cursors, in the order of targets; nil otherwise.
-	Publish(ctx context.Context, targets []broker.Target, payload []byte) ([]broker.Cursor, error)
+	Publish(ctx context.Context, targets []broker.Target, payload []byte) (Published, error)
 	// Presence counts the open connections of each user.
 	Presence(ctx context.Context, users []string) (map[string]uint32, error)
 	// Disconnect closes every connection of user, on every node, with 4003.
@@ -40,6 +39,16 @@ type Backend interface {
 	// PublishEvent sends message to users and topics with an event name
 	// (Phoenix clients see it; /notify/ws clients get message verbatim).
 	PublishEvent(ctx context.Context, users, topics []string, event, message string) error
+}
+
+// Published is what a Publish did.
+type Published struct {
+	// Cursors: with history on, each target's entry, in the order of the
+	// targets; nil otherwise.
+	Cursors []broker.Cursor
+	// Connections of the user targets that took the message, when Counted.
+	Connections int
+	Counted     bool
 }
 
 // Service implements both APIs on a Backend.
@@ -111,13 +120,17 @@ func (s *Service) Publish(ctx context.Context, req *notifypb.PublishRequest) (*n
 		}
 		targets = append(targets, broker.Target{Topic: true, Name: t})
 	}
-	cursors, err := s.b.Publish(ctx, targets, payload)
+	p, err := s.b.Publish(ctx, targets, payload)
 	if err != nil {
 		return nil, fromBackend(ctx, "publish", err)
 	}
 	resp := &notifypb.PublishResponse{Targets: int32(len(targets))}
-	for _, c := range cursors {
+	for _, c := range p.Cursors {
 		resp.Cursors = append(resp.Cursors, c.String())
+	}
+	if p.Counted {
+		n := int32(min(p.Connections, math.MaxInt32))
+		resp.Connections = &n
 	}
 	return resp, nil
 }

@@ -207,6 +207,9 @@ func TestProtobufAndRedisEndToEnd(t *testing.T) {
 	if err != nil || resp.Targets != 3 {
 		t.Fatalf("Publish %v %v", resp, err)
 	}
+	if resp.Connections != nil {
+		t.Fatalf("Publish counted %d connections in pattern mode, where a node cannot know", *resp.Connections)
+	}
 	for range 2 { // once as user 7, once through the topic
 		if s := c.readString(); s != "p1" {
 			t.Fatalf("got %q", s)

@@ -37,11 +37,20 @@ func startMeshCluster(t *testing.T, n int, mutate func(i int, c *Config)) []*tes
 	return nodes
 }
 
-func (tn *testNode) publishTo(users, topics []string, text string) {
+func (tn *testNode) publishTo(users, topics []string, text string) *notifypb.PublishResponse {
 	tn.t.Helper()
-	_, err := tn.protoClient().Publish(withKey(tn.t, testAPIKey), &notifypb.PublishRequest{UserIds: users, Topics: topics, Text: text})
+	resp, err := tn.protoClient().Publish(withKey(tn.t, testAPIKey), &notifypb.PublishRequest{UserIds: users, Topics: topics, Text: text})
 	if err != nil {
 		tn.t.Fatalf("publish on %s: %v", tn.cfg.NodeName, err)
+	}
+	return resp
+}
+
+// expectConnections fails t unless resp counted want connections.
+func expectConnections(t *testing.T, resp *notifypb.PublishResponse, want int32) {
+	t.Helper()
+	if resp.Connections == nil || *resp.Connections != want {
+		t.Fatalf("Publish counted connections %v, want %d", resp.Connections, want)
 	}
 }
 
@@ -58,7 +67,8 @@ func TestMeshUserPublish(t *testing.T) {
 		}
 		c.handshake(user)
 		text := "via " + entry.cfg.NodeName
-		nodes[0].publishTo([]string{user}, nil, text)
+		// node-0 asks the owner, node-2, how many took it.
+		expectConnections(t, nodes[0].publishTo([]string{user, "nobody"}, nil, text), 1)
 		if got := c.readString(); got != text {
 			t.Fatalf("got %q, want %q", got, text)
 		}

@@ -12,10 +12,11 @@ import (
 )
 
 // userMode starts a node with NOTIFY_SUBSCRIBE_MODE=user on rs, channels
-// unsubscribed 200 ms after their last client.
+// unsubscribed 200 ms after their last client, and the API on.
 func userMode(c *Config) {
 	c.SubscribeMode = string(broker.SubscribeUser)
 	c.UnsubscribeDelay = 200 * time.Millisecond
+	c.APIKey = testAPIKey
 }
 
 // numsub is PUBSUB NUMSUB of each channel.
@@ -69,6 +70,13 @@ func TestUserSubscribeMode(t *testing.T) {
 	ws2.handshake("42")
 	if m := tn.numsub(user); m[user] != 1 {
 		t.Fatalf("NUMSUB %v with two connections, want 1", m)
+	}
+	// Publish counts the connections of the users that took it.
+	expectConnections(t, tn.publishTo([]string{"42", "nobody"}, []string{"news"}, "counted"), 2)
+	for _, c := range []*wsClient{ws, ws, ws2} { // ws as user 42 and through the topic
+		if got := c.readString(); got != "counted" {
+			t.Fatalf("got %q, want %q", got, "counted")
+		}
 	}
 	ws.conn.CloseNow()
 	ws2.conn.CloseNow()

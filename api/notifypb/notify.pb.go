@@ -193,7 +193,14 @@ type PublishResponse struct {
 	Targets int32 `protobuf:"varint,1,opt,name=targets,proto3" json:"targets,omitempty"`
 	// With history on (NOTIFY_HISTORY_SIZE > 0): the cursor of each target's
 	// history entry, in the order of user_ids then topics. Empty otherwise.
-	Cursors       []string `protobuf:"bytes,2,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	Cursors []string `protobuf:"bytes,2,rep,name=cursors,proto3" json:"cursors,omitempty"`
+	// The connections of the user_ids open when the publish was made, which
+	// took the message: asked of each user's owner, where every connection
+	// of the user is served. Set when the node can know it
+	// (NOTIFY_SUBSCRIBE_MODE=user or sharded, NOTIFY_BROKER=cluster) and the
+	// call names users; topics are not counted (their clients are on every
+	// node). Unset in pattern mode, or when an owner did not answer.
+	Connections   *int32 `protobuf:"varint,3,opt,name=connections,proto3,oneof" json:"connections,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -240,6 +247,13 @@ func (x *PublishResponse) GetCursors() []string {
 		return x.Cursors
 	}
 	return nil
+}
+
+func (x *PublishResponse) GetConnections() int32 {
+	if x != nil && x.Connections != nil {
+		return *x.Connections
+	}
+	return 0
 }
 
 type GetStateRequest struct {
@@ -698,10 +712,12 @@ const file_notify_proto_rawDesc = "" +
 	"\buser_ids\x18\x01 \x03(\tR\auserIds\x12\x16\n" +
 	"\x06topics\x18\x02 \x03(\tR\x06topics\x12\x18\n" +
 	"\apayload\x18\x03 \x01(\fR\apayload\x12\x12\n" +
-	"\x04text\x18\x04 \x01(\tR\x04text\"E\n" +
+	"\x04text\x18\x04 \x01(\tR\x04text\"|\n" +
 	"\x0fPublishResponse\x12\x18\n" +
 	"\atargets\x18\x01 \x01(\x05R\atargets\x12\x18\n" +
-	"\acursors\x18\x02 \x03(\tR\acursors\"*\n" +
+	"\acursors\x18\x02 \x03(\tR\acursors\x12%\n" +
+	"\vconnections\x18\x03 \x01(\x05H\x00R\vconnections\x88\x01\x01B\x0e\n" +
+	"\f_connections\"*\n" +
 	"\x0fGetStateRequest\x12\x17\n" +
 	"\auser_id\x18\x01 \x01(\tR\x06userId\"\x87\x01\n" +
 	"\x10GetStateResponse\x129\n" +
@@ -804,6 +820,7 @@ func file_notify_proto_init() {
 	if File_notify_proto != nil {
 		return
 	}
+	file_notify_proto_msgTypes[3].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{

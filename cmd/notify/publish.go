@@ -67,7 +67,11 @@ func publish(args []string, stdout, stderr io.Writer) int {
 		}
 		return 1
 	}
-	fmt.Fprintf(stdout, "published to %d target(s)\n", resp.GetTargets())
+	if resp.Connections != nil {
+		fmt.Fprintf(stdout, "published to %d target(s); %d connection(s) of the users took it\n", resp.GetTargets(), resp.GetConnections())
+	} else {
+		fmt.Fprintf(stdout, "published to %d target(s)\n", resp.GetTargets())
+	}
 	// With history on: one cursor per target, users then topics.
 	targets := append(append([]string(nil), users...), topics...)
 	for i, c := range resp.GetCursors() {
