@@ -320,8 +320,8 @@ var helmCases = []helmCase{
 			if got, _ := d.envValue("REDIS_CLUSTER_ADDRS", "apps"); got != want {
 				t.Errorf("REDIS_CLUSTER_ADDRS = %q, want %q", got, want)
 			}
-			if got, _ := d.envValue("NOTIFY_SUBSCRIBE_MODE", "apps"); got != "pattern" {
-				t.Errorf("NOTIFY_SUBSCRIBE_MODE = %q, want pattern", got)
+			if got, _ := d.envValue("NOTIFY_SUBSCRIBE_MODE", "apps"); got != "sharded" {
+				t.Errorf("NOTIFY_SUBSCRIBE_MODE = %q, want sharded", got)
 			}
 			if _, ok := d.env["REDIS_PASSWORD"]; !ok {
 				t.Errorf("REDIS_PASSWORD not read from redis.existingSecret")
@@ -519,7 +519,9 @@ func TestHelmRejects(t *testing.T) {
 		{"Cluster address a URL", []string{"redis.cluster.addrs={redis://redis-cluster:6379}"}, "cluster.addrs"},
 		{"Redis password with a URL", []string{"redis.password=x"}, "redis.password"},
 		{"Redis username without password", []string{"redis.cluster.addrs={redis-cluster:6379}", "redis.username=notify"}, "redis.username needs a password"},
-		{"bad subscribe mode", []string{"redis.subscribeMode=sharded"}, "subscribeMode"},
+		{"bad subscribe mode", []string{"redis.subscribeMode=shard"}, "subscribeMode"},
+		{"sharded subscribe mode on one server", []string{"redis.subscribeMode=sharded"}, "needs redis.cluster.addrs"},
+		{"sharded subscribe mode on Sentinel", []string{"redis.sentinel.addrs={sentinel:26379}", "redis.sentinel.master=mymaster", "redis.subscribeMode=sharded"}, "needs redis.cluster.addrs"},
 		{"user subscribe mode without Redis", []string{"replicaCount=1", "redis.url=", "redis.subscribeMode=user"}, "subscribeMode"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -488,11 +488,14 @@ func (d *deployment) checkRedisSettings(t *testing.T, exp expectations) {
 	}
 	if v, ok := d.envValue("NOTIFY_SUBSCRIBE_MODE", exp.Namespace); ok && d.env["NOTIFY_SUBSCRIBE_MODE"].ValueFrom == nil {
 		redis := len(topologies) > 0
+		_, cluster := d.envValue("REDIS_CLUSTER_ADDRS", exp.Namespace)
 		switch {
-		case v != "pattern" && v != "user":
-			t.Errorf("NOTIFY_SUBSCRIBE_MODE = %q, want pattern or user", v)
+		case v != "pattern" && v != "user" && v != "sharded":
+			t.Errorf("NOTIFY_SUBSCRIBE_MODE = %q, want pattern, user or sharded", v)
 		case v == "user" && !redis:
 			t.Errorf("NOTIFY_SUBSCRIBE_MODE = user without Redis: the node refuses it")
+		case v == "sharded" && !cluster:
+			t.Errorf("NOTIFY_SUBSCRIBE_MODE = sharded without REDIS_CLUSTER_ADDRS: the node refuses it")
 		}
 	}
 }

@@ -116,7 +116,7 @@ func run(o options) error {
 		return tokenRuns(o, redisAddr, rdb, clients)
 	}
 	if o.modesOnly {
-		return subscribeRun(o, redisAddr, rdb, clients)
+		return subscribeRun(o, tmp, redisAddr, rdb, clients)
 	}
 	if o.rampOnly {
 		return singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off")
@@ -135,7 +135,7 @@ func run(o options) error {
 	if err := relayRun(o, redisAddr, rdb, clients); err != nil {
 		return err
 	}
-	if err := subscribeRun(o, redisAddr, rdb, clients); err != nil {
+	if err := subscribeRun(o, tmp, redisAddr, rdb, clients); err != nil {
 		return err
 	}
 	return historyRun(o, redisAddr, clients)
@@ -412,6 +412,12 @@ func mib(b int64) string { return fmt.Sprintf("%.1f MiB", float64(b)/(1<<20)) }
 // publish sends rate messages/s for d, each carrying its send time, through
 // Redis pipelines of a millisecond's worth. It returns how many were sent.
 func publish(rdb *redis.Client, rate int, d time.Duration, channel func(i int) string) int {
+	return publishWith(rdb, false, rate, d, channel)
+}
+
+// publishWith is publish through any client (a Cluster's too), with
+// SPUBLISH when sharded.
+func publishWith(rdb redis.UniversalClient, sharded bool, rate int, d time.Duration, channel func(i int) string) int {
 	ctx := context.Background()
 	pad := strings.Repeat("x", 100-19)
 	start := time.Now()
@@ -430,7 +436,11 @@ func publish(rdb *redis.Client, rate int, d time.Duration, channel func(i int) s
 		pipe := rdb.Pipeline()
 		for ; sent < due; sent++ {
 			payload := strconv.FormatInt(time.Now().UnixNano(), 10) + pad
-			pipe.Publish(ctx, channel(sent), payload)
+			if sharded {
+				pipe.SPublish(ctx, channel(sent), payload)
+			} else {
+				pipe.Publish(ctx, channel(sent), payload)
+			}
 		}
 		if _, err := pipe.Exec(ctx); err != nil {
 			info("publish: %v", err)
@@ -477,13 +487,14 @@ func percentile(hist []uint64, q float64) float64 {
 
 // ---- processes ----
 
-func startRedis(dir string) (string, func(), error) {
+func startRedis(dir string, extra ...string) (string, func(), error) {
 	port, err := freePort()
 	if err != nil {
 		return "", nil, err
 	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis.log"))
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--logfile", filepath.Join(dir, "redis-"+strconv.Itoa(port)+".log")}, extra...)
+	cmd := exec.Command("redis-server", args...)
 	if err := cmd.Start(); err != nil {
 		return "", nil, fmt.Errorf("redis-server: %w", err)
 	}

@@ -245,6 +245,9 @@ Call with (list $ "key" $given "generator").
 {{- if and (eq $redis.subscribeMode "user") (not (include "notify.redisTopology" .)) }}
 {{- fail "redis.subscribeMode user subscribes on Redis: it needs redis.url, redis.existingSecret, redis.sentinel.addrs or redis.cluster.addrs" }}
 {{- end }}
+{{- if and (eq $redis.subscribeMode "sharded") (not $redis.cluster.addrs) }}
+{{- fail "redis.subscribeMode sharded uses the sharded pub/sub of a Redis Cluster: it needs redis.cluster.addrs (on one server or Sentinel, use user)" }}
+{{- end }}
 {{- if gt (int64 .Values.config.maxPublishSize) (int64 .Values.config.sendQueueBytes) }}
 {{- fail "config.maxPublishSize must not exceed config.sendQueueBytes: a bigger message could never be delivered" }}
 {{- end }}
