@@ -53,9 +53,15 @@ type options struct {
 	modeRate     int
 	modesOnly    bool
 	rampOnly     bool
+	floorOnly    bool
+	floor        float64 // the one-write floor at -rate, writes per CPU-second; 0: not measured
 }
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "floor" {
+		runFloorWriter(os.Args[2:])
+		return
+	}
 	if len(os.Args) > 1 && os.Args[1] == "client" {
 		runClient()
 		return
@@ -67,7 +73,8 @@ func main() {
 	flag.IntVar(&o.latencyConns, "latency-conns", 10000, "connections addressed in the latency run")
 	flag.IntVar(&o.rate, "rate", 20000, "messages per second in the latency run")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each timed run")
-	flag.IntVar(&o.fanoutRate, "fanout-rate", 40, "topic messages per second in the fan-out run (each goes to every connection)")
+	flag.IntVar(&o.fanoutRate, "broadcast-rate", 100, "topic messages per second in the broadcast run (each goes to the -latency-conns first connections)")
+	flag.BoolVar(&o.floorOnly, "floor-only", false, "measure only the one-write-per-delivery floor")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "handshakes in flight per client process")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
 	flag.IntVar(&o.relayConns, "relay-conns", 5000, "relayed connections (and as many direct ones) in the relay run")
@@ -112,6 +119,14 @@ func run(o options) error {
 		defer clients[i].quit()
 	}
 
+	if !o.modesOnly && !o.tokensOnly && !o.rampOnly {
+		if o.floor, err = floorRun(o.latencyConns, o.rate, o.duration); err != nil {
+			return err
+		}
+		if o.floorOnly {
+			return nil
+		}
+	}
 	if o.tokensOnly {
 		return tokenRuns(o, redisAddr, rdb, clients)
 	}
@@ -130,6 +145,9 @@ func run(o options) error {
 		return err
 	}
 	if err := singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off"); err != nil {
+		return err
+	}
+	if err := oneCoreRun(o, redisAddr, rdb, clients); err != nil {
 		return err
 	}
 	if err := relayRun(o, redisAddr, rdb, clients); err != nil {
@@ -154,7 +172,7 @@ func singleNodeRun(o options, redisAddr string, rdb *redis.Client, clients []*cl
 	}
 	defer srv.stop()
 	b := &bench{o: o, rdb: rdb, srv: srv, clients: clients,
-		url: "ws://" + srv.addr + "/notify/ws", topics: []string{"bench"}, suffix: suffix}
+		url: "ws://" + srv.addr + "/notify/ws", topics: []string{broadcastTopic}, suffix: suffix}
 	m, err := b.measure()
 	if err != nil {
 		return err
@@ -164,8 +182,13 @@ func singleNodeRun(o options, redisAddr string, rdb *redis.Client, clients []*cl
 	return b.each(command{Cmd: "close"})
 }
 
+// broadcastTopic is joined by the o.latencyConns first connections: the
+// broadcast run's audience.
+const broadcastTopic = "broadcast"
+
 // bench is what the phases of the single-node run share: every client
-// process connects to srv's WebSocket endpoint at url, joined to topics.
+// process connects to srv's WebSocket endpoint at url; the o.latencyConns
+// first connections join topics.
 type bench struct {
 	o       options
 	rdb     *redis.Client
@@ -181,11 +204,12 @@ type measurements struct {
 	rss0   int64   // idle baseline, after a collection
 	g100   float64 // goroutines at 100 connections
 	hs     handshakes
-	rssNow int64   // at o.idleConns connections, 10 s after the ramp
+	rssNow int64   // at o.idleConns connections, 8 s after the ramp
 	rssN   int64   // the same, after a collection
 	gN     float64 // goroutines at o.idleConns connections
-	thN    int     // OS threads at o.idleConns connections, 10 s after the ramp
+	thN    int     // OS threads at o.idleConns connections, right after the ramp
 	lat    timed
+	max    maxRate
 	fan    timed
 }
 
@@ -202,6 +226,8 @@ type timed struct {
 	sent      int     // messages published
 	delivered float64 // notify_messages_delivered_total added
 	cpu       float64 // server CPU seconds used
+	alloc     float64 // bytes the server allocated (go_memstats_alloc_bytes_total)
+	load      float64 // CPU seconds of the load generator: this process and the clients
 	hist      []uint64
 	received  int64
 	closed    int64
@@ -224,6 +250,9 @@ func (b *bench) measure() (measurements, error) {
 		return m, nil
 	}
 	if m.lat, err = b.latencyRun(); err != nil {
+		return m, err
+	}
+	if m.max, err = b.maxRateRun(); err != nil {
 		return m, err
 	}
 	if m.fan, err = b.fanoutRun(); err != nil {
@@ -274,7 +303,7 @@ func (b *bench) handshakeRamp() (handshakes, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			replies[i], errs[i] = c.call(command{Cmd: "connect", URL: b.url, Src: c.src, First: first, Count: n, Topics: b.topics, Secret: secret, Concurrency: b.o.concurrency})
+			replies[i], errs[i] = b.connectRange(c, first, n)
 		}()
 	}
 	stopProf := b.srv.profileCPU(b.o.profile, "handshakes"+b.suffix, 2*time.Second)
@@ -295,11 +324,37 @@ func (b *bench) handshakeRamp() (handshakes, error) {
 	return hs, nil
 }
 
-// idleRSS returns the RSS 10 s after the ramp, the RSS after a collection
+// connectRange connects users first..first+n-1 through c, those below
+// o.latencyConns joined to b.topics; it sums the replies.
+func (b *bench) connectRange(c *clientProc2, first, n int) (reply, error) {
+	var sum reply
+	for _, part := range []struct {
+		first, n int
+		topics   []string
+	}{
+		{first, max(0, min(first+n, b.o.latencyConns) - first), b.topics},
+		{max(first, b.o.latencyConns), first + n - max(first, b.o.latencyConns), nil},
+	} {
+		if part.n <= 0 {
+			continue
+		}
+		r, err := c.call(command{Cmd: "connect", URL: b.url, Src: c.src, First: part.first, Count: part.n, Topics: part.topics, Secret: secret, Concurrency: b.o.concurrency})
+		sum.Failed += r.Failed
+		if sum.Err == "" {
+			sum.Err = r.Err
+		}
+		if err != nil {
+			return sum, err
+		}
+	}
+	return sum, nil
+}
+
+// idleRSS returns the RSS 8 s after the ramp, the RSS after a collection
 // and the goroutines, all at o.idleConns connections. With -profile it also
 // reports the heap figures and saves a heap profile.
 func (b *bench) idleRSS() (rssNow, rssN int64, gN float64) {
-	time.Sleep(10 * time.Second)
+	time.Sleep(8 * time.Second)
 	rssNow = b.srv.rss()
 	rssN = b.srv.steadyRSS()
 	gN = b.srv.metric("go_goroutines")
@@ -329,14 +384,15 @@ func (b *bench) latencyRun() (timed, error) {
 	return t, nil
 }
 
-// fanoutRun publishes every message to a topic all connections joined.
+// fanoutRun publishes every message to the topic the o.latencyConns first
+// connections joined: the broadcast run.
 func (b *bench) fanoutRun() (timed, error) {
-	t, err := b.timedRun("fanout", b.o.fanoutRate, 2*time.Second, func(int) string { return "notify_topic:bench" })
+	t, err := b.timedRun("broadcast", b.o.fanoutRate, 2*time.Second, func(int) string { return "notify_topic:" + broadcastTopic })
 	if err != nil {
 		return t, err
 	}
-	info("fan-out run: published %d to %d connections, delivered %.0f, received %d, closed %d, server cpu %.2fs",
-		t.sent, b.o.idleConns, t.delivered, t.received, t.closed, t.cpu)
+	info("broadcast run: published %d to %d connections, delivered %.0f, received %d, closed %d, server cpu %.2fs",
+		t.sent, b.o.latencyConns, t.delivered, t.received, t.closed, t.cpu)
 	return t, nil
 }
 
@@ -344,16 +400,24 @@ func (b *bench) fanoutRun() (timed, error) {
 // channel for o.duration (profiled as name), waits tail for the last
 // deliveries and collects what the node and the clients counted.
 func (b *bench) timedRun(name string, rate int, tail time.Duration, channel func(i int) string) (timed, error) {
+	return b.timedRunFor(name, rate, b.o.duration, tail, channel)
+}
+
+// timedRunFor is timedRun publishing for d.
+func (b *bench) timedRunFor(name string, rate int, d, tail time.Duration, channel func(i int) string) (timed, error) {
 	if err := b.each(command{Cmd: "reset"}); err != nil {
 		return timed{}, err
 	}
-	del0, cpu0 := b.srv.metric("notify_messages_delivered_total"), b.srv.cpu()
-	wait := b.srv.profileCPU(b.o.profile, name+b.suffix, b.o.duration-time.Second)
+	del0, cpu0, alloc0 := b.srv.metric("notify_messages_delivered_total"), b.srv.cpu(), b.srv.metric("go_memstats_alloc_bytes_total")
+	load0 := b.loadCPU()
+	wait := b.srv.profileCPU(b.o.profile, name+b.suffix, d-time.Second)
 	var t timed
-	t.sent = publish(b.rdb, rate, b.o.duration, channel)
+	t.sent = publish(b.rdb, rate, d, channel)
 	wait()
 	time.Sleep(tail)
 	t.delivered, t.cpu = b.srv.metric("notify_messages_delivered_total")-del0, b.srv.cpu()-cpu0
+	t.alloc = b.srv.metric("go_memstats_alloc_bytes_total") - alloc0
+	t.load = b.loadCPU() - load0
 	var err error
 	if t.hist, t.received, t.closed, err = collect(b.clients); err != nil {
 		return timed{}, err
@@ -387,16 +451,26 @@ func printFigures(o options, m measurements, suffix string) {
 	if o.rampOnly {
 		return
 	}
-	figure("latency_publish_rate", float64(m.lat.sent)/o.duration.Seconds(), "messages/s")
-	figure("latency_p50", percentile(m.lat.hist, 0.50), "ms")
-	figure("latency_p99", percentile(m.lat.hist, 0.99), "ms")
-	figure("latency_p999", percentile(m.lat.hist, 0.999), "ms")
-	figure("latency_lost", float64(int64(m.lat.sent)-m.lat.received), "messages")
-	figure("latency_run_deliveries_per_cpu_second", m.lat.delivered/m.lat.cpu, "deliveries/cpu-s")
-	figure("fanout_deliveries_per_second", m.fan.delivered/o.duration.Seconds(), "deliveries/s")
-	figure("fanout_deliveries_per_cpu_second", m.fan.delivered/m.fan.cpu, "deliveries/cpu-s")
-	figure("fanout_p99", percentile(m.fan.hist, 0.99), "ms")
-	figure("fanout_lost", float64(int64(m.fan.sent)*int64(o.idleConns)-m.fan.received), "deliveries")
+	// Per-user: each message to one user with one connection.
+	k := fmt.Sprintf("_%dk", o.rate/1000)
+	figure("peruser_publish_rate"+k, float64(m.lat.sent)/o.duration.Seconds(), "messages/s")
+	figure("peruser_p50"+k, percentile(m.lat.hist, 0.50), "ms")
+	figure("peruser_p99"+k, percentile(m.lat.hist, 0.99), "ms")
+	figure("peruser_p999"+k, percentile(m.lat.hist, 0.999), "ms")
+	figure("peruser_lost"+k, float64(int64(m.lat.sent)-m.lat.received), "messages")
+	perCPU := m.lat.delivered / m.lat.cpu
+	figure("peruser_deliveries_per_cpu_second"+k, perCPU, "deliveries/cpu-s")
+	if o.floor > 0 {
+		figure("peruser_ratio_to_floor"+k, perCPU/o.floor, "ratio")
+	}
+	figure("peruser_alloc_per_delivery"+k, m.lat.alloc/m.lat.delivered, "bytes")
+	printMaxRate(m.max, figure)
+	// Broadcast: each message to a topic of o.latencyConns connections.
+	figure("broadcast_deliveries_per_second", m.fan.delivered/o.duration.Seconds(), "deliveries/s")
+	figure("broadcast_deliveries_per_cpu_second", m.fan.delivered/m.fan.cpu, "deliveries/cpu-s")
+	figure("broadcast_p50", percentile(m.fan.hist, 0.50), "ms")
+	figure("broadcast_p99", percentile(m.fan.hist, 0.99), "ms")
+	figure("broadcast_lost", float64(int64(m.fan.sent)*int64(o.latencyConns)-m.fan.received), "deliveries")
 }
 
 func info(format string, a ...any) {
@@ -668,14 +742,7 @@ func (p *notifyProc) threads() int {
 }
 
 // cpu is user+system CPU seconds used so far (/proc/<pid>/stat).
-func (p *notifyProc) cpu() float64 {
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ
-}
+func (p *notifyProc) cpu() float64 { return pidCPU(p.cmd.Process.Pid) }
 
 // metric reads one unlabelled (or summed) series from /metrics.
 func (p *notifyProc) metric(name string) float64 {
