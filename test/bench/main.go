@@ -332,7 +332,7 @@ func (b *bench) connectRange(c *clientProc2, first, n int) (reply, error) {
 		first, n int
 		topics   []string
 	}{
-		{first, max(0, min(first+n, b.o.latencyConns) - first), b.topics},
+		{first, max(0, min(first+n, b.o.latencyConns)-first), b.topics},
 		{max(first, b.o.latencyConns), first + n - max(first, b.o.latencyConns), nil},
 	} {
 		if part.n <= 0 {
