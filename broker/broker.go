@@ -46,6 +46,22 @@ type Handler interface {
 	Control(payload string)
 }
 
+// Flusher is implemented by a Handler that holds work back across the
+// messages handed to it in a row (the hub holds back its wake-ups of the
+// event loops). A broker calls Flush, as it calls the Handler (one call at
+// a time), before it waits for more: after a publish it delivered (the
+// in-memory broker), before a read of its connection would block (Redis).
+type Flusher interface {
+	Flush()
+}
+
+// flush calls h.Flush when h is a Flusher.
+func flush(h Handler) {
+	if f, ok := h.(Flusher); ok {
+		f.Flush()
+	}
+}
+
 // Broker carries published messages to every node.
 type Broker interface {
 	// Run subscribes to UserPattern, TopicPattern and ControlChannel and

@@ -123,7 +123,15 @@ func (m *Memory) Publish(ctx context.Context, channel string, payload []byte) er
 	m.deliverMu.Lock()
 	defer m.deliverMu.Unlock()
 	m.deliver(channel, string(payload))
+	m.flush()
 	return nil
+}
+
+// flush ends a delivery (Flusher). deliverMu must be held.
+func (m *Memory) flush() {
+	if m.handler != nil {
+		flush(m.handler)
+	}
 }
 
 // PublishMany publishes payload on every channel, in order, as one batch: no
@@ -144,6 +152,7 @@ func (m *Memory) PublishMany(ctx context.Context, channels []string, payload []b
 	for _, ch := range channels {
 		m.deliver(ch, p)
 	}
+	m.flush()
 	return nil
 }
 

@@ -99,6 +99,7 @@ func (m *Memory) Append(ctx context.Context, targets []Target, payload []byte, e
 		for i, t := range targets {
 			m.handler.Deliver(t, Message{Payload: p, Cursor: cursors[i], Event: event})
 		}
+		flush(m.handler)
 	}
 	return cursors, nil
 }

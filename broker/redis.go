@@ -152,6 +152,10 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
+	client.AddHook(flushHook{})
+	if cluster != nil {
+		cluster.OnNewNode(func(c *redis.Client) { c.AddHook(flushHook{}) })
+	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
 		_ = client.Close()
@@ -474,6 +478,7 @@ type readerState struct {
 // session runs one PubSub until ctx ends (nil), its subscription fails, or it
 // stays silent for the probe timeout.
 func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *backoff) error {
+	ctx = withFlush(ctx, h)
 	ps := r.client.Subscribe(ctx) // no channel yet: does not dial
 	// Closing the PubSub from another goroutine is how a blocked Receive is
 	// ended (go-redis's own Channel() health check does the same).
@@ -540,6 +545,7 @@ func (r *Redis) subscribe(ctx context.Context, ps *redis.PubSub) error {
 // timeout. After a connection error it waits a backoff and reads on: go-redis
 // dials again, resubscribing to everything.
 func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *readerState, bo *backoff) error {
+	defer flush(h)
 	lastMsg := time.Now()
 	for {
 		wait := r.timeout - time.Since(lastMsg)
@@ -569,6 +575,7 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *re
 			if r.interest != nil {
 				return err
 			}
+			flush(h)
 			if !service.Sleep(ctx, bo.next()) {
 				return nil
 			}

@@ -55,6 +55,12 @@ func (s *serialHandler) Control(payload string) {
 	s.h.Control(payload)
 }
 
+func (s *serialHandler) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	flush(s.h)
+}
+
 // shardRouter routes each channel to the shard of its slot's master.
 // Its lock is a leaf but for the interests' locks, taken under it: Want
 // and Unwant are called under the hub's shard locks.
@@ -393,6 +399,7 @@ func (sr *shardRouter) ready(now time.Time) error {
 func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
 	client := redis.NewClient(sr.nodeOpts(sh.addr))
 	client.AddHook(redialHook{})
+	client.AddHook(flushHook{})
 	defer func() { _ = client.Close() }()
 	bo := &backoff{}
 	logged := false
@@ -422,6 +429,7 @@ func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
 // session dials sh's master with a PING, then reads the connection while
 // the interest's commands and a PING every probe interval go out on it.
 func (sr *shardRouter) session(ctx context.Context, client *redis.Client, sh *shard, h Handler, bo *backoff) error {
+	ctx = withFlush(ctx, h)
 	ps := client.Subscribe(ctx) // no channel: does not dial
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer func() {
@@ -471,6 +479,7 @@ func (sr *shardRouter) pinger(ctx context.Context, ps *redis.PubSub) {
 // receive reads ps until ctx ends (nil), the connection fails, or nothing,
 // not even a PING's answer, arrives for the probe timeout.
 func (sr *shardRouter) receive(ctx context.Context, ps *redis.PubSub, sh *shard, h Handler, bo *backoff) error {
+	defer flush(h)
 	lastMsg := time.Now()
 	for {
 		wait := sr.timeout - time.Since(lastMsg)

@@ -79,7 +79,14 @@ type brokerHandler struct {
 	*peers.Peers
 }
 
-var _ broker.Handler = brokerHandler{}
+var (
+	_ broker.Handler = brokerHandler{}
+	_ broker.Flusher = brokerHandler{}
+)
+
+// Deliver queues the message for the clients' event loops, which the
+// broker's Flush (Hub.Flush) wakes once per batch of messages.
+func (b brokerHandler) Deliver(t broker.Target, m broker.Message) { b.Hub.DeliverBatched(t, m) }
 
 // historyStore is the broker's history as the node uses it: appends from
 // the API, reads and the live barrier from admission.

@@ -117,19 +117,25 @@ type Conn struct {
 // modified afterwards; the same slice may go to many connections. It never
 // blocks: when the queue would exceed the configured limit the connection is
 // cut with CloseSlowConsumer. It reports whether the frame was taken.
-func (c *Conn) Send(frame []byte) bool { return c.send(frame, true) }
+func (c *Conn) Send(frame []byte) bool { return c.send(frame, true, nil) }
 
 // Enqueue is Send without the immediate write: the event loop writes the
 // frame, coalescing it with others queued meanwhile. A caller fanning one
 // message out to many connections uses it to spread the writes over the
 // loops instead of making them all itself.
-func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, false) }
+func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, false, nil) }
 
 // Push is Send when direct (the caller writes a few connections itself),
 // else Enqueue (it fans out to many and leaves the writes to the loops).
-func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(frame, direct) }
+func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(frame, direct, nil) }
 
-func (c *Conn) send(frame []byte, direct bool) bool {
+// PushBatch is Enqueue with the event loop's wake-up held back in b until
+// b.Flush, when b is not nil; else Push(frame, direct).
+func (c *Conn) PushBatch(frame []byte, direct bool, b *Batch) bool {
+	return c.send(frame, direct && b == nil, b)
+}
+
+func (c *Conn) send(frame []byte, direct bool, b *Batch) bool {
 	c.mu.Lock()
 	if c.state >= stateClosing {
 		c.mu.Unlock()
@@ -167,7 +173,11 @@ func (c *Conn) send(frame []byte, direct bool) bool {
 	c.queued += int32(len(frame))
 	wake := c.wakeLocked()
 	c.mu.Unlock()
-	if wake {
+	switch {
+	case !wake:
+	case b != nil:
+		b.add(c) // scheduled: later frames wait for the same wake-up
+	default:
 		c.drv.wake(c)
 	}
 	return true

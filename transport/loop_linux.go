@@ -183,6 +183,13 @@ func (l *loop) wake(c *Conn) {
 	l.unlockAndSignal()
 }
 
+// wakeAll queues cs for a flush on the loop with one wake-up (Batch).
+func (l *loop) wakeAll(cs []*Conn) {
+	l.mu.Lock()
+	l.pending = append(l.pending, cs...)
+	l.unlockAndSignal()
+}
+
 var eventfdOne = [8]byte{1}
 
 func (l *loop) signal() {

@@ -68,6 +68,13 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 	return nil
 }
 
+// wakeAll wakes the writer of each of cs (Batch).
+func (l *loop) wakeAll(cs []*Conn) {
+	for _, c := range cs {
+		l.wake(c)
+	}
+}
+
 func (l *loop) wake(c *Conn) {
 	select {
 	case c.io.wakeCh <- struct{}{}:

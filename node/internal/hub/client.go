@@ -37,7 +37,8 @@ type topicRef struct {
 type Sink interface {
 	// Deliver hands m to the client. direct allows writing on the caller's
 	// goroutine (a few recipients); otherwise the write is left to the
-	// client's event loop. It reports whether the client took m.
+	// client's event loop, woken through m.Batch when it is set. It
+	// reports whether the client took m.
 	Deliver(m *Message, direct bool) bool
 	// Close ends the client with a close code and reason: a close frame,
 	// the end of a long-poll session. It never blocks.

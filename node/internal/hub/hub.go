@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/transport"
 )
 
 const numShards = 64 // power of two; enough that registrations rarely contend
@@ -38,6 +39,9 @@ type Hub struct {
 	messages sync.Pool // *Message, reused across deliveries
 	watcher  Watcher   // nil: none
 	interest Interest  // nil: none
+	// batch holds back the event loops' wake-ups of DeliverBatched until
+	// Flush; the broker's reader, which calls both, owns it.
+	batch transport.Batch
 }
 
 // Watcher is told of every delivery of a user's message with history and
@@ -105,14 +109,26 @@ func (h *Hub) shard(name string) *shard {
 // ---- delivery ----
 
 // Deliver hands a message published to a user or a topic to each of its
-// local clients. Calls are serialised by the broker (one reader).
-func (h *Hub) Deliver(t broker.Target, m broker.Message) {
+// local clients, writing to a few at once on the caller's goroutine.
+func (h *Hub) Deliver(t broker.Target, m broker.Message) { h.deliver(t, m, nil) }
+
+// DeliverBatched is Deliver for the broker's reader, which calls it for
+// one message after another and Flush before it waits for more: the
+// frames are queued for the clients' event loops, which are woken once per
+// batch (Flush) and do the writes, on every core. Calls are serialised by
+// the broker, with Flush.
+func (h *Hub) DeliverBatched(t broker.Target, m broker.Message) { h.deliver(t, m, &h.batch) }
+
+// Flush wakes the event loops for what DeliverBatched queued.
+func (h *Hub) Flush() { h.batch.Flush() }
+
+func (h *Hub) deliver(t broker.Target, m broker.Message, b *transport.Batch) {
 	h.metrics.received.Inc()
 	if t.Name == "" {
 		h.metrics.droppedEmpty.Inc()
 		return
 	}
-	n := h.fanOut(t, m)
+	n := h.fanOut(t, m, b)
 	if n > 0 {
 		h.metrics.delivered.Add(float64(n))
 	}
@@ -129,11 +145,12 @@ func (h *Hub) DeliverEvent(t broker.Target, message, event string) {
 }
 
 // fanOut gives the message to every client of its target and returns how
-// many took it. A user's few connections are copied out and written to at
-// once, from this goroutine and without the lock: the cheapest and quickest
-// path. A large set is handed to the event loops under the read lock; they
-// write in parallel and coalesce frames that queue up meanwhile.
-func (h *Hub) fanOut(t broker.Target, bm broker.Message) int {
+// many took it. A user's few connections are copied out and given the
+// message without the lock: written to at once from this goroutine, or,
+// with a batch, queued for their loops. A large set is handed to the event
+// loops under the read lock; they write in parallel and coalesce frames
+// that queue up meanwhile.
+func (h *Hub) fanOut(t broker.Target, bm broker.Message, b *transport.Batch) int {
 	s := h.shard(t.Name)
 	s.mu.RLock()
 	members := s.users[t.Name].clients
@@ -147,13 +164,14 @@ func (h *Hub) fanOut(t broker.Target, bm broker.Message) int {
 	m := h.messages.Get().(*Message)
 	defer h.release(m)
 	m.Topic, m.Name, m.Payload, m.Cursor, m.Event = t.Topic, t.Name, bm.Payload, bm.Cursor, bm.Event
+	m.Batch = b
 	took := 0
 	if len(members) <= directFanout {
 		var few [directFanout]*Client
 		n := copy(few[:], members)
 		s.mu.RUnlock()
 		for _, c := range few[:n] {
-			if c.Sink.Deliver(m, true) {
+			if c.Sink.Deliver(m, b == nil) {
 				took++
 			}
 		}

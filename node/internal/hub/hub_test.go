@@ -13,6 +13,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/transport"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -26,6 +27,8 @@ type sink struct {
 	directs []bool
 	closed  int // close code, 0 = open
 	refuse  bool
+	// onDeliver, when set, sees each message handed over.
+	onDeliver func(*Message)
 }
 
 func (s *sink) Deliver(m *Message, direct bool) bool {
@@ -40,6 +43,9 @@ func (s *sink) Deliver(m *Message, direct bool) bool {
 	}
 	s.got = append(s.got, p)
 	s.directs = append(s.directs, direct)
+	if s.onDeliver != nil {
+		s.onDeliver(m)
+	}
 	return true
 }
 
@@ -135,6 +141,29 @@ func TestDirectForFewQueuedForMany(t *testing.T) {
 		if !slices.Equal(s.directs, want) {
 			t.Errorf("client %d: direct %v, want %v", i, s.directs, want)
 		}
+	}
+}
+
+// DeliverBatched never writes on the caller's goroutine, small set or
+// large: every client gets the message with the hub's batch, for its loop
+// to write once Flush wakes it.
+func TestDeliverBatchedLeavesTheWritesToTheLoops(t *testing.T) {
+	h, _ := newHub(t)
+	c, s := newClient("u1")
+	var batches []*transport.Batch
+	s.onDeliver = func(m *Message) { batches = append(batches, m.Batch) }
+	h.Add(c)
+	h.DeliverBatched(user("u1"), msg("1"))
+	h.Deliver(user("u1"), msg("2"))
+	h.Flush()
+	if got := s.received(); !slices.Equal(got, []string{"1", "2"}) {
+		t.Fatalf("got %q", got)
+	}
+	if !slices.Equal(s.directs, []bool{false, true}) {
+		t.Errorf("direct %v, want [false true]", s.directs)
+	}
+	if len(batches) != 2 || batches[0] != &h.batch || batches[1] != nil {
+		t.Errorf("batches %v, want the hub's, then none", batches)
 	}
 }
 

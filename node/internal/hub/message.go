@@ -1,6 +1,9 @@
 package hub
 
-import "github.com/notify-dev/notify/broker"
+import (
+	"github.com/notify-dev/notify/broker"
+	"github.com/notify-dev/notify/transport"
+)
 
 // Message is one published message on its way to the local clients of its
 // target. Each protocol's bytes for it are built once, by the first
@@ -16,6 +19,9 @@ type Message struct {
 	// Event is the Phoenix event name of a BroadcastTextMessage; "" for an
 	// ordinary publish (Phoenix clients get event "message").
 	Event string
+	// Batch, when not nil, is where a Sink's connection queues the frame
+	// (transport.Conn.PushBatch): the loops are woken once per batch.
+	Batch *transport.Batch
 
 	frames [numFormats][]byte
 }

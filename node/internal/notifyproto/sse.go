@@ -32,10 +32,10 @@ func (c *sseClient) Deliver(m *hub.Message, direct bool) bool {
 		return true
 	}
 	if c.pos == nil || m.Cursor.IsZero() {
-		return c.conn.Push(m.Frame(hub.FormatSSE, sseMessage), direct)
+		return c.conn.PushBatch(m.Frame(hub.FormatSSE, sseMessage), direct, m.Batch)
 	}
 	c.pos.advance(m) // deliveries to one client come one at a time
-	return c.conn.Push(c.pos.idLine(), direct) && c.conn.Push(m.Frame(hub.FormatSSEData, sseData), direct)
+	return c.conn.PushBatch(c.pos.idLine(), direct, m.Batch) && c.conn.PushBatch(m.Frame(hub.FormatSSEData, sseData), direct, m.Batch)
 }
 
 // frames are the event of m for this client: its id line when the client

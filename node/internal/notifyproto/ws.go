@@ -34,7 +34,7 @@ func (c *wsClient) Deliver(m *hub.Message, direct bool) bool {
 	if c.held(m) {
 		return true
 	}
-	return c.conn.Push(c.frame(m), direct)
+	return c.conn.PushBatch(c.frame(m), direct, m.Batch)
 }
 
 func (c *wsClient) frame(m *hub.Message) []byte {

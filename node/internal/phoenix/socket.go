@@ -23,6 +23,9 @@ const maxJoins = 64
 // the hub: delivery calls send with a shard lock held.
 type output interface {
 	send(frame []byte, direct bool) bool
+	// push is send for a delivery, whose wake-up of the event loop b
+	// holds back when it is not nil (hub.Message.Batch).
+	push(frame []byte, direct bool, b *transport.Batch) bool
 	close(code int, reason string)
 	closed() bool
 	// setExpiry moves when the socket expires (a refresh; zero: never).
@@ -95,7 +98,7 @@ func (s *socket) Deliver(m *hub.Message, direct bool) bool {
 		j.pending.pushes = append(j.pending.pushes, pendingPush{fr, m.Cursor})
 		return true
 	}
-	return s.out.send(fr, direct)
+	return s.out.push(fr, direct, m.Batch)
 }
 
 // push is m as this socket's serializer (and the join's choice of cursors)

@@ -24,9 +24,12 @@ var (
 )
 
 func (s *wsSocket) send(frame []byte, direct bool) bool { return s.conn.Push(frame, direct) }
-func (s *wsSocket) close(code int, reason string)       { s.conn.Close(code, reason) }
-func (s *wsSocket) closed() bool                        { return s.conn.Closed() }
-func (s *wsSocket) setExpiry(t time.Time)               { s.conn.SetExpiry(t) }
+func (s *wsSocket) push(frame []byte, direct bool, b *transport.Batch) bool {
+	return s.conn.PushBatch(frame, direct, b)
+}
+func (s *wsSocket) close(code int, reason string) { s.conn.Close(code, reason) }
+func (s *wsSocket) closed() bool                  { return s.conn.Closed() }
+func (s *wsSocket) setExpiry(t time.Time)         { s.conn.SetExpiry(t) }
 
 // OnExpiring implements transport.ExpiryNotifier: an "expiring" push with
 // {"exp": <unix seconds>} on every joined topic, NOTIFY_REFRESH_NOTICE

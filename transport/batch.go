@@ -1,0 +1,53 @@
+package transport
+
+// Batch holds back the wake-ups of the event loops for the frames queued
+// through it (Conn.PushBatch) until Flush. A goroutine that queues many
+// frames in a row, as the broker's reader does one message after another,
+// then wakes each loop once for all of them and makes no system call per
+// frame: the loops write, in parallel, each connection's frames coalesced.
+//
+// A Batch belongs to one goroutine at a time, which must Flush it before
+// it waits for anything: until then the frames stay queued. Its zero value
+// is ready to use.
+type Batch struct {
+	loops []loopConns // one per loop that has connections to wake
+}
+
+type loopConns struct {
+	l     *loop
+	conns []*Conn
+}
+
+// add records that c's loop must be woken for c.
+func (b *Batch) add(c *Conn) {
+	for i := range b.loops {
+		if b.loops[i].l == c.drv {
+			b.loops[i].conns = append(b.loops[i].conns, c)
+			return
+		}
+	}
+	b.loops = append(b.loops, loopConns{l: c.drv, conns: []*Conn{c}})
+}
+
+// Flush wakes each loop with connections queued through b since the last
+// Flush, once.
+func (b *Batch) Flush() {
+	for i := range b.loops {
+		lc := &b.loops[i]
+		if len(lc.conns) == 0 {
+			continue
+		}
+		lc.l.wakeAll(lc.conns)
+		clear(lc.conns) // the slice is kept; the connections are not
+		lc.conns = lc.conns[:0]
+	}
+}
+
+// Pending counts the connections waiting for Flush.
+func (b *Batch) Pending() int {
+	n := 0
+	for _, lc := range b.loops {
+		n += len(lc.conns)
+	}
+	return n
+}
