@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"time"
@@ -39,17 +40,20 @@ type ioState struct {
 // loop is one epoll event loop. Its goroutine owns every ioState and readState
 // of its connections; other goroutines reach it through attach and wake.
 type loop struct {
-	srv   *Server
-	epfd  int
-	efd   int // eventfd: wakes epoll_wait when work is queued
-	base  time.Time
-	now   int64
-	buf   []byte
-	iov   []unix.Iovec
-	conns []*Conn // by fd
-	wheel wheel
-	again []*Conn
-	ping  int64
+	srv     *Server
+	epfd    int
+	poll    *os.File           // epfd in Go's poller: the loop waits there, as a goroutine, not a thread in epoll_wait
+	rawEp   syscall.RawConn    // poll's
+	waitFn  func(uintptr) bool // tryWait, bound once: a method value made per wait would allocate
+	waiting waitState
+	base    time.Time
+	now     int64
+	buf     []byte
+	iov     []unix.Iovec
+	conns   []*Conn // by fd
+	wheel   wheel
+	again   []*Conn
+	ping    int64
 
 	relays     []*relayEnd // by fd
 	relayAgain []*relayEnd
@@ -68,27 +72,23 @@ func newLoop(s *Server) (*loop, error) {
 	if err != nil {
 		return nil, fmt.Errorf("epoll_create1: %w", err)
 	}
-	efd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	poll, rawEp, err := pollable(epfd)
 	if err != nil {
 		unix.Close(epfd)
-		return nil, fmt.Errorf("eventfd: %w", err)
-	}
-	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(efd)}
-	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, efd, &ev); err != nil {
-		unix.Close(epfd)
-		unix.Close(efd)
-		return nil, fmt.Errorf("epoll_ctl eventfd: %w", err)
+		return nil, err
 	}
 	l := &loop{
-		srv:  s,
-		epfd: epfd,
-		efd:  efd,
-		base: time.Now(),
-		buf:  make([]byte, readBufferSize),
-		iov:  make([]unix.Iovec, 0, maxIOV),
-		ping: int64(s.cfg.PingInterval),
-		done: make(chan struct{}),
+		srv:   s,
+		epfd:  epfd,
+		poll:  poll,
+		rawEp: rawEp,
+		base:  time.Now(),
+		buf:   make([]byte, readBufferSize),
+		iov:   make([]unix.Iovec, 0, maxIOV),
+		ping:  int64(s.cfg.PingInterval),
+		done:  make(chan struct{}),
 	}
+	l.waitFn = l.tryWait
 	// A tick fine enough for the ping interval, coarse enough to cost nothing
 	// on an idle node.
 	tick := min(max(s.cfg.PingInterval/8, time.Millisecond), time.Second)
@@ -165,7 +165,7 @@ func detach(nc net.Conn) (int, error) {
 
 // unlockAndSignal releases l.mu, taken to queue work for the loop, and
 // wakes the loop unless a wake-up is already on its way: many producers
-// between two loop passes cost one eventfd write.
+// between two loop passes cost one wake-up.
 func (l *loop) unlockAndSignal() {
 	signal := !l.signaled
 	l.signaled = true
@@ -190,20 +190,20 @@ func (l *loop) wakeAll(cs []*Conn) {
 	l.unlockAndSignal()
 }
 
-var eventfdOne = [8]byte{1}
+// aLongTimeAgo is a read deadline that has passed: set on the parked
+// loop's epoll descriptor, it wakes the loop (a runtime call, no system
+// call).
+var aLongTimeAgo = time.Unix(1, 0)
 
-func (l *loop) signal() {
-	for {
-		_, err := unix.Write(l.efd, eventfdOne[:])
-		if err != unix.EINTR {
-			return // EAGAIN: the counter is saturated, the loop is awake anyway
-		}
-	}
-}
+// signal wakes the loop from wait. The caller set l.signaled first, under
+// l.mu, which wait checks before it parks: a loop not parked yet does not
+// park, one parked wakes.
+func (l *loop) signal() { _ = l.poll.SetReadDeadline(aLongTimeAgo) }
 
 func (l *loop) stop() {
 	l.mu.Lock()
 	l.stopping = true
+	l.signaled = true
 	l.mu.Unlock()
 	l.signal()
 	<-l.done
@@ -222,7 +222,7 @@ func (l *loop) run() {
 	events := make([]unix.EpollEvent, maxEvents)
 	var b batch
 	for {
-		n, err := unix.EpollWait(l.epfd, events, l.waitTimeout())
+		n, err := l.wait(events, l.waitTimeout())
 		if err != nil && !errors.Is(err, unix.EINTR) {
 			l.srv.log.Error("epoll_wait failed; event loop stops", "err", err)
 			l.shutdown()
@@ -243,6 +243,77 @@ func (l *loop) run() {
 	}
 }
 
+// pollable puts the epoll descriptor epfd in Go's own poller (an epoll
+// descriptor is readable while it has events ready): the loop then waits
+// for its events as a parked goroutine, woken by the runtime's netpoller,
+// instead of as a thread blocked in epoll_wait, which the scheduler must
+// hand the loop's P away from and back to on every wake-up (and which
+// grows the node's threads).
+func pollable(epfd int) (*os.File, syscall.RawConn, error) {
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		return nil, nil, fmt.Errorf("epoll: set non-blocking: %w", err)
+	}
+	f := os.NewFile(uintptr(epfd), "epoll")
+	raw, err := f.SyscallConn()
+	if err != nil {
+		return nil, nil, fmt.Errorf("epoll: %w", err)
+	}
+	return f, raw, nil
+}
+
+// wait fills events with what is ready: at once when something is (or
+// when timeoutMs is 0, or work is queued: signaled), else once the epoll
+// descriptor becomes readable in Go's poller, signal wakes the loop, or
+// timeoutMs passes (-1: no limit).
+func (l *loop) wait(events []unix.EpollEvent, timeoutMs int) (int, error) {
+	if timeoutMs == 0 {
+		n, err := unix.EpollWait(l.epfd, events, 0)
+		return max(n, 0), err
+	}
+	var deadline time.Time
+	if timeoutMs > 0 {
+		deadline = time.Now().Add(time.Duration(timeoutMs) * time.Millisecond)
+	}
+	// A signal after this finds the deadline set; one before it set
+	// signaled, which the check below sees.
+	if err := l.poll.SetReadDeadline(deadline); err != nil {
+		return 0, fmt.Errorf("epoll: deadline: %w", err)
+	}
+	l.waiting = waitState{events: events}
+	rerr := l.rawEp.Read(l.waitFn)
+	n, err := l.waiting.n, l.waiting.err
+	l.waiting = waitState{}
+	switch {
+	case errors.Is(rerr, os.ErrDeadlineExceeded):
+		return 0, nil
+	case rerr != nil:
+		return 0, rerr
+	}
+	return max(n, 0), err
+}
+
+// waitState is what tryWait, the poller's callback in wait, works on: in
+// the loop, so that a wait allocates nothing.
+type waitState struct {
+	events []unix.EpollEvent
+	n      int
+	err    error
+}
+
+// tryWait takes the ready events without waiting, and tells the poller
+// whether wait is done: events came, epoll_wait failed, or work is queued.
+func (l *loop) tryWait(uintptr) bool {
+	w := &l.waiting
+	w.n, w.err = unix.EpollWait(l.epfd, w.events, 0)
+	if w.n != 0 || (w.err != nil && !errors.Is(w.err, unix.EINTR)) {
+		return true
+	}
+	l.mu.Lock()
+	queued := l.signaled
+	l.mu.Unlock()
+	return queued
+}
+
 // waitTimeout is epoll_wait's timeout in milliseconds: none while input is
 // left unread, else until the wheel's next tick.
 func (l *loop) waitTimeout() int {
@@ -252,14 +323,11 @@ func (l *loop) waitTimeout() int {
 	return int((l.wheel.untilNext(l.clock()) + int64(time.Millisecond) - 1) / int64(time.Millisecond))
 }
 
-// event dispatches one epoll event: the wake-up eventfd, a relay end or a
+// event dispatches one epoll event: a relay end or a
 // connection.
 func (l *loop) event(ev *unix.EpollEvent) {
 	fd := int(ev.Fd)
 	switch {
-	case fd == l.efd:
-		var b [8]byte
-		_, _ = unix.Read(l.efd, b[:])
 	case fd < len(l.relays) && l.relays[fd] != nil:
 		l.relayEvent(l.relays[fd], ev.Events)
 	case fd < len(l.conns) && l.conns[fd] != nil:
@@ -359,8 +427,7 @@ func (l *loop) shutdown() {
 			l.closeRelay(e.pair)
 		}
 	}
-	unix.Close(l.efd)
-	unix.Close(l.epfd)
+	_ = l.poll.Close() // closes epfd
 }
 
 func (l *loop) register(c *Conn) {

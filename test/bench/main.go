@@ -54,6 +54,7 @@ type options struct {
 	modesOnly    bool
 	rampOnly     bool
 	floorOnly    bool
+	perUserOnly  bool
 	floor        float64 // the one-write floor at -rate, writes per CPU-second; 0: not measured
 }
 
@@ -75,6 +76,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each timed run")
 	flag.IntVar(&o.fanoutRate, "broadcast-rate", 100, "topic messages per second in the broadcast run (each goes to the -latency-conns first connections)")
 	flag.BoolVar(&o.floorOnly, "floor-only", false, "measure only the one-write-per-delivery floor")
+	flag.BoolVar(&o.perUserOnly, "peruser-only", false, "run only the floor and the per-user runs, on a node with history off (GOMAXPROCS from the environment)")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "handshakes in flight per client process")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
 	flag.IntVar(&o.relayConns, "relay-conns", 5000, "relayed connections (and as many direct ones) in the relay run")
@@ -125,6 +127,9 @@ func run(o options) error {
 		}
 		if o.floorOnly {
 			return nil
+		}
+		if o.perUserOnly {
+			return perUserRun(o, redisAddr, rdb, clients, historyOff, "_history_off", true)
 		}
 	}
 	if o.tokensOnly {
@@ -451,19 +456,7 @@ func printFigures(o options, m measurements, suffix string) {
 	if o.rampOnly {
 		return
 	}
-	// Per-user: each message to one user with one connection.
-	k := fmt.Sprintf("_%dk", o.rate/1000)
-	figure("peruser_publish_rate"+k, float64(m.lat.sent)/o.duration.Seconds(), "messages/s")
-	figure("peruser_p50"+k, percentile(m.lat.hist, 0.50), "ms")
-	figure("peruser_p99"+k, percentile(m.lat.hist, 0.99), "ms")
-	figure("peruser_p999"+k, percentile(m.lat.hist, 0.999), "ms")
-	figure("peruser_lost"+k, float64(int64(m.lat.sent)-m.lat.received), "messages")
-	perCPU := m.lat.delivered / m.lat.cpu
-	figure("peruser_deliveries_per_cpu_second"+k, perCPU, "deliveries/cpu-s")
-	if o.floor > 0 {
-		figure("peruser_ratio_to_floor"+k, perCPU/o.floor, "ratio")
-	}
-	figure("peruser_alloc_per_delivery"+k, m.lat.alloc/m.lat.delivered, "bytes")
+	printPerUser(o, m.lat, figure)
 	printMaxRate(m.max, figure)
 	// Broadcast: each message to a topic of o.latencyConns connections.
 	figure("broadcast_deliveries_per_second", m.fan.delivered/o.duration.Seconds(), "deliveries/s")
@@ -471,6 +464,23 @@ func printFigures(o options, m measurements, suffix string) {
 	figure("broadcast_p50", percentile(m.fan.hist, 0.50), "ms")
 	figure("broadcast_p99", percentile(m.fan.hist, 0.99), "ms")
 	figure("broadcast_lost", float64(int64(m.fan.sent)*int64(o.latencyConns)-m.fan.received), "deliveries")
+}
+
+// printPerUser prints the per-user run's figures: each message to one
+// user with one connection.
+func printPerUser(o options, lat timed, figure func(string, float64, string)) {
+	k := fmt.Sprintf("_%dk", o.rate/1000)
+	figure("peruser_publish_rate"+k, float64(lat.sent)/o.duration.Seconds(), "messages/s")
+	figure("peruser_p50"+k, percentile(lat.hist, 0.50), "ms")
+	figure("peruser_p99"+k, percentile(lat.hist, 0.99), "ms")
+	figure("peruser_p999"+k, percentile(lat.hist, 0.999), "ms")
+	figure("peruser_lost"+k, float64(int64(lat.sent)-lat.received), "messages")
+	perCPU := lat.delivered / lat.cpu
+	figure("peruser_deliveries_per_cpu_second"+k, perCPU, "deliveries/cpu-s")
+	if o.floor > 0 {
+		figure("peruser_ratio_to_floor"+k, perCPU/o.floor, "ratio")
+	}
+	figure("peruser_alloc_per_delivery"+k, lat.alloc/lat.delivered, "bytes")
 }
 
 func info(format string, a ...any) {
