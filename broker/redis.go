@@ -161,47 +161,48 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 		_ = client.Close()
 		return nil, fmt.Errorf("broker: registering metrics: %w", err)
 	}
-	log := o.Logger.With("component", "broker", "redis", t.String())
-	delay := cmp.Or(o.UnsubscribeDelay, DefaultUnsubscribeDelay)
-	var in *interest
-	var shards *shardRouter
-	var subscribed func() int
-	switch mode {
-	case SubscribeUser:
-		in = newInterest(delay, false)
-		subscribed = in.Subscribed
-		client.AddHook(redialHook{})
-		if cluster != nil {
-			cluster.OnNewNode(func(c *redis.Client) { c.AddHook(redialHook{}) })
-		}
-	case SubscribeSharded:
-		if cluster == nil {
-			_ = client.Close()
-			return nil, fmt.Errorf("broker: subscribe mode %s needs a Redis Cluster (REDIS_CLUSTER_ADDRS), not %s", mode, t)
-		}
-		shards = newShardRouter(cluster, t.Cluster, delay, o.ProbeInterval, o.ProbeTimeout, log)
-		subscribed = shards.Subscribed
-	}
-	if subscribed != nil {
-		if err := registerSubscriptions(o.Registerer, subscribed); err != nil {
-			_ = client.Close()
-			return nil, err
-		}
-	}
-	return &Redis{
+	r := &Redis{
 		mode:         mode,
-		interest:     in,
-		shards:       shards,
 		client:       client,
 		cluster:      cluster,
-		log:          log,
+		log:          o.Logger.With("component", "broker", "redis", t.String()),
 		metrics:      m,
 		probeChannel: ProbePrefix + o.NodeID,
 		interval:     o.ProbeInterval,
 		timeout:      o.ProbeTimeout,
 		kick:         make(chan struct{}, 1),
 		hist:         newRedisHistory(o.History),
-	}, nil
+	}
+	if err := r.perChannel(t, o); err != nil {
+		_ = client.Close()
+		return nil, err
+	}
+	return r, nil
+}
+
+// perChannel sets up the per-channel subscriptions of SubscribeUser and
+// SubscribeSharded, and their metric.
+func (r *Redis) perChannel(t RedisTopology, o RedisOptions) error {
+	delay := cmp.Or(o.UnsubscribeDelay, DefaultUnsubscribeDelay)
+	var subscribed func() int
+	switch r.mode {
+	case SubscribeUser:
+		r.interest = newInterest(delay, false)
+		subscribed = r.interest.Subscribed
+		r.client.AddHook(redialHook{})
+		if r.cluster != nil {
+			r.cluster.OnNewNode(func(c *redis.Client) { c.AddHook(redialHook{}) })
+		}
+	case SubscribeSharded:
+		if r.cluster == nil {
+			return fmt.Errorf("broker: subscribe mode %s needs a Redis Cluster (REDIS_CLUSTER_ADDRS), not %s", r.mode, t)
+		}
+		r.shards = newShardRouter(r.cluster, t.Cluster, delay, o.ProbeInterval, o.ProbeTimeout, r.log)
+		subscribed = r.shards.Subscribed
+	default:
+		return nil
+	}
+	return registerSubscriptions(o.Registerer, subscribed)
 }
 
 // Close closes the connections. Call it after Run has returned; a Run still

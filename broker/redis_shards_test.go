@@ -185,49 +185,13 @@ func TestRedisShardedSlotMigration(t *testing.T) {
 	r.Want(u)
 	awaitTargets(t, r, u)
 
-	ctx, stop := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	published := 0
-	wg.Go(func() {
-		for i := 1; ctx.Err() == nil; i++ {
-			if err := r.Publish(ctx, u.Channel(), []byte(strconv.Itoa(i))); err == nil {
-				mu.Lock()
-				published = i
-				mu.Unlock()
-			}
-			if !service.Sleep(ctx, 2*time.Millisecond) {
-				return
-			}
-		}
-	})
-	defer func() { stop(); wg.Wait() }()
-
-	last, missed := 0, 0
-	var prevAt, gapFrom time.Time
-	var gap time.Duration
-	next := func() int {
-		t.Helper()
-		a := rec.next(t)
-		n, err := strconv.Atoi(a.payload)
-		if err != nil || n <= last {
-			t.Fatalf("message %d after %d: out of order or duplicate (%v)", n, last, err)
-		}
-		if n > last+1 {
-			missed += n - last - 1
-			if d := a.at.Sub(prevAt); d > gap {
-				gap, gapFrom = d, prevAt
-			}
-		}
-		last, prevAt = n, a.at
-		return n
-	}
+	published := publishSequence(t, r, u.Channel(), 2*time.Millisecond)
+	seq := &sequenceReader{rec: rec}
+	next := func() int { t.Helper(); return seq.next(t) }
 	for next() < 50 {
 	}
 	c.MigrateSlot(slot, c.Masters[1])
-	mu.Lock()
-	after := published
-	mu.Unlock()
+	after := published()
 	moved := time.Now()
 	for next() <= after {
 	}
@@ -236,7 +200,7 @@ func TestRedisShardedSlotMigration(t *testing.T) {
 	}
 	// What Redis dropped between the old master's SUNSUBSCRIBE and the
 	// SSUBSCRIBE on the new one (publishes every 2 ms).
-	t.Logf("migration: %d messages missed; longest gap %s (from %s)", missed, gap, gapFrom.Format("15:04:05.000"))
+	t.Logf("migration: %d messages missed; longest gap %s (from %s)", seq.missed, seq.gap, seq.gapFrom.Format("15:04:05.000"))
 	if n := shardNumSub(t, c.Masters[1], u.Channel()); n != 1 {
 		t.Fatalf("SHARDNUMSUB on the new master = %d, want 1", n)
 	}
@@ -250,6 +214,62 @@ func TestRedisShardedSlotMigration(t *testing.T) {
 	if n := shardNumSub(t, c.Masters[1], t2.Channel()); n != 1 {
 		t.Fatalf("SHARDNUMSUB %s on the new master = %d, want 1", t2.Channel(), n)
 	}
+}
+
+// publishSequence publishes 1, 2, 3, ... on channel through r every
+// interval until the test ends, and returns the last number published.
+func publishSequence(t *testing.T, r *Redis, channel string, interval time.Duration) (published func() int) {
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	last := 0
+	wg.Go(func() {
+		for i := 1; ctx.Err() == nil; i++ {
+			if err := r.Publish(ctx, channel, []byte(strconv.Itoa(i))); err == nil {
+				mu.Lock()
+				last = i
+				mu.Unlock()
+			}
+			if !service.Sleep(ctx, interval) {
+				return
+			}
+		}
+	})
+	t.Cleanup(func() { stop(); wg.Wait() })
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
+}
+
+// sequenceReader reads publishSequence's numbers from rec, failing on one
+// out of order or twice, and counts the numbers missed and the longest
+// gap between two arrivals around them.
+type sequenceReader struct {
+	rec     *timedRecorder
+	last    int
+	missed  int
+	prevAt  time.Time
+	gap     time.Duration
+	gapFrom time.Time
+}
+
+func (s *sequenceReader) next(t *testing.T) int {
+	t.Helper()
+	a := s.rec.next(t)
+	n, err := strconv.Atoi(a.payload)
+	if err != nil || n <= s.last {
+		t.Fatalf("message %d after %d: out of order or duplicate (%v)", n, s.last, err)
+	}
+	if n > s.last+1 {
+		s.missed += n - s.last - 1
+		if d := a.at.Sub(s.prevAt); d > s.gap {
+			s.gap, s.gapFrom = d, s.prevAt
+		}
+	}
+	s.last, s.prevAt = n, a.at
+	return n
 }
 
 // A master restarted: its shard reconnects and resubscribes, Ready fails
