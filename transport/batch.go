@@ -18,28 +18,42 @@ type loopConns struct {
 	conns []*Conn
 }
 
+// batchWakeAt is how many connections a loop is given at most before it is
+// woken without waiting for Flush: a message to a big topic (thousands of
+// connections) has the loops writing while the rest is still being queued,
+// at one wake-up per this many connections.
+const batchWakeAt = 256
+
 // add records that c's loop must be woken for c.
 func (b *Batch) add(c *Conn) {
-	for i := range b.loops {
-		if b.loops[i].l == c.drv {
-			b.loops[i].conns = append(b.loops[i].conns, c)
-			return
-		}
+	i := 0
+	for i < len(b.loops) && b.loops[i].l != c.drv {
+		i++
 	}
-	b.loops = append(b.loops, loopConns{l: c.drv, conns: []*Conn{c}})
+	if i == len(b.loops) {
+		b.loops = append(b.loops, loopConns{l: c.drv})
+	}
+	lc := &b.loops[i]
+	lc.conns = append(lc.conns, c)
+	if len(lc.conns) >= batchWakeAt {
+		lc.wake()
+	}
+}
+
+// wake hands the connections to their loop, with one wake-up.
+func (lc *loopConns) wake() {
+	lc.l.wakeAll(lc.conns)
+	clear(lc.conns) // the slice is kept; the connections are not
+	lc.conns = lc.conns[:0]
 }
 
 // Flush wakes each loop with connections queued through b since the last
 // Flush, once.
 func (b *Batch) Flush() {
 	for i := range b.loops {
-		lc := &b.loops[i]
-		if len(lc.conns) == 0 {
-			continue
+		if len(b.loops[i].conns) > 0 {
+			b.loops[i].wake()
 		}
-		lc.l.wakeAll(lc.conns)
-		clear(lc.conns) // the slice is kept; the connections are not
-		lc.conns = lc.conns[:0]
 	}
 }
 

@@ -35,27 +35,28 @@ const (
 )
 
 type options struct {
-	notify       string
-	idleConns    int
-	clients      int
-	latencyConns int
-	rate         int
-	duration     time.Duration
-	fanoutRate   int
-	concurrency  int
-	profile      string
-	relayConns   int
-	relayRate    int
-	sinceConns   int
-	historyUsers int
-	tokensOnly   bool
-	modeUsers    int
-	modeRate     int
-	modesOnly    bool
-	rampOnly     bool
-	floorOnly    bool
-	perUserOnly  bool
-	floor        float64 // the one-write floor at -rate, writes per CPU-second; 0: not measured
+	notify        string
+	idleConns     int
+	clients       int
+	latencyConns  int
+	rate          int
+	duration      time.Duration
+	fanoutRate    int
+	concurrency   int
+	profile       string
+	relayConns    int
+	relayRate     int
+	sinceConns    int
+	historyUsers  int
+	tokensOnly    bool
+	modeUsers     int
+	modeRate      int
+	modesOnly     bool
+	rampOnly      bool
+	floorOnly     bool
+	perUserOnly   bool
+	broadcastOnly bool
+	floor         float64 // the one-write floor at -rate, writes per CPU-second; 0: not measured
 }
 
 func main() {
@@ -76,6 +77,7 @@ func main() {
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each timed run")
 	flag.IntVar(&o.fanoutRate, "broadcast-rate", 100, "topic messages per second in the broadcast run (each goes to the -latency-conns first connections)")
 	flag.BoolVar(&o.floorOnly, "floor-only", false, "measure only the one-write-per-delivery floor")
+	flag.BoolVar(&o.broadcastOnly, "broadcast-only", false, "run only the single node's ramp and broadcast run, history off")
 	flag.BoolVar(&o.perUserOnly, "peruser-only", false, "run only the floor and the per-user runs, on a node with history off (GOMAXPROCS from the environment)")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "handshakes in flight per client process")
 	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
@@ -121,7 +123,7 @@ func run(o options) error {
 		defer clients[i].quit()
 	}
 
-	if !o.modesOnly && !o.tokensOnly && !o.rampOnly {
+	if !o.modesOnly && !o.tokensOnly && !o.rampOnly && !o.broadcastOnly {
 		if o.floor, err = floorRun(o.latencyConns, o.rate, o.duration); err != nil {
 			return err
 		}
@@ -138,7 +140,7 @@ func run(o options) error {
 	if o.modesOnly {
 		return subscribeRun(o, tmp, redisAddr, rdb, clients)
 	}
-	if o.rampOnly {
+	if o.rampOnly || o.broadcastOnly {
 		return singleNodeRun(o, redisAddr, rdb, clients, historyOff, "_history_off")
 	}
 	// The node's defaults (history on), then the token kinds' handshakes,
@@ -253,6 +255,10 @@ func (b *bench) measure() (measurements, error) {
 	m.rssNow, m.rssN, m.gN = b.idleRSS()
 	if b.o.rampOnly {
 		return m, nil
+	}
+	if b.o.broadcastOnly {
+		m.fan, err = b.fanoutRun()
+		return m, err
 	}
 	if m.lat, err = b.latencyRun(); err != nil {
 		return m, err
@@ -456,8 +462,10 @@ func printFigures(o options, m measurements, suffix string) {
 	if o.rampOnly {
 		return
 	}
-	printPerUser(o, m.lat, figure)
-	printMaxRate(m.max, figure)
+	if !o.broadcastOnly {
+		printPerUser(o, m.lat, figure)
+		printMaxRate(m.max, figure)
+	}
 	// Broadcast: each message to a topic of o.latencyConns connections.
 	figure("broadcast_deliveries_per_second", m.fan.delivered/o.duration.Seconds(), "deliveries/s")
 	figure("broadcast_deliveries_per_cpu_second", m.fan.delivered/m.fan.cpu, "deliveries/cpu-s")
