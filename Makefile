@@ -134,11 +134,14 @@ lint:
 
 # Figures, one per line as "name value unit": micro-benchmarks of the hot
 # paths, then the load run (real redis-server, notify processes, client
-# processes on several 127.0.0.x addresses): the single-node figures with
-# the defaults (history on) and again with history off (names ending
-# _history_off), the relay, API and protocol figures, then the history run
-# (publish_*, redis_memory_per_history_entry_bytes, *_since100). Takes
-# about four minutes.
+# processes on several 127.0.0.x addresses): the one-write floor (floor_*),
+# the single-node figures with the defaults (history on) and again with
+# history off (names ending _history_off: per-user peruser_*, broadcast
+# broadcast_*), the highest per-user rate at GOMAXPROCS=1, the relay, API
+# and protocol figures, the subscribe modes on one Redis and on a Cluster
+# (subscribe_*), then the history run (publish_*,
+# redis_memory_per_history_entry_bytes, *_since100). Takes about twelve
+# minutes.
 bench: build deps
 	@$(GO) test -run='^$$' -bench=. -benchmem ./transport/ ./node/... ./broker/ ./broker/mesh/ ./auth/ ./ring/ | awk ' \
 		/^Benchmark/ { n = $$1; sub(/^Benchmark/, "", n); sub(/-[0-9]+$$/, "", n); \
