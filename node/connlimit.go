@@ -5,7 +5,7 @@ import "math"
 // The reserve of descriptors NOTIFY_MAX_CONNECTIONS leaves, by default, for
 // the node's own: the Redis pool (10 per CPU) and its subscription, peers
 // and relays being dialled, API and metrics requests, the listeners, the
-// event loops' epoll and eventfd, log files. 5% of the open files limit,
+// event loops' epoll descriptors, log files. 5% of the open files limit,
 // at least fileReserveMin (a limit of 1024 keeps 64), at most
 // fileReserveMax (a limit of a million keeps 1024, not 50,000).
 const (
