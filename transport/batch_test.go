@@ -65,3 +65,43 @@ func TestBatchFlushWakesTheLoops(t *testing.T) {
 		}
 	}
 }
+
+// A batch that holds batchWakeAt connections of one loop wakes that loop
+// without waiting for Flush: a big topic's message is written while the
+// rest is still being queued. The rest waits for Flush.
+func TestBatchWakesABusyLoopBeforeFlush(t *testing.T) {
+	cfg := testConfig()
+	cfg.Loops = 1
+	ts := startServer(t, cfg, serverOpts{})
+	const n = batchWakeAt + 44
+	raws := make([]*rawClient, n)
+	conns := make([]*Conn, n)
+	for i := range n {
+		raws[i] = dialRaw(t, ts.addr, nil)
+		conns[i] = ts.nextConn(t)
+	}
+	var b Batch
+	for i, c := range conns {
+		if !c.PushBatch(DataFrame(fmt.Sprint("m", i)), false, &b) {
+			t.Fatalf("push %d refused", i)
+		}
+	}
+	// A connection still being registered is flushed by its registration
+	// instead, so at most the last n-batchWakeAt wait.
+	if got := b.Pending(); got > n-batchWakeAt {
+		t.Fatalf("Pending() = %d, want at most %d: the loop was not woken at %d", got, n-batchWakeAt, batchWakeAt)
+	}
+	read := func(i int) {
+		t.Helper()
+		if f := raws[i].read(); string(f.Payload) != fmt.Sprint("m", i) {
+			t.Fatalf("connection %d got %q", i, f.Payload)
+		}
+	}
+	for i := range batchWakeAt {
+		read(i) // before any Flush
+	}
+	b.Flush()
+	for i := batchWakeAt; i < n; i++ {
+		read(i)
+	}
+}
