@@ -99,8 +99,8 @@ func (m *Memory) Append(ctx context.Context, targets []Target, payload []byte, e
 		for i, t := range targets {
 			m.handler.Deliver(t, Message{Payload: p, Cursor: cursors[i], Event: event})
 		}
-		flush(m.handler)
 	}
+	m.flush()
 	return cursors, nil
 }
 

@@ -152,9 +152,9 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	client.AddHook(flushHook{})
+	client.AddHook(dialHook{})
 	if cluster != nil {
-		cluster.OnNewNode(func(c *redis.Client) { c.AddHook(flushHook{}) })
+		cluster.OnNewNode(func(c *redis.Client) { c.AddHook(dialHook{}) })
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {
@@ -189,10 +189,6 @@ func (r *Redis) perChannel(t RedisTopology, o RedisOptions) error {
 	case SubscribeUser:
 		r.interest = newInterest(delay, false)
 		subscribed = r.interest.Subscribed
-		r.client.AddHook(redialHook{})
-		if r.cluster != nil {
-			r.cluster.OnNewNode(func(c *redis.Client) { c.AddHook(redialHook{}) })
-		}
 	case SubscribeSharded:
 		if r.cluster == nil {
 			return fmt.Errorf("broker: subscribe mode %s needs a Redis Cluster (REDIS_CLUSTER_ADDRS), not %s", r.mode, t)
@@ -600,20 +596,15 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 	switch m := msg.(type) {
 	case *redis.Message:
 		switch {
-		case m.Pattern == UserPattern || m.Pattern == TopicPattern:
-			// Both patterns are "prefix*": ParseChannel accepts what they match.
-			if t, ok := ParseChannel(m.Channel); ok {
-				h.Deliver(t, decodeMessage(m.Payload))
-			}
 		case m.Pattern == "" && m.Channel == ControlChannel:
 			h.Control(m.Payload)
 		case m.Pattern == "" && m.Channel == r.probeChannel:
 			r.probeBack(m.Payload, now, st)
-		case m.Pattern == "" && r.interest != nil:
-			// A channel of SubscribeUser: only those are subscribed.
-			if t, ok := ParseChannel(m.Channel); ok {
-				h.Deliver(t, decodeMessage(m.Payload))
-			}
+		case m.Pattern == UserPattern || m.Pattern == TopicPattern, m.Pattern == "" && r.interest != nil:
+			// A pattern's (both are "prefix*": ParseChannel accepts what
+			// they match), or a channel of SubscribeUser: only those are
+			// subscribed besides the two above.
+			deliverMessage(h, m)
 		}
 	case *redis.Subscription:
 		if r.interest != nil {
@@ -623,6 +614,13 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 			}
 		}
 		r.confirm(st, m, bo)
+	}
+}
+
+// deliverMessage hands a message of a user's or a topic's channel to h.
+func deliverMessage(h Handler, m *redis.Message) {
+	if t, ok := ParseChannel(m.Channel); ok {
+		h.Deliver(t, decodeMessage(m.Payload))
 	}
 }
 

@@ -2,10 +2,7 @@ package broker
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"net"
-	"slices"
 	"sync"
 	"time"
 
@@ -61,35 +58,6 @@ const (
 	// reply) and confirmations come back while the rest is sent.
 	subscribeBatch = 500
 )
-
-// noRedial marks the contexts of the per-channel subscriptions' pub/sub
-// calls: redialHook refuses to dial under them. go-redis, after an error
-// on a PubSub, dials again at once and resubscribes to every channel it
-// knows in one command; in user mode the session ends instead, and the
-// next one resubscribes in batches.
-type noRedial struct{}
-
-var errNoRedial = errors.New("pub/sub connection lost: the next session resubscribes")
-
-// redialHook is a go-redis hook that refuses dials under a noRedial context.
-type redialHook struct{}
-
-var _ redis.Hook = redialHook{}
-
-func (redialHook) DialHook(next redis.DialHook) redis.DialHook {
-	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if ctx.Value(noRedial{}) != nil {
-			return nil, errNoRedial
-		}
-		return next(ctx, network, addr)
-	}
-}
-
-func (redialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }
-
-func (redialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
-	return next
-}
 
 // Want subscribes to t's channel in SubscribeUser and SubscribeSharded (a
 // local client of t arrived); a no-op in SubscribePattern. It does not
@@ -333,10 +301,7 @@ func (in *interest) forgetIf(keep func(ch string) bool) []Target {
 			moved = append(moved, t)
 		}
 	}
-	if len(moved) > 0 || len(in.queue) > 0 {
-		in.queue = slices.DeleteFunc(in.queue, func(ch string) bool { return in.subs[ch] == nil })
-	}
-	return moved
+	return moved // next skips what is still queued for them
 }
 
 // reset forgets what was sent on the connection that ended and queues a

@@ -23,7 +23,7 @@ import (
 // serves on the master of the channel's slot, over one pub/sub connection
 // per master (a shard). go-redis's ClusterClient.SSubscribe listens on the
 // first channel's shard only (go-redis #3133), so the broker keeps the
-// slot map itself: it reads CLUSTER SLOTS every probe interval, and at
+// slot map itself: it reads CLUSTER SHARDS every probe interval, and at
 // once when a master says a slot left it (an SSUBSCRIBE answered MOVED,
 // or a SUNSUBSCRIBE Redis sent by itself, which is how a master drops the
 // shard channels of a slot migrated away or of a master demoted to
@@ -66,7 +66,7 @@ func (s *serialHandler) Flush() {
 // and Unwant are called under the hub's shard locks.
 type shardRouter struct {
 	cluster  *redis.ClusterClient
-	nodeOpts func(addr string) *redis.Options // a pub/sub client of one master
+	opts     *redis.ClusterOptions // what a master's pub/sub client is made from (masterOptions)
 	delay    time.Duration
 	interval time.Duration
 	timeout  time.Duration
@@ -99,9 +99,8 @@ type shard struct {
 
 func newShardRouter(c *redis.ClusterClient, o *redis.ClusterOptions, delay, interval, timeout time.Duration, log *slog.Logger) *shardRouter {
 	return &shardRouter{
-		cluster:  c,
-		nodeOpts: func(addr string) *redis.Options { return masterOptions(o, addr) },
-		delay:    delay, interval: interval, timeout: timeout, log: log,
+		cluster: c, opts: o,
+		delay: delay, interval: interval, timeout: timeout, log: log,
 		kick:    make(chan struct{}, 1),
 		shards:  map[string]*shard{},
 		pending: map[string]Target{},
@@ -123,24 +122,26 @@ func masterOptions(o *redis.ClusterOptions, addr string) *redis.Options {
 
 // Want subscribes the node to t's channel on its slot's master.
 func (sr *shardRouter) Want(t Target) {
+	ch := t.Channel()
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
-	if sh := sr.shardOfLocked(t.Channel()); sh != nil {
+	if sh := sr.shardOfLocked(ch); sh != nil {
 		sh.in.Want(t)
 		return
 	}
-	sr.pending[t.Channel()] = t
+	sr.pending[ch] = t
 }
 
 // Unwant says the last local client of t left.
 func (sr *shardRouter) Unwant(t Target) {
+	ch := t.Channel()
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
-	if sh := sr.shardOfLocked(t.Channel()); sh != nil {
+	if sh := sr.shardOfLocked(ch); sh != nil {
 		sh.in.Unwant(t)
 		return
 	}
-	delete(sr.pending, t.Channel())
+	delete(sr.pending, ch)
 }
 
 // shardOfLocked is the shard of ch's slot; nil before the first load.
@@ -301,10 +302,15 @@ func slotOwners(shards []redis.ClusterShard) ([]string, error) {
 // apply installs a slot map: a shard for every master in it, the channels
 // of slots that changed master moved to their new shard (without a
 // command to the old one: it dropped them already, or will answer MOVED),
-// and the shards of addresses that are no master any more stopped.
+// and the shards of addresses that are no master any more stopped. The
+// map read every probe interval is mostly the one installed: then there is
+// nothing to do, and no channel's slot is computed.
 func (sr *shardRouter) apply(owner []string) {
 	sr.mu.Lock()
 	defer sr.mu.Unlock()
+	if slices.Equal(owner, sr.owner) {
+		return
+	}
 	first := sr.owner == nil
 	sr.owner = owner
 	masters := map[string]bool{}
@@ -318,7 +324,7 @@ func (sr *shardRouter) apply(owner []string) {
 			sr.startLocked(sh)
 		}
 	}
-	moved := slicesOf(sr.pending)
+	moved := slices.Collect(maps.Values(sr.pending))
 	clear(sr.pending)
 	for a, sh := range sr.shards {
 		gone := !masters[a]
@@ -342,8 +348,6 @@ func (sr *shardRouter) apply(owner []string) {
 		sr.log.Info("redis cluster: shard channels moved to the masters now serving their slots", "channels", len(moved))
 	}
 }
-
-func slicesOf(m map[string]Target) []Target { return slices.Collect(maps.Values(m)) }
 
 // moved applies a MOVED answer at once: slot is served by addr now (the
 // full slot map follows at the next load).
@@ -380,29 +384,32 @@ func (sr *shardRouter) ready(now time.Time) error {
 	if sr.owner == nil {
 		return errors.New("redis cluster: the slot map is not loaded yet")
 	}
-	for _, a := range slices.Sorted(maps.Keys(sr.shards)) {
-		sh := sr.shards[a]
+	var worst string // of the shards not answering, the first by address
+	var err error
+	for a, sh := range sr.shards {
 		last := sh.lastPong.Load()
+		var e error
 		switch {
 		case last == 0:
-			return fmt.Errorf("redis shard %s: its subscription is not connected", a)
+			e = fmt.Errorf("redis shard %s: its subscription is not connected", a)
 		case now.Sub(time.Unix(0, last)) > sr.timeout:
-			return fmt.Errorf("redis shard %s: no answer on its subscription for %s", a, now.Sub(time.Unix(0, last)).Round(time.Millisecond))
+			e = fmt.Errorf("redis shard %s: no answer on its subscription for %s", a, now.Sub(time.Unix(0, last)).Round(time.Millisecond))
+		}
+		if e != nil && (err == nil || a < worst) {
+			worst, err = a, e
 		}
 	}
-	return nil
+	return err
 }
 
 // ---- one shard's connection ----
 
 // loop runs sessions on sh's master until ctx ends, with backoff between.
 func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
-	client := redis.NewClient(sr.nodeOpts(sh.addr))
-	client.AddHook(redialHook{})
-	client.AddHook(flushHook{})
+	client := redis.NewClient(masterOptions(sr.opts, sh.addr))
+	client.AddHook(dialHook{})
 	defer func() { _ = client.Close() }()
 	bo := &backoff{}
-	logged := false
 	for {
 		err := sr.session(ctx, client, sh, h, bo)
 		wasUp := sh.lastPong.Swap(0) != 0
@@ -410,13 +417,9 @@ func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
 		if ctx.Err() != nil {
 			return
 		}
-		if wasUp || sh.since.Load() == 0 {
+		if wasUp || sh.since.Load() == 0 { // the outage begins: said once
 			sh.since.Store(time.Now().UnixNano())
-			logged = false
-		}
-		if !logged {
 			sr.log.Warn("redis shard subscription lost; reconnecting", "master", sh.addr, "err", err)
-			logged = true
 		} else {
 			sr.log.Debug("redis shard still unreachable", "master", sh.addr, "err", err)
 		}
@@ -506,9 +509,7 @@ func (sr *shardRouter) receive(ctx context.Context, ps *redis.PubSub, sh *shard,
 		lastMsg = time.Now()
 		switch m := msg.(type) {
 		case *redis.Message:
-			if t, ok := ParseChannel(m.Channel); ok {
-				h.Deliver(t, decodeMessage(m.Payload))
-			}
+			deliverMessage(h, m)
 		case *redis.Subscription:
 			if !sh.in.answered(m.Channel) && m.Kind == "sunsubscribe" {
 				sh.in.dropped(m.Channel)
