@@ -57,15 +57,10 @@ type session struct {
 
 var _ output = (*session)(nil)
 
-// push is send: a poll takes what is queued, no event loop is involved.
-func (s *session) push(frame []byte, direct bool, _ *transport.Batch) bool {
-	return s.send(frame, direct)
-}
-
 // send queues a message for the next poll. It runs under hub and socket
 // locks (delivery), so a session that overflows is only marked here: the
 // reaper ends it, which leaves the hub.
-func (s *session) send(frame []byte, _ bool) bool {
+func (s *session) send(frame []byte, _ bool, _ *transport.Batch) bool {
 	s.mu.Lock()
 	if s.ended || s.cutCode != 0 {
 		s.mu.Unlock()

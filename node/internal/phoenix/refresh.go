@@ -49,7 +49,7 @@ func (s *socket) expiring(exp time.Time) {
 	defer s.mu.Unlock()
 	for _, j := range s.joins {
 		if j.pending == nil {
-			s.out.send(frame(s.vsn1, message{joinRef: j.joinRef, topic: j.topic, event: "expiring", payload: payload}), true)
+			s.out.send(frame(s.vsn1, message{joinRef: j.joinRef, topic: j.topic, event: "expiring", payload: payload}), true, nil)
 		}
 	}
 }

@@ -22,10 +22,9 @@ const maxJoins = 64
 // long-poll session's outbox. Its methods never block and never call into
 // the hub: delivery calls send with a shard lock held.
 type output interface {
-	send(frame []byte, direct bool) bool
-	// push is send for a delivery, whose wake-up of the event loop b
-	// holds back when it is not nil (hub.Message.Batch).
-	push(frame []byte, direct bool, b *transport.Batch) bool
+	// send queues frame; b, when not nil (a delivery's hub.Message.Batch),
+	// holds back the wake-up of the event loop.
+	send(frame []byte, direct bool, b *transport.Batch) bool
 	close(code int, reason string)
 	closed() bool
 	// setExpiry moves when the socket expires (a refresh; zero: never).
@@ -98,7 +97,7 @@ func (s *socket) Deliver(m *hub.Message, direct bool) bool {
 		j.pending.pushes = append(j.pending.pushes, pendingPush{fr, m.Cursor})
 		return true
 	}
-	return s.out.push(fr, direct, m.Batch)
+	return s.out.send(fr, direct, m.Batch)
 }
 
 // push is m as this socket's serializer (and the join's choice of cursors)
@@ -153,7 +152,7 @@ func (s *socket) replyLocked(m message, joinRef json.RawMessage, status string, 
 		Status   string          `json:"status"`
 		Response json.RawMessage `json:"response"`
 	}{status, resp})
-	s.out.send(frame(s.vsn1, message{joinRef: joinRef, ref: m.ref, topic: m.topic, event: "phx_reply", payload: payload}), true)
+	s.out.send(frame(s.vsn1, message{joinRef: joinRef, ref: m.ref, topic: m.topic, event: "phx_reply", payload: payload}), true, nil)
 }
 
 func (s *socket) reply(m message, status string, response any) {
@@ -292,7 +291,7 @@ func (s *socket) flushLocked(j *join, newest broker.Cursor) {
 		if !p.cursor.IsZero() && p.cursor.Epoch == newest.Epoch && p.cursor.Seq <= newest.Seq {
 			continue
 		}
-		s.out.send(p.frame, true)
+		s.out.send(p.frame, true, nil)
 	}
 	j.pending = nil
 }
@@ -373,7 +372,7 @@ func (s *socket) joinCompleted(m message, j *join, t broker.Target, r joinRead) 
 		s.replyLocked(m, m.joinRef, "ok", joinReply(!t.Topic, r))
 		for _, en := range replay {
 			hm := hub.Message{Topic: t.Topic, Name: t.Name, Payload: en.Payload, Cursor: en.Cursor, Event: en.Event}
-			s.out.send(s.push(&hm, true), true)
+			s.out.send(s.push(&hm, true), true, nil)
 		}
 	} else {
 		s.replyLocked(m, m.joinRef, "ok", stateOrEmpty(r.state))
@@ -420,7 +419,7 @@ func (s *socket) leave(m message, reply bool) {
 	if reply {
 		s.replyLocked(m, m.joinRef, "ok", empty)
 	}
-	s.out.send(frame(s.vsn1, message{joinRef: j.joinRef, ref: jsonNull, topic: m.topic, event: "phx_close", payload: json.RawMessage("{}")}), true)
+	s.out.send(frame(s.vsn1, message{joinRef: j.joinRef, ref: jsonNull, topic: m.topic, event: "phx_close", payload: json.RawMessage("{}")}), true, nil)
 	s.mu.Unlock()
 	switch {
 	case strings.HasPrefix(m.topic, userPrefix):

@@ -23,8 +23,7 @@ var (
 	_ transport.ExpiryNotifier = (*wsSocket)(nil)
 )
 
-func (s *wsSocket) send(frame []byte, direct bool) bool { return s.conn.Push(frame, direct) }
-func (s *wsSocket) push(frame []byte, direct bool, b *transport.Batch) bool {
+func (s *wsSocket) send(frame []byte, direct bool, b *transport.Batch) bool {
 	return s.conn.PushBatch(frame, direct, b)
 }
 func (s *wsSocket) close(code int, reason string) { s.conn.Close(code, reason) }
