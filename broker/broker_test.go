@@ -162,9 +162,16 @@ func runWith(t testing.TB, b Broker, h Handler) {
 // runReady is run plus waiting for Ready() == nil.
 func runReady(t testing.TB, b Broker) *recorder {
 	t.Helper()
-	rec := run(t, b)
-	await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
+	rec := newRecorder(t)
+	runReadyWith(t, b, rec)
 	return rec
+}
+
+// runReadyWith is runWith plus waiting for Ready() == nil.
+func runReadyWith(t testing.TB, b Broker, h Handler) {
+	t.Helper()
+	runWith(t, b, h)
+	await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
 }
 
 // expect reads exactly want from the recorder, in order.

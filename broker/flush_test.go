@@ -14,45 +14,40 @@ import (
 // overlap.
 type flushRecorder struct {
 	*recorder
+	inCall    sync.Mutex // held during a call: TryLock fails when another is in
 	mu        sync.Mutex
 	unflushed int
 	flushes   int
-	inCall    bool
 }
 
 var _ Flusher = (*flushRecorder)(nil)
 
-func (r *flushRecorder) enter() {
-	r.mu.Lock()
-	if r.inCall {
+// alone runs f, failing the test when another call is under way.
+func (r *flushRecorder) alone(f func()) {
+	if !r.inCall.TryLock() {
 		r.t.Errorf("a handler call overlaps another")
+		f()
+		return
 	}
-	r.inCall = true
-	r.mu.Unlock()
-}
-
-func (r *flushRecorder) leave(delivered bool, flushed bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.inCall = false
-	if delivered {
-		r.unflushed++
-	}
-	if flushed {
-		r.unflushed = 0
-		r.flushes++
-	}
+	defer r.inCall.Unlock()
+	f()
 }
 
 func (r *flushRecorder) Deliver(t Target, m Message) {
-	r.enter()
-	r.recorder.Deliver(t, m)
-	r.leave(true, false)
+	r.alone(func() {
+		r.recorder.Deliver(t, m)
+		r.mu.Lock()
+		r.unflushed++
+		r.mu.Unlock()
+	})
 }
 
 func (r *flushRecorder) Flush() {
-	r.enter()
-	r.leave(false, true)
+	r.alone(func() {
+		r.mu.Lock()
+		r.unflushed, r.flushes = 0, r.flushes+1
+		r.mu.Unlock()
+	})
 }
 
 func (r *flushRecorder) state() (unflushed, flushes int) {
@@ -66,8 +61,7 @@ func (r *flushRecorder) state() (unflushed, flushes int) {
 func TestBrokersFlushAfterDelivering(t *testing.T) {
 	forEachImpl(t, func(t *testing.T, b testBroker) {
 		rec := &flushRecorder{recorder: newRecorder(t)}
-		runWith(t, b, rec)
-		await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
+		runReadyWith(t, b, rec)
 		ctx := context.Background()
 		channels := []string{UserChannel("1"), UserChannel("2"), TopicChannel("t")}
 		if err := b.PublishMany(ctx, channels, []byte("m")); err != nil {
@@ -114,8 +108,7 @@ func (h *holdingRecorder) Flush() {
 func TestBrokersFlushEveryMessage(t *testing.T) {
 	forEachImpl(t, func(t *testing.T, b testBroker) {
 		h := &holdingRecorder{rec: newRecorder(t)}
-		runWith(t, b, h)
-		await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
+		runReadyWith(t, b, h)
 		ctx := context.Background()
 		for i := range 50 {
 			p := strconv.Itoa(i)

@@ -65,8 +65,7 @@ func (r *historyRecorder) Control(string) {}
 func runHistory(t testing.TB, b Broker) *historyRecorder {
 	t.Helper()
 	rec := &historyRecorder{t: t, ch: make(chan delivery, 10000)}
-	runWith(t, b, rec)
-	await.True(t, "Ready() == nil", func() bool { return b.Ready() == nil })
+	runReadyWith(t, b, rec)
 	return rec
 }
 

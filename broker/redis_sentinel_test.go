@@ -34,8 +34,7 @@ func TestRedisSentinelFailover(t *testing.T) {
 	st := redistest.StartSentinel(t)
 	r := newTopologyRedis(t, sentinelConfig(st), HistoryConfig{Size: 10, TTL: time.Hour})
 	rec := &timedRecorder{t: t, ch: make(chan arrival, 10000)}
-	runWith(t, r, rec)
-	await.True(t, "Ready() == nil", func() bool { return r.Ready() == nil })
+	runReadyWith(t, r, rec)
 	await.True(t, "the library loaded by Run", func() bool { return loads(r) >= 1 })
 	ctx := context.Background()
 

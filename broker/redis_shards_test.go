@@ -25,12 +25,7 @@ func newShardedRedis(t testing.TB, c *redistest.Cluster, delay time.Duration, hi
 // shardNumSub is PUBSUB SHARDNUMSUB of channel on the master s.
 func shardNumSub(t *testing.T, s *redistest.Server, channel string) int64 {
 	t.Helper()
-	v, err := s.Client(t).Do(context.Background(), "PUBSUB", "SHARDNUMSUB", channel).Slice()
-	if err != nil || len(v) != 2 {
-		t.Fatalf("PUBSUB SHARDNUMSUB %s on %s = %v, %v", channel, s.Addr, v, err)
-	}
-	n, _ := v[1].(int64)
-	return n
+	return s.ShardNumSub(t, channel)[channel]
 }
 
 // usersOnEachMaster returns one user whose channel's slot is on each
@@ -153,8 +148,7 @@ func TestRedisShardedHistory(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	r := newShardedRedis(t, c, 0, HistoryConfig{Size: 10, TTL: time.Hour})
 	rec := &timedRecorder{t: t, ch: make(chan arrival, 100)}
-	runWith(t, r, rec)
-	await.True(t, "Ready() == nil", func() bool { return r.Ready() == nil })
+	runReadyWith(t, r, rec)
 	u := usersOnEachMaster(t, c)[2]
 	r.Want(u)
 	awaitTargets(t, r, u)
@@ -178,8 +172,7 @@ func TestRedisShardedSlotMigration(t *testing.T) {
 	c := redistest.StartCluster(t, 3)
 	r := newShardedRedis(t, c, 0, HistoryConfig{})
 	rec := &timedRecorder{t: t, ch: make(chan arrival, 100000)}
-	runWith(t, r, rec)
-	await.True(t, "Ready() == nil", func() bool { return r.Ready() == nil })
+	runReadyWith(t, r, rec)
 	u := usersOnEachMaster(t, c)[0]
 	slot := keySlot(u.Channel())
 	r.Want(u)

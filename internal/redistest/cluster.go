@@ -140,10 +140,8 @@ func (c *Cluster) MasterFor(key string) *Server {
 	if err != nil {
 		c.t.Fatalf("redistest: the master of %s: %v", key, err)
 	}
-	for _, s := range c.Masters {
-		if s.Addr == m.Options().Addr {
-			return s
-		}
+	if s := serverAt(c.Masters, m.Options().Addr); s != nil {
+		return s
 	}
 	c.t.Fatalf("redistest: %s, the master of %s, is none of ours", m.Options().Addr, key)
 	return nil
@@ -210,13 +208,27 @@ func slotOwner(at string, slot int) (string, error) {
 
 func (c *Cluster) server(addr string) *Server {
 	c.t.Helper()
-	for _, s := range c.Masters {
-		if s.Addr == addr {
-			return s
-		}
+	if s := serverAt(c.Masters, addr); s != nil {
+		return s
 	}
 	c.t.Fatalf("redistest: %s is none of our masters", addr)
 	return nil
+}
+
+// ShardNumSub sums PUBSUB SHARDNUMSUB of channels over the running
+// masters: a channel counts on the master of its slot only.
+func (c *Cluster) ShardNumSub(channels ...string) map[string]int64 {
+	c.t.Helper()
+	sum := make(map[string]int64, len(channels))
+	for _, m := range c.Masters {
+		if !m.running() {
+			continue
+		}
+		for ch, n := range m.ShardNumSub(c.t, channels...) {
+			sum[ch] += n
+		}
+	}
+	return sum
 }
 
 // MigrateSlot moves slot, with its keys, from the master serving it to

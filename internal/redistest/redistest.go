@@ -3,6 +3,7 @@ package redistest
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -121,6 +122,39 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// ShardNumSub is PUBSUB SHARDNUMSUB of channels on s: how many clients hold
+// an SSUBSCRIBE of each here.
+func (s *Server) ShardNumSub(t testing.TB, channels ...string) map[string]int64 {
+	t.Helper()
+	args := []any{"PUBSUB", "SHARDNUMSUB"}
+	for _, ch := range channels {
+		args = append(args, ch)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := s.Client(t).Do(ctx, args...).Slice()
+	if err != nil || len(v) != 2*len(channels) {
+		t.Fatalf("redistest: PUBSUB SHARDNUMSUB on %s = %v, %v", s.Addr, v, err)
+	}
+	out := make(map[string]int64, len(channels))
+	for i := 0; i+1 < len(v); i += 2 {
+		ch, _ := v[i].(string)
+		n, _ := v[i+1].(int64)
+		out[ch] = n
+	}
+	return out
+}
+
+// serverAt is the server of servers at addr; nil when none is.
+func serverAt(servers []*Server, addr string) *Server {
+	for _, s := range servers {
+		if s.Addr == addr {
+			return s
+		}
+	}
+	return nil
 }
 
 // Log returns what the current (or, once stopped, the last) server process

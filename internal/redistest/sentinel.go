@@ -103,10 +103,8 @@ func (st *Sentinel) MasterAddr() string {
 // Server returns the data server at addr, failing the test if none is.
 func (st *Sentinel) Server(addr string) *Server {
 	st.t.Helper()
-	for _, s := range st.Servers {
-		if s.Addr == addr {
-			return s
-		}
+	if s := serverAt(st.Servers, addr); s != nil {
+		return s
 	}
 	st.t.Fatalf("redistest: no data server at %s", addr)
 	return nil

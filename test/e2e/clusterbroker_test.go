@@ -16,11 +16,7 @@ func TestClusterBrokerBehindHAProxy(t *testing.T) {
 	requireTools(t, "haproxy")
 	e := newEnv(t)
 	e.nodeEnv = []string{"PUBSUB_REDIS_ADDR=", "NOTIFY_BROKER=cluster", "NOTIFY_HISTORY_SIZE=0"}
-	nodes := []*node{e.planNode("n1", "127.0.0.2"), e.planNode("n2", "127.0.0.3"), e.planNode("n3", "127.0.0.4")}
-	e.start(nodes[0], nil, true)
-	e.start(nodes[1], []string{nodes[0].gossip}, true)
-	e.start(nodes[2], []string{nodes[0].gossip, nodes[1].gossip}, true)
-	waitRing(t, nodes, names(nodes))
+	nodes, lb := e.startThreeBehindHAProxy(t)
 	// Each node was ready when it started; the first ones have links to
 	// the later ones only once those joined.
 	for _, n := range nodes {
@@ -31,8 +27,6 @@ func TestClusterBrokerBehindHAProxy(t *testing.T) {
 			t.Fatalf("%s not ready with its links: %d %s %v", n.name, code, body, err)
 		}
 	}
-	lb := e.startHAProxy(nodes)
-	lb.waitServers(t, names(nodes)...)
 	w := newWorld(t, lb.addr, nil, 300, 3)
 	pub := newAPIPublisher(w.users, 16)
 	pub.noHistory = true

@@ -7,7 +7,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/notify-dev/notify/internal/await"
 	"github.com/notify-dev/notify/internal/redistest"
 )
 
@@ -23,13 +22,7 @@ func TestShardedSubscribeMode(t *testing.T) {
 	e := newEnv(t)
 	rc := redistest.StartCluster(t, 3)
 	e.nodeEnv = []string{"PUBSUB_REDIS_ADDR=", "REDIS_CLUSTER_ADDRS=" + strings.Join(rc.Addrs(), ","), "NOTIFY_SUBSCRIBE_MODE=sharded"}
-	nodes := []*node{e.planNode("n1", "127.0.0.2"), e.planNode("n2", "127.0.0.3"), e.planNode("n3", "127.0.0.4")}
-	e.start(nodes[0], nil, true)
-	e.start(nodes[1], []string{nodes[0].gossip}, true)
-	e.start(nodes[2], []string{nodes[0].gossip, nodes[1].gossip}, true)
-	waitRing(t, nodes, names(nodes))
-	lb := e.startHAProxy(nodes)
-	lb.waitServers(t, names(nodes)...)
+	nodes, lb := e.startThreeBehindHAProxy(t)
 	app := rc.Client(t)
 	w := newWorld(t, lb.addr, nil, 300, 3)
 	spublish := func(ctx context.Context, q int) error {
@@ -55,60 +48,12 @@ func TestShardedSubscribeMode(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	channels := make([]string, len(w.users))
-	for i, u := range w.users {
-		channels[i] = "notify:" + u
-	}
-	for ch, n := range shardNumSub(t, ctx, rc, channels) {
-		if n != 1 {
-			t.Errorf("PUBSUB SHARDNUMSUB %s = %d over the masters, want 1 (its owner)", ch, n)
-		}
-	}
+	channels := userChannels(w)
+	shardNumSub := func() (map[string]int64, error) { return rc.ShardNumSub(channels...), nil }
+	expectSubscribers(t, "PUBSUB SHARDNUMSUB over the masters", shardNumSub, 1)
 	if n, err := app.SPublish(ctx, "notify:connected-nowhere", "x").Result(); err != nil || n != 0 {
 		t.Errorf("SPUBLISH to a user connected nowhere = %d, %v, want 0", n, err)
 	}
 	w.stop()
-	var subs map[string]int64
-	await.Poll(20*time.Second, func() bool {
-		subs = shardNumSub(t, ctx, rc, channels)
-		for _, n := range subs {
-			if n != 0 {
-				return false
-			}
-		}
-		return true
-	})
-	for ch, n := range subs {
-		if n != 0 {
-			t.Errorf("PUBSUB SHARDNUMSUB %s = %d after every client left, want 0", ch, n)
-		}
-	}
-}
-
-// shardNumSub sums PUBSUB SHARDNUMSUB of each channel over the masters
-// (only the master of a channel's slot counts it).
-func shardNumSub(t *testing.T, ctx context.Context, rc *redistest.Cluster, channels []string) map[string]int64 {
-	t.Helper()
-	out := make(map[string]int64, len(channels))
-	for _, m := range rc.Masters {
-		args := append([]any{"PUBSUB", "SHARDNUMSUB"}, anys(channels)...)
-		v, err := m.Client(t).Do(ctx, args...).Slice()
-		if err != nil {
-			t.Fatalf("PUBSUB SHARDNUMSUB on %s: %v", m.Addr, err)
-		}
-		for i := 0; i+1 < len(v); i += 2 {
-			ch, _ := v[i].(string)
-			n, _ := v[i+1].(int64)
-			out[ch] += n
-		}
-	}
-	return out
-}
-
-func anys(ss []string) []any {
-	out := make([]any, len(ss))
-	for i, s := range ss {
-		out[i] = s
-	}
-	return out
+	awaitUnsubscribed(t, "PUBSUB SHARDNUMSUB over the masters", shardNumSub)
 }
