@@ -73,7 +73,8 @@ type Node struct {
 }
 
 // brokerHandler routes what the broker's subscription brings: deliveries
-// to the hub (Hub.Deliver), node commands to peers (Peers.Control).
+// to the hub (Hub.DeliverBatched, then Hub.Flush), node commands to peers
+// (Peers.Control).
 type brokerHandler struct {
 	*hub.Hub
 	*peers.Peers

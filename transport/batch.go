@@ -57,8 +57,8 @@ func (b *Batch) Flush() {
 	}
 }
 
-// Pending counts the connections waiting for Flush.
-func (b *Batch) Pending() int {
+// pending counts the connections waiting for Flush.
+func (b *Batch) pending() int {
 	n := 0
 	for _, lc := range b.loops {
 		n += len(lc.conns)

@@ -51,12 +51,12 @@ func TestBatchFlushWakesTheLoops(t *testing.T) {
 		}
 		// A connection waits once for many frames, unless its loop,
 		// flushing it for the round before, took the first ones already.
-		if got := b.Pending(); got > conns*perRound || r == 0 && got == 0 {
-			t.Fatalf("Pending() = %d before Flush, want 1 to %d", got, conns*perRound)
+		if got := b.pending(); got > conns*perRound || r == 0 && got == 0 {
+			t.Fatalf("pending() = %d before Flush, want 1 to %d", got, conns*perRound)
 		}
 		b.Flush()
-		if got := b.Pending(); got != 0 {
-			t.Fatalf("Pending() = %d after Flush", got)
+		if got := b.pending(); got != 0 {
+			t.Fatalf("pending() = %d after Flush", got)
 		}
 	}
 	for range clients {
@@ -88,8 +88,8 @@ func TestBatchWakesABusyLoopBeforeFlush(t *testing.T) {
 	}
 	// A connection still being registered is flushed by its registration
 	// instead, so at most the last n-batchWakeAt wait.
-	if got := b.Pending(); got > n-batchWakeAt {
-		t.Fatalf("Pending() = %d, want at most %d: the loop was not woken at %d", got, n-batchWakeAt, batchWakeAt)
+	if got := b.pending(); got > n-batchWakeAt {
+		t.Fatalf("pending() = %d, want at most %d: the loop was not woken at %d", got, n-batchWakeAt, batchWakeAt)
 	}
 	read := func(i int) {
 		t.Helper()

@@ -41,7 +41,7 @@ type options struct {
 	latencyConns  int
 	rate          int
 	duration      time.Duration
-	fanoutRate    int
+	broadcastRate int
 	concurrency   int
 	profile       string
 	relayConns    int
@@ -75,7 +75,7 @@ func main() {
 	flag.IntVar(&o.latencyConns, "latency-conns", 10000, "connections addressed in the latency run")
 	flag.IntVar(&o.rate, "rate", 20000, "messages per second in the latency run")
 	flag.DurationVar(&o.duration, "duration", 10*time.Second, "length of each timed run")
-	flag.IntVar(&o.fanoutRate, "broadcast-rate", 100, "topic messages per second in the broadcast run (each goes to the -latency-conns first connections)")
+	flag.IntVar(&o.broadcastRate, "broadcast-rate", 100, "topic messages per second in the broadcast run (each goes to the -latency-conns first connections)")
 	flag.BoolVar(&o.floorOnly, "floor-only", false, "measure only the one-write-per-delivery floor")
 	flag.BoolVar(&o.broadcastOnly, "broadcast-only", false, "run only the single node's ramp and broadcast run, history off")
 	flag.BoolVar(&o.perUserOnly, "peruser-only", false, "run only the floor and the per-user runs, on a node with history off (GOMAXPROCS from the environment)")
@@ -217,7 +217,7 @@ type measurements struct {
 	thN    int     // OS threads at o.idleConns connections, right after the ramp
 	lat    timed
 	max    maxRate
-	fan    timed
+	bcast  timed
 }
 
 // handshakes is what the handshake ramp measured.
@@ -257,7 +257,7 @@ func (b *bench) measure() (measurements, error) {
 		return m, nil
 	}
 	if b.o.broadcastOnly {
-		m.fan, err = b.fanoutRun()
+		m.bcast, err = b.broadcastRun()
 		return m, err
 	}
 	if m.lat, err = b.latencyRun(); err != nil {
@@ -266,7 +266,7 @@ func (b *bench) measure() (measurements, error) {
 	if m.max, err = b.maxRateRun(); err != nil {
 		return m, err
 	}
-	if m.fan, err = b.fanoutRun(); err != nil {
+	if m.bcast, err = b.broadcastRun(); err != nil {
 		return m, err
 	}
 	return m, nil
@@ -395,10 +395,10 @@ func (b *bench) latencyRun() (timed, error) {
 	return t, nil
 }
 
-// fanoutRun publishes every message to the topic the o.latencyConns first
+// broadcastRun publishes every message to the topic the o.latencyConns first
 // connections joined: the broadcast run.
-func (b *bench) fanoutRun() (timed, error) {
-	t, err := b.timedRun("broadcast", b.o.fanoutRate, 2*time.Second, func(int) string { return "notify_topic:" + broadcastTopic })
+func (b *bench) broadcastRun() (timed, error) {
+	t, err := b.timedRun("broadcast", b.o.broadcastRate, 2*time.Second, func(int) string { return "notify_topic:" + broadcastTopic })
 	if err != nil {
 		return t, err
 	}
@@ -467,11 +467,11 @@ func printFigures(o options, m measurements, suffix string) {
 		printMaxRate(m.max, figure)
 	}
 	// Broadcast: each message to a topic of o.latencyConns connections.
-	figure("broadcast_deliveries_per_second", m.fan.delivered/o.duration.Seconds(), "deliveries/s")
-	figure("broadcast_deliveries_per_cpu_second", m.fan.delivered/m.fan.cpu, "deliveries/cpu-s")
-	figure("broadcast_p50", percentile(m.fan.hist, 0.50), "ms")
-	figure("broadcast_p99", percentile(m.fan.hist, 0.99), "ms")
-	figure("broadcast_lost", float64(int64(m.fan.sent)*int64(o.latencyConns)-m.fan.received), "deliveries")
+	figure("broadcast_deliveries_per_second", m.bcast.delivered/o.duration.Seconds(), "deliveries/s")
+	figure("broadcast_deliveries_per_cpu_second", m.bcast.delivered/m.bcast.cpu, "deliveries/cpu-s")
+	figure("broadcast_p50", percentile(m.bcast.hist, 0.50), "ms")
+	figure("broadcast_p99", percentile(m.bcast.hist, 0.99), "ms")
+	figure("broadcast_lost", float64(int64(m.bcast.sent)*int64(o.latencyConns)-m.bcast.received), "deliveries")
 }
 
 // printPerUser prints the per-user run's figures: each message to one

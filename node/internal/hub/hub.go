@@ -1,7 +1,8 @@
 // Package hub finds the local clients of a user or a topic and hands each of
 // them a published message, encoded once per protocol (Message.Frame). It is
-// the broker's handler for deliveries: broker -> Hub.Deliver -> Sink.Deliver
-// of each recipient -> its connection.
+// the broker's handler for deliveries: broker -> Hub.DeliverBatched ->
+// Sink.Deliver of each recipient -> its connection's queue, written by its
+// event loop once the broker's Flush (Hub.Flush) wakes it.
 //
 // Locks, in the only order there is: a shard lock (users and topics are
 // sharded by a hash of their name), then the membership lock of the
