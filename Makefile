@@ -158,7 +158,7 @@ FUZZ_TARGETS := \
 	./auth/phxtoken/:FuzzVerify ./auth/phxtoken/:FuzzDecodeTerm \
 	./node/internal/notifyproto/:FuzzParseRefresh \
 	./node/internal/phoenix/:FuzzDecodeText ./node/internal/phoenix/:FuzzDecodeBinary ./node/internal/phoenix/:FuzzLongPollBody \
-	./broker/:FuzzParseCursor ./broker/mesh/:FuzzDecodeFrame
+	./broker/:FuzzParseCursor ./broker/:FuzzPushConn ./broker/mesh/:FuzzDecodeFrame
 
 # fuzz-run runs every target for $(1), one after the other, and prints a
 # summary line per target (executions, corpus size; a crash fails). With

@@ -475,7 +475,8 @@ type readerState struct {
 // session runs one PubSub until ctx ends (nil), its subscription fails, or it
 // stays silent for the probe timeout.
 func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *backoff) error {
-	ctx = withFlush(ctx, h)
+	tap := &pushTap{h: h}
+	ctx = withTap(ctx, tap)
 	ps := r.client.Subscribe(ctx) // no channel yet: does not dial
 	// Closing the PubSub from another goroutine is how a blocked Receive is
 	// ended (go-redis's own Channel() health check does the same).
@@ -493,9 +494,9 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 		return err
 	}
 	if r.interest != nil {
-		return r.userSession(ctx, ps, h, st, bo)
+		return r.userSession(ctx, ps, tap, st, bo)
 	}
-	return r.receive(ctx, ps, h, st, bo)
+	return r.receive(ctx, ps, tap, st, bo)
 }
 
 // userSession reads ps while the per-channel commands (SubscribeUser) go
@@ -503,7 +504,7 @@ func (r *Redis) session(ctx context.Context, h Handler, st *readerState, bo *bac
 // ends the session: the next one starts on a new connection, and go-redis
 // is kept from dialing again on this one (noRedial), where it would
 // resubscribe every channel in one command.
-func (r *Redis) userSession(ctx context.Context, ps *redis.PubSub, h Handler, st *readerState, bo *backoff) error {
+func (r *Redis) userSession(ctx context.Context, ps *redis.PubSub, tap *pushTap, st *readerState, bo *backoff) error {
 	sctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() {
@@ -513,7 +514,7 @@ func (r *Redis) userSession(ctx context.Context, ps *redis.PubSub, h Handler, st
 			_ = ps.Close() // ends the read below
 		}
 	}()
-	err := r.receive(context.WithValue(ctx, noRedial{}, true), ps, h, st, bo)
+	err := r.receive(context.WithValue(ctx, noRedial{}, true), ps, tap, st, bo)
 	cancel()
 	<-done
 	// Nothing is subscribed any more: Await waits for the next session,
@@ -540,11 +541,17 @@ func (r *Redis) subscribe(ctx context.Context, ps *redis.PubSub) error {
 
 // receive reads ps until ctx ends (nil) or nothing arrives for the probe
 // timeout. After a connection error it waits a backoff and reads on: go-redis
-// dials again, resubscribing to everything.
-func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, h Handler, st *readerState, bo *backoff) error {
+// dials again, resubscribing to everything. The messages for tap's Handler
+// are delivered while ps is read (pushConn), and count as arrivals.
+func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, tap *pushTap, st *readerState, bo *backoff) error {
+	h := tap.h
 	defer flush(h)
 	lastMsg := time.Now()
+	var taken uint64
 	for {
+		if n := tap.taken.Load(); n != taken {
+			taken, lastMsg = n, time.Now()
+		}
 		wait := r.timeout - time.Since(lastMsg)
 		if wait <= 0 {
 			// Half-dead connection (no data, no RST): start afresh.
@@ -603,7 +610,9 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 		case m.Pattern == UserPattern || m.Pattern == TopicPattern, m.Pattern == "" && r.interest != nil:
 			// A pattern's (both are "prefix*": ParseChannel accepts what
 			// they match), or a channel of SubscribeUser: only those are
-			// subscribed besides the two above.
+			// subscribed besides the two above. pushConn delivers them
+			// before go-redis reads them, on every connection dialed
+			// through dialHook; this is for one that was not.
 			deliverMessage(h, m)
 		}
 	case *redis.Subscription:

@@ -18,33 +18,26 @@ import (
 // subscriptions (SubscribeUser, SubscribeSharded) end their session
 // instead, and the next one resubscribes in batches.
 //
-// withFlush: go-redis parses each message from its buffered reader and
-// reads the socket again only once the buffer is used up, so a Read of the
-// connection is the end of the messages that arrived together, and the
-// reader is about to wait: the Handler's Flush runs first, on the
-// goroutine that reads and delivers.
+// withTap: the connection is read through a pushConn, which delivers the
+// messages of user and topic channels to the session's Handler itself and
+// calls its Flush before it waits for the socket.
 
 // noRedial marks the contexts under which dialHook refuses to dial.
 type noRedial struct{}
 
 var errNoRedial = errors.New("pub/sub connection lost: the next session resubscribes")
 
-// flushOnRead is the context key of the function a Read calls first.
-type flushOnRead struct{}
+// tapKey is the context key of the pushTap a dial reads through.
+type tapKey struct{}
 
-// withFlush marks ctx so that a pub/sub connection dialed under it calls
-// h's Flush before each read of its socket; ctx itself when h is not a
-// Flusher.
-func withFlush(ctx context.Context, h Handler) context.Context {
-	f, ok := h.(Flusher)
-	if !ok {
-		return ctx
-	}
-	return context.WithValue(ctx, flushOnRead{}, f.Flush)
+// withTap marks ctx so that a pub/sub connection dialed under it is read
+// through a pushConn delivering to tap.
+func withTap(ctx context.Context, tap *pushTap) context.Context {
+	return context.WithValue(ctx, tapKey{}, tap)
 }
 
 // dialHook refuses dials under a noRedial context and wraps the
-// connections dialed under a withFlush context.
+// connections dialed under a withTap context.
 type dialHook struct{}
 
 var _ redis.Hook = dialHook{}
@@ -58,8 +51,8 @@ func (dialHook) DialHook(next redis.DialHook) redis.DialHook {
 		if err != nil {
 			return nil, err
 		}
-		if f, ok := ctx.Value(flushOnRead{}).(func()); ok {
-			return &flushingConn{Conn: conn, flush: f}, nil
+		if tap, ok := ctx.Value(tapKey{}).(*pushTap); ok {
+			return &pushConn{Conn: conn, tap: tap}, nil
 		}
 		return conn, nil
 	}
@@ -69,15 +62,4 @@ func (dialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return n
 
 func (dialHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return next
-}
-
-// flushingConn calls flush before every Read.
-type flushingConn struct {
-	net.Conn
-	flush func()
-}
-
-func (c *flushingConn) Read(p []byte) (int, error) {
-	c.flush()
-	return c.Conn.Read(p)
 }

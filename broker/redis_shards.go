@@ -432,7 +432,8 @@ func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
 // session dials sh's master with a PING, then reads the connection while
 // the interest's commands and a PING every probe interval go out on it.
 func (sr *shardRouter) session(ctx context.Context, client *redis.Client, sh *shard, h Handler, bo *backoff) error {
-	ctx = withFlush(ctx, h)
+	tap := &pushTap{h: h}
+	ctx = withTap(ctx, tap)
 	ps := client.Subscribe(ctx) // no channel: does not dial
 	stop := context.AfterFunc(ctx, func() { _ = ps.Close() })
 	defer func() {
@@ -454,7 +455,7 @@ func (sr *shardRouter) session(ctx context.Context, client *redis.Client, sh *sh
 		}
 	})
 	wg.Go(func() { sr.pinger(sctx, ps) })
-	err = sr.receive(context.WithValue(ctx, noRedial{}, true), ps, sh, h, bo)
+	err = sr.receive(context.WithValue(ctx, noRedial{}, true), ps, sh, tap, bo)
 	cancelSend()
 	wg.Wait()
 	return err
@@ -480,11 +481,17 @@ func (sr *shardRouter) pinger(ctx context.Context, ps *redis.PubSub) {
 }
 
 // receive reads ps until ctx ends (nil), the connection fails, or nothing,
-// not even a PING's answer, arrives for the probe timeout.
-func (sr *shardRouter) receive(ctx context.Context, ps *redis.PubSub, sh *shard, h Handler, bo *backoff) error {
+// not even a PING's answer, arrives for the probe timeout. The messages
+// are delivered to tap's Handler while ps is read (pushConn).
+func (sr *shardRouter) receive(ctx context.Context, ps *redis.PubSub, sh *shard, tap *pushTap, bo *backoff) error {
+	h := tap.h
 	defer flush(h)
 	lastMsg := time.Now()
+	var taken uint64
 	for {
+		if n := tap.taken.Load(); n != taken {
+			taken, lastMsg = n, time.Now()
+		}
 		wait := sr.timeout - time.Since(lastMsg)
 		if wait <= 0 {
 			return fmt.Errorf("%w for %s", errSilent, sr.timeout)
