@@ -10,7 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -145,17 +144,11 @@ func detach(nc net.Conn) (int, error) {
 		return -1, fmt.Errorf("detach: %w", err)
 	}
 	fd, derr := -1, error(nil)
-	if err := raw.Control(func(s uintptr) {
-		fd, derr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
+	if err := raw.Control(func(s uintptr) { fd, derr = dupNonblock(s) }); err != nil {
 		return -1, fmt.Errorf("detach: %w", err)
 	}
 	if derr != nil {
 		return -1, fmt.Errorf("detach: dup: %w", derr)
-	}
-	if err := unix.SetNonblock(fd, true); err != nil {
-		unix.Close(fd)
-		return -1, fmt.Errorf("detach: set non-blocking: %w", err)
 	}
 	// TCP keepalive and TCP_NODELAY, set by Go when it accepted the
 	// connection, are options of the socket, which the duplicate shares: no
@@ -267,7 +260,7 @@ func pollable(epfd int) (*os.File, syscall.RawConn, error) {
 // timeoutMs passes (-1: no limit).
 func (l *loop) wait(events []unix.EpollEvent, timeoutMs int) (int, error) {
 	if timeoutMs == 0 {
-		n, err := unix.EpollWait(l.epfd, events, 0)
+		n, err := epollPoll(l.epfd, events)
 		return max(n, 0), err
 	}
 	var deadline time.Time
@@ -304,7 +297,7 @@ type waitState struct {
 // whether wait is done: events came, epoll_wait failed, or work is queued.
 func (l *loop) tryWait(uintptr) bool {
 	w := &l.waiting
-	w.n, w.err = unix.EpollWait(l.epfd, w.events, 0)
+	w.n, w.err = epollPoll(l.epfd, w.events)
 	if w.n != 0 || (w.err != nil && !errors.Is(w.err, unix.EINTR)) {
 		return true
 	}
@@ -434,7 +427,7 @@ func (l *loop) register(c *Conn) {
 	fd := int(c.io.fd)
 	l.conns = fit(l.conns, fd)
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET, Fd: int32(fd)}
-	if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+	if err := epollAdd(l.epfd, fd, &ev); err != nil {
 		l.srv.log.Error("epoll_ctl add failed", "err", err)
 		l.conns[fd] = c
 		l.closeFD(c, CloseAbnormal)
@@ -573,7 +566,7 @@ func (l *loop) noticeLocked(c *Conn, now int64) int64 {
 func (l *loop) read(c *Conn, hup bool) {
 	for i := 0; ; i++ {
 		off := copy(l.buf, c.rd.pend)
-		n, err := unix.Read(int(c.io.fd), l.buf[off:])
+		n, err := rawRead(int(c.io.fd), l.buf[off:])
 		if n > 0 {
 			c.io.lastRecv = l.now
 			c.feed(l.buf[:off+n])
@@ -665,14 +658,6 @@ func (l *loop) iovecsLocked(c *Conn) ([]unix.Iovec, int) {
 	return iov, total
 }
 
-func writev(fd int, iov []unix.Iovec) (int, error) {
-	n, _, e := unix.Syscall(unix.SYS_WRITEV, uintptr(fd), uintptr(unsafe.Pointer(&iov[0])), uintptr(len(iov)))
-	if e != 0 {
-		return 0, e
-	}
-	return int(n), nil
-}
-
 // closing advances the closing handshake: arm the deadline; once our close
 // frame is out, half-close (FIN after it, so the peer reads it before any
 // reset) and wait for the peer's close or EOF; close at once if the peer's
@@ -717,7 +702,7 @@ func (l *loop) closeFD(c *Conn, code int) {
 	c.queued = 0
 	dropped := c.dropped
 	c.mu.Unlock()
-	unix.Close(fd)
+	rawClose(fd)
 	c.handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
 }
 
@@ -730,7 +715,7 @@ func (c *Conn) writeNowLocked(frame []byte) (n int, tried bool) {
 		return 0, false
 	}
 	for {
-		n, err := unix.Write(fd, frame)
+		n, err := rawWrite(fd, frame)
 		if err == unix.EINTR {
 			continue
 		}

@@ -101,7 +101,7 @@ func (l *loop) relayRead(src *relayEnd) {
 			}
 			return
 		}
-		n, err := unix.Read(int(src.fd), l.buf)
+		n, err := rawRead(int(src.fd), l.buf)
 		switch {
 		case n > 0:
 			w, werr := writeAll(int(dst.fd), l.buf[:n])
@@ -198,7 +198,7 @@ func (l *loop) closeRelay(p *relayPair) {
 func writeAll(fd int, b []byte) (int, error) {
 	done := 0
 	for done < len(b) {
-		n, err := unix.Write(fd, b[done:])
+		n, err := rawWrite(fd, b[done:])
 		switch {
 		case n > 0:
 			done += n
