@@ -435,7 +435,7 @@ func (l *loop) register(c *Conn) {
 	}
 	l.conns[fd] = c
 	c.io.lastRecv = l.now
-	c.io.nextPing = l.now + l.ping
+	c.io.nextPing = l.now + firstPing(l.ping)
 	c.mu.Lock()
 	l.loadExpiryLocked(c)
 	c.mu.Unlock()

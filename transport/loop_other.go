@@ -210,7 +210,7 @@ func (l *loop) writer(c *Conn) {
 	ping := l.srv.cfg.PingInterval
 	tick := time.NewTicker(min(max(ping/8, time.Millisecond), time.Second))
 	defer tick.Stop()
-	t := writerTimers{nextPing: time.Now().Add(ping)}
+	t := writerTimers{nextPing: time.Now().Add(time.Duration(firstPing(int64(ping))))}
 	for {
 		select {
 		case <-c.io.done:

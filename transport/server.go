@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"net"
 	"runtime"
 	"sync/atomic"
@@ -195,4 +196,18 @@ func (c *Conn) prependLocked(first [][]byte) {
 	for _, f := range first {
 		c.queued += int32(len(f))
 	}
+}
+
+// firstPing is how long after registering a connection its first ping is
+// due: the ping interval less a random part of up to half of it. The
+// connections of a ramp (thousands a second) would otherwise all be
+// pinged in the same tick of the wheel, every interval, for as long as
+// they live, and answer together: a pause for every delivery of the loop
+// (tens of milliseconds at 15,000 connections). Later pings follow one
+// interval apart, so they stay spread.
+func firstPing(ping int64) int64 {
+	if ping < 2 {
+		return ping
+	}
+	return ping - rand.Int64N(ping/2)
 }

@@ -699,3 +699,44 @@ func TestRawConnection(t *testing.T) {
 		t.Fatalf("code %d", ev.info.Code)
 	}
 }
+
+// TestFirstPingsSpread: connections opened together are not pinged
+// together (firstPing): their first pings come within one interval, over
+// more than a quarter of it.
+func TestFirstPingsSpread(t *testing.T) {
+	cfg := testConfig()
+	cfg.PingInterval = 800 * time.Millisecond // a tick of 100 ms
+	ts := startServer(t, cfg, serverOpts{})
+	const n = 40
+	clients := make([]*rawClient, n)
+	for i := range clients {
+		clients[i] = dialRaw(t, ts.addr, nil)
+		ts.nextConn(t)
+	}
+	opened := time.Now()
+	got := make(chan time.Duration, n)
+	for _, rc := range clients {
+		go func() { // readFrame, not rc.read: no t.Fatal off the test's goroutine
+			_ = rc.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if f, err := readFrame(rc.br); err == nil && f.Header.OpCode == ws.OpPing {
+				got <- time.Since(opened)
+			} else {
+				got <- -1
+			}
+		}()
+	}
+	first, last := time.Hour, time.Duration(0)
+	for range n {
+		d := <-got
+		if d < 0 {
+			t.Fatal("a client's first frame was not a ping")
+		}
+		first, last = min(first, d), max(last, d)
+	}
+	if last > cfg.PingInterval+200*time.Millisecond {
+		t.Fatalf("the last first ping came after %v, want within the interval %v", last, cfg.PingInterval)
+	}
+	if last-first < cfg.PingInterval/4 {
+		t.Fatalf("first pings within %v (from %v to %v), want spread over a quarter of the interval or more", last-first, first, last)
+	}
+}
