@@ -180,6 +180,7 @@ func (c *Conn) markClosed() {
 	c.mu.Lock()
 	c.state = stateClosed
 	c.queue = nil
+	c.midFrame = false
 	c.queued = 0
 	c.mu.Unlock()
 }
