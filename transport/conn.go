@@ -303,8 +303,20 @@ func (c *Conn) wakeLocked() bool {
 	return true
 }
 
+// queueArray is the array of a short queue. A connection with nothing
+// queued keeps no array (its memory is its Conn); one that gets a frame
+// takes an array from the server's pool, and gives it back once written:
+// a message to an idle connection allocates nothing for its queue. A queue
+// that outgrows it moves to an array of its own.
+type queueArray [4][]byte
+
 // queueLocked appends frame, and rest after it when not nil, to the queue.
 func (c *Conn) queueLocked(frame, rest []byte) {
+	if c.queue == nil && c.srv != nil {
+		if a, ok := c.srv.queues.Get().(*queueArray); ok {
+			c.queue = a[:0]
+		}
+	}
 	if rest == nil {
 		c.queue = append(c.queue, frame)
 	} else {
@@ -383,9 +395,27 @@ func (c *Conn) consumeLocked(n int) {
 	}
 	if i == len(c.queue) {
 		// An idle connection keeps no queue array.
-		c.queue = nil
+		c.releaseQueueLocked()
 		c.midFrame = false
 		return
 	}
+	if cap(c.queue) == len(queueArray{}) {
+		// The pool's array: moved down, to go back whole.
+		n := copy(c.queue, c.queue[i:])
+		clear(c.queue[n:])
+		c.queue = c.queue[:n]
+		return
+	}
 	c.queue = c.queue[i:]
+}
+
+// releaseQueueLocked drops the queue, giving its array back to the pool
+// when it is the pool's.
+func (c *Conn) releaseQueueLocked() {
+	if cap(c.queue) == len(queueArray{}) && c.srv != nil {
+		a := (*queueArray)(c.queue[:len(queueArray{})])
+		clear(a[:])
+		c.srv.queues.Put(a)
+	}
+	c.queue = nil
 }

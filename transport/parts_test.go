@@ -138,3 +138,30 @@ func TestCutKeepsFrameInProgress(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueArrayReused: a connection's queue array goes back to the pool
+// once written, whole even after partial writes, so queuing a message to
+// an idle connection allocates nothing once the pool has arrays.
+func TestQueueArrayReused(t *testing.T) {
+	srv := &Server{}
+	srv.queues.New = func() any { return new(queueArray) }
+	c := &Conn{srv: srv}
+	h, p := DataHeader("hello"), []byte("hello")
+	cycle := func() {
+		c.queueLocked(h, p)
+		c.queueLocked(h, p)
+		c.consumeLocked(len(h) + 1) // part of the first payload
+		c.consumeLocked(len(p) - 1 + len(h))
+		if cap(c.queue) != len(queueArray{}) {
+			t.Fatalf("cap %d after partial writes, want the pool's array", cap(c.queue))
+		}
+		c.consumeLocked(len(p))
+		if c.queue != nil || c.queued != 0 {
+			t.Fatalf("queue %v, %d bytes after everything was written", c.queue, c.queued)
+		}
+	}
+	cycle()
+	if allocs := testing.AllocsPerRun(100, cycle); allocs != 0 {
+		t.Fatalf("%.1f allocations per message pair", allocs)
+	}
+}
