@@ -3,7 +3,6 @@ package transport
 import (
 	"sync"
 	"time"
-	"unsafe"
 )
 
 // connState is where a connection is in its life. It only moves forward.
@@ -106,9 +105,6 @@ type Conn struct {
 	messages   bool // read-only after creation
 	notices    bool // the handler is an ExpiryNotifier and the server gives notice; read-only after creation
 	retime     bool // SetExpiry moved expiry: the driver has yet to take the new value
-	// midFrame: queue[0] is the payload of a frame sent in two parts
-	// (PushParts) whose header is out: it is in progress, though head is 0.
-	midFrame bool
 
 	// Owned by the driver.
 	io ioState
@@ -121,45 +117,31 @@ type Conn struct {
 // modified afterwards; the same slice may go to many connections. It never
 // blocks: when the queue would exceed the configured limit the connection is
 // cut with CloseSlowConsumer. It reports whether the frame was taken.
-func (c *Conn) Send(frame []byte) bool { return c.send(frame, nil, true, nil) }
+func (c *Conn) Send(frame []byte) bool { return c.send(frame, true, nil) }
 
 // Enqueue is Send without the immediate write: the event loop writes the
 // frame, coalescing it with others queued meanwhile. A caller fanning one
 // message out to many connections uses it to spread the writes over the
 // loops instead of making them all itself.
-func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, nil, false, nil) }
+func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, false, nil) }
 
 // Push is Send when direct (the caller writes a few connections itself),
 // else Enqueue (it fans out to many and leaves the writes to the loops).
-func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(frame, nil, direct, nil) }
+func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(frame, direct, nil) }
 
 // PushBatch is Enqueue with the event loop's wake-up held back in b until
 // b.Flush, when b is not nil; else Push(frame, direct).
 func (c *Conn) PushBatch(frame []byte, direct bool, b *Batch) bool {
-	return c.send(frame, nil, direct && b == nil, b)
+	return c.send(frame, direct && b == nil, b)
 }
 
-// PushParts is PushBatch for the frame DataFrame(payload) would build,
-// given as its header (DataHeader(payload)) and payload, which are queued
-// together and written with one writev: the payload's bytes are the
-// string's, not copied. The connection must be a WebSocket one.
-func (c *Conn) PushParts(header []byte, payload string, direct bool, b *Batch) bool {
-	if payload == "" {
-		return c.send(header, nil, direct && b == nil, b) // the header is the frame
-	}
-	return c.send(header, unsafe.Slice(unsafe.StringData(payload), len(payload)), direct && b == nil, b)
-}
-
-// send queues frame, followed by rest when rest is not nil (the payload of
-// a frame whose header is frame).
-func (c *Conn) send(frame, rest []byte, direct bool, b *Batch) bool {
+func (c *Conn) send(frame []byte, direct bool, b *Batch) bool {
 	c.mu.Lock()
 	if c.state >= stateClosing {
 		c.mu.Unlock()
 		return false
 	}
-	size := len(frame) + len(rest)
-	if int(c.queued)+size > c.srv.cfg.SendQueueBytes {
+	if int(c.queued)+len(frame) > c.srv.cfg.SendQueueBytes {
 		// The queue itself is rearranged by the driver only (it may be writing
 		// from it right now); here we mark the cut and ask for a flush.
 		c.state = stateClosing
@@ -174,19 +156,21 @@ func (c *Conn) send(frame, rest []byte, direct bool, b *Batch) bool {
 		return false
 	}
 	if direct && c.state == stateOpen && len(c.queue) == 0 && !c.blocked {
-		if n, tried := c.writeNowLocked(frame, rest); tried {
-			if n < size {
+		if n, tried := c.writeNowLocked(frame); tried {
+			if n < len(frame) {
 				// The socket took part or nothing: the rest waits for the
 				// loop, which resumes on EPOLLOUT.
-				c.queueLocked(frame, rest)
-				c.consumeLocked(n)
+				c.queue = append(c.queue, frame)
+				c.head = int32(n)
+				c.queued = int32(len(frame) - n)
 				c.blocked = true
 			}
 			c.mu.Unlock()
 			return true
 		}
 	}
-	c.queueLocked(frame, rest)
+	c.queue = append(c.queue, frame)
+	c.queued += int32(len(frame))
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	switch {
@@ -303,48 +287,6 @@ func (c *Conn) wakeLocked() bool {
 	return true
 }
 
-// queueArray is the array of a short queue. A connection with nothing
-// queued keeps no array (its memory is its Conn); one that gets a frame
-// takes an array from the server's pool, and gives it back once written:
-// a message to an idle connection allocates nothing for its queue. A queue
-// that outgrows it moves to an array of its own.
-type queueArray [4][]byte
-
-// queueLocked appends frame, and rest after it when not nil, to the queue.
-func (c *Conn) queueLocked(frame, rest []byte) {
-	if c.queue == nil && c.srv != nil {
-		if a, ok := c.srv.queues.Get().(*queueArray); ok {
-			c.queue = a[:0]
-		}
-	}
-	if rest == nil {
-		c.queue = append(c.queue, frame)
-	} else {
-		c.queue = append(c.queue, frame, rest)
-	}
-	c.queued += int32(len(frame) + len(rest))
-}
-
-// loneHeader reports whether part, queued on c, is the header of a frame
-// sent in two parts (PushParts): a data frame's header announcing a
-// payload it does not hold. A whole frame, or anything queued on a raw
-// connection, is not.
-func (c *Conn) loneHeader(part []byte) bool {
-	if c.raw != nil || len(part) < 2 || (part[0] != 0x80|opText && part[0] != 0x80|opBinary) {
-		return false
-	}
-	switch n := part[1]; {
-	case n == 0:
-		return false
-	case n <= 125:
-		return len(part) == 2
-	case n == 126:
-		return len(part) == 4
-	default:
-		return len(part) == 10
-	}
-}
-
 // sendControlLocked queues a frame generated by the server itself (pong, ping,
 // close echo); unlike Send it is allowed while closing and is not limited.
 func (c *Conn) sendControlLocked(f []byte) {
@@ -356,22 +298,15 @@ func (c *Conn) sendControlLocked(f []byte) {
 // (cutting it would corrupt the stream) and queues the slow-consumer close.
 func (c *Conn) applyCutLocked() {
 	keep := 0
-	if c.head > 0 || c.midFrame {
+	if c.head > 0 {
 		keep = 1
-		if c.loneHeader(c.queue[0]) && !c.midFrame {
-			keep = 2 // its payload
-		}
 	}
-	for _, part := range c.queue[keep:] {
-		if !c.loneHeader(part) {
-			c.dropped++ // a frame: whole, or a two-part frame's payload
-		}
-	}
+	c.dropped += int32(len(c.queue) - keep)
 	clear(c.queue[keep:])
 	c.queue = c.queue[:keep]
-	c.queued = -c.head
-	for _, part := range c.queue {
-		c.queued += int32(len(part))
+	c.queued = 0
+	if keep == 1 {
+		c.queued = int32(len(c.queue[0])) - c.head
 	}
 	c.cutPending = false
 	c.closeLocked(CloseSlowConsumer, "slow consumer")
@@ -388,34 +323,14 @@ func (c *Conn) consumeLocked(n int) {
 			break
 		}
 		n -= rest
-		c.midFrame = c.loneHeader(c.queue[i])
 		c.queue[i] = nil
 		c.head = 0
 		i++
 	}
 	if i == len(c.queue) {
 		// An idle connection keeps no queue array.
-		c.releaseQueueLocked()
-		c.midFrame = false
-		return
-	}
-	if cap(c.queue) == len(queueArray{}) {
-		// The pool's array: moved down, to go back whole.
-		n := copy(c.queue, c.queue[i:])
-		clear(c.queue[n:])
-		c.queue = c.queue[:n]
+		c.queue = nil
 		return
 	}
 	c.queue = c.queue[i:]
-}
-
-// releaseQueueLocked drops the queue, giving its array back to the pool
-// when it is the pool's.
-func (c *Conn) releaseQueueLocked() {
-	if cap(c.queue) == len(queueArray{}) && c.srv != nil {
-		a := (*queueArray)(c.queue[:len(queueArray{})])
-		clear(a[:])
-		c.srv.queues.Put(a)
-	}
-	c.queue = nil
 }

@@ -62,25 +62,6 @@ func DataFrame(payload string) []byte {
 	return append(f, payload...)
 }
 
-// DataHeader builds the header of DataFrame(payload) alone: with the
-// payload's bytes after it (Conn.PushParts) it is that frame, and the
-// payload is not copied. It is a few bytes (Go's allocator packs such
-// small ones together) and is never modified afterwards.
-func DataHeader(payload string) []byte {
-	op := opBinary
-	if utf8.ValidString(payload) {
-		op = opText
-	}
-	size := 2
-	switch n := len(payload); {
-	case n > 0xFFFF:
-		size = 10
-	case n > 125:
-		size = 4
-	}
-	return appendHeader(make([]byte, 0, size), op, len(payload))
-}
-
 // TextFrame builds a text frame from bytes the caller knows to be UTF-8 (the
 // server's own JSON).
 func TextFrame(payload []byte) []byte {

@@ -699,7 +699,6 @@ func (l *loop) closeFD(c *Conn, code int) {
 	c.state = stateClosed
 	clear(c.queue)
 	c.queue = nil
-	c.midFrame = false
 	c.queued = 0
 	dropped := c.dropped
 	c.mu.Unlock()
@@ -707,26 +706,16 @@ func (l *loop) closeFD(c *Conn, code int) {
 	c.handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
 }
 
-// writeNowLocked writes frame, and rest after it when not nil, to the
-// socket at once (Send's fast path) and returns how many bytes the kernel
-// took. The caller holds c.mu, so the loop can neither close the descriptor
-// nor write concurrently.
-func (c *Conn) writeNowLocked(frame, rest []byte) (n int, tried bool) {
+// writeNowLocked writes frame to the socket at once (Send's fast path) and
+// returns how many bytes the kernel took. The caller holds c.mu, so the loop
+// can neither close the descriptor nor write concurrently.
+func (c *Conn) writeNowLocked(frame []byte) (n int, tried bool) {
 	fd := int(c.io.fd)
 	if fd < 0 {
 		return 0, false
 	}
 	for {
-		var err error
-		if rest == nil {
-			n, err = rawWrite(fd, frame)
-		} else {
-			var iov [2]unix.Iovec
-			iov[0].Base, iov[1].Base = &frame[0], &rest[0]
-			iov[0].SetLen(len(frame))
-			iov[1].SetLen(len(rest))
-			n, err = writev(fd, iov[:])
-		}
+		n, err := rawWrite(fd, frame)
 		if err == unix.EINTR {
 			continue
 		}

@@ -349,4 +349,4 @@ func (l *loop) finish(c *Conn, code int) {
 
 // writeNowLocked: the fallback has no non-blocking socket to try; Send
 // queues for the writer goroutine.
-func (c *Conn) writeNowLocked(_, _ []byte) (int, bool) { return 0, false }
+func (c *Conn) writeNowLocked([]byte) (int, bool) { return 0, false }

@@ -10,7 +10,6 @@ import (
 	"math/rand/v2"
 	"net"
 	"runtime"
-	"sync"
 	"sync/atomic"
 	"time"
 )
@@ -85,7 +84,6 @@ type Server struct {
 	loops  []*loop
 	next   atomic.Uint32
 	closed atomic.Bool
-	queues sync.Pool // of *queueArray: the queues of connections that have frames waiting
 }
 
 // ErrServerClosed is returned by Attach after Close.
@@ -98,7 +96,6 @@ func NewServer(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("transport config: %w", err)
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger}
-	s.queues.New = func() any { return new(queueArray) }
 	for i := 0; i < cfg.Loops; i++ {
 		l, err := newLoop(s)
 		if err != nil {
@@ -183,7 +180,6 @@ func (c *Conn) markClosed() {
 	c.mu.Lock()
 	c.state = stateClosed
 	c.queue = nil
-	c.midFrame = false
 	c.queued = 0
 	c.mu.Unlock()
 }

@@ -32,7 +32,6 @@ type Format uint8
 // The formats a message is delivered in.
 const (
 	FormatWebSocket      Format = iota // /notify/ws: the payload verbatim, one data frame
-	FormatWebSocketHead                // /notify/ws: that frame's header alone, the payload going from the message (transport.Conn.PushParts)
 	FormatEnvelope                     // /notify/ws?envelope=1: a message frame with its cursor
 	FormatSSE                          // /notify/sse: a "message" event (with its id)
 	FormatSSEData                      // /notify/sse: the same without the id line (the client writes its own)

@@ -13,9 +13,6 @@ import (
 // verbatim, in a text frame when it is valid UTF-8, else a binary one.
 func wsFrame(m *hub.Message) []byte { return transport.DataFrame(m.Payload) }
 
-// wsHead is wsFrame's header alone (transport.Conn.PushParts).
-func wsHead(m *hub.Message) []byte { return transport.DataHeader(m.Payload) }
-
 // envelopeFrame is a message as /notify/ws?envelope=1 sends it, a text frame
 //
 //	{"kind":"message","cursor":"<cursor>","topic":"<name>","event":"<event>","data":<payload>}

@@ -34,12 +34,7 @@ func (c *wsClient) Deliver(m *hub.Message, direct bool) bool {
 	if c.held(m) {
 		return true
 	}
-	if c.envelope {
-		return c.conn.PushBatch(m.Frame(hub.FormatEnvelope, envelopeFrame), direct, m.Batch)
-	}
-	// The header alone, the payload's bytes after it: no copy of the
-	// payload per message.
-	return c.conn.PushParts(m.Frame(hub.FormatWebSocketHead, wsHead), m.Payload, direct, m.Batch)
+	return c.conn.PushBatch(c.frame(m), direct, m.Batch)
 }
 
 func (c *wsClient) frame(m *hub.Message) []byte {
