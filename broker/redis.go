@@ -549,8 +549,8 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, tap *pushTap, st 
 	lastMsg := time.Now()
 	var taken uint64
 	for {
-		if n := tap.taken.Load(); n != taken {
-			taken, lastMsg = n, time.Now()
+		if tap.tookSince(&taken) {
+			lastMsg = time.Now()
 		}
 		wait := r.timeout - time.Since(lastMsg)
 		if wait <= 0 {
@@ -607,14 +607,9 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 			h.Control(m.Payload)
 		case m.Pattern == "" && m.Channel == r.probeChannel:
 			r.probeBack(m.Payload, now, st)
-		case m.Pattern == UserPattern || m.Pattern == TopicPattern, m.Pattern == "" && r.interest != nil:
-			// A pattern's (both are "prefix*": ParseChannel accepts what
-			// they match), or a channel of SubscribeUser: only those are
-			// subscribed besides the two above. pushConn delivers them
-			// before go-redis reads them, on every connection dialed
-			// through dialHook; this is for one that was not.
-			deliverMessage(h, m)
 		}
+		// The messages of user and topic channels never get here: pushConn
+		// delivers them before go-redis reads the connection.
 	case *redis.Subscription:
 		if r.interest != nil {
 			if _, ours := ParseChannel(m.Channel); ours {
@@ -623,13 +618,6 @@ func (r *Redis) handle(msg any, now time.Time, h Handler, st *readerState, bo *b
 			}
 		}
 		r.confirm(st, m, bo)
-	}
-}
-
-// deliverMessage hands a message of a user's or a topic's channel to h.
-func deliverMessage(h Handler, m *redis.Message) {
-	if t, ok := ParseChannel(m.Channel); ok {
-		h.Deliver(t, decodeMessage(m.Payload))
 	}
 }
 

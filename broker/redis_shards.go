@@ -489,8 +489,8 @@ func (sr *shardRouter) receive(ctx context.Context, ps *redis.PubSub, sh *shard,
 	lastMsg := time.Now()
 	var taken uint64
 	for {
-		if n := tap.taken.Load(); n != taken {
-			taken, lastMsg = n, time.Now()
+		if tap.tookSince(&taken) {
+			lastMsg = time.Now()
 		}
 		wait := sr.timeout - time.Since(lastMsg)
 		if wait <= 0 {
@@ -514,9 +514,9 @@ func (sr *shardRouter) receive(ctx context.Context, ps *redis.PubSub, sh *shard,
 			return err
 		}
 		lastMsg = time.Now()
+		// The messages (smessage) never get here: pushConn delivers them
+		// before go-redis reads the connection.
 		switch m := msg.(type) {
-		case *redis.Message:
-			deliverMessage(h, m)
 		case *redis.Subscription:
 			if !sh.in.answered(m.Channel) && m.Kind == "sunsubscribe" {
 				sh.in.dropped(m.Channel)
