@@ -92,8 +92,8 @@ type Conn struct {
 	raw     *RawOptions // nil: WebSocket; read-only after creation
 
 	mu         sync.Mutex
-	expiry     int64    // unix ns, 0 = never; set by NewConn and SetExpiry
-	queue      [][]byte // frames not yet fully written; queue[0][head:] goes first
+	expiry     int64      // unix ns, 0 = never; set by NewConn and SetExpiry
+	queue      []outFrame // frames not yet fully written; queue[0].b[head:] goes first
 	head       int32
 	queued     int32 // bytes in queue not yet written
 	dropped    int32
@@ -105,11 +105,41 @@ type Conn struct {
 	messages   bool // read-only after creation
 	notices    bool // the handler is an ExpiryNotifier and the server gives notice; read-only after creation
 	retime     bool // SetExpiry moved expiry: the driver has yet to take the new value
+	busy       bool // data frames were queued since the last ping: the emptied queue array is kept
 
 	// Owned by the driver.
 	io ioState
 	rd readState
 }
+
+// outFrame is one frame in a connection's queue. shared, when not nil, is
+// the pooled buffer b lies in: the queue holds a reference to it until b is
+// written or dropped (release).
+type outFrame struct {
+	b      []byte
+	shared *SharedFrame
+}
+
+// release gives up the queue's reference to f's buffer, if pooled.
+func (f outFrame) release() {
+	if f.shared != nil {
+		f.shared.Release()
+	}
+}
+
+// releaseAll releases every frame of q and clears it.
+func releaseAll(q []outFrame) {
+	for _, f := range q {
+		f.release()
+	}
+	clear(q)
+}
+
+// keptQueue is the largest queue array a connection keeps once its queue
+// is empty, while data frames come (busy): a user's connection that gets
+// a message at a time then queues without allocating. An idle connection
+// (nothing but pings since the last ping) keeps none.
+const keptQueue = 2
 
 // Send queues a complete frame (from DataFrame or TextFrame) for the client,
 // writing it at once when nothing is queued ahead of it: one system call on
@@ -117,25 +147,33 @@ type Conn struct {
 // modified afterwards; the same slice may go to many connections. It never
 // blocks: when the queue would exceed the configured limit the connection is
 // cut with CloseSlowConsumer. It reports whether the frame was taken.
-func (c *Conn) Send(frame []byte) bool { return c.send(frame, true, nil) }
+func (c *Conn) Send(frame []byte) bool { return c.send(outFrame{b: frame}, true, nil) }
 
 // Enqueue is Send without the immediate write: the event loop writes the
 // frame, coalescing it with others queued meanwhile. A caller fanning one
 // message out to many connections uses it to spread the writes over the
 // loops instead of making them all itself.
-func (c *Conn) Enqueue(frame []byte) bool { return c.send(frame, false, nil) }
+func (c *Conn) Enqueue(frame []byte) bool { return c.send(outFrame{b: frame}, false, nil) }
 
 // Push is Send when direct (the caller writes a few connections itself),
 // else Enqueue (it fans out to many and leaves the writes to the loops).
-func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(frame, direct, nil) }
+func (c *Conn) Push(frame []byte, direct bool) bool { return c.send(outFrame{b: frame}, direct, nil) }
 
 // PushBatch is Enqueue with the event loop's wake-up held back in b until
 // b.Flush, when b is not nil; else Push(frame, direct).
 func (c *Conn) PushBatch(frame []byte, direct bool, b *Batch) bool {
-	return c.send(frame, direct && b == nil, b)
+	return c.send(outFrame{b: frame}, direct && b == nil, b)
 }
 
-func (c *Conn) send(frame []byte, direct bool, b *Batch) bool {
+// PushShared is PushBatch of a pooled frame: the connection takes a
+// reference to f while it holds the frame (none when it is written at once
+// or refused); the caller keeps its own and releases it when it is done.
+func (c *Conn) PushShared(f *SharedFrame, direct bool, b *Batch) bool {
+	return c.send(outFrame{b: f.b, shared: f}, direct && b == nil, b)
+}
+
+func (c *Conn) send(f outFrame, direct bool, b *Batch) bool {
+	frame := f.b
 	c.mu.Lock()
 	if c.state >= stateClosing {
 		c.mu.Unlock()
@@ -160,7 +198,7 @@ func (c *Conn) send(frame []byte, direct bool, b *Batch) bool {
 			if n < len(frame) {
 				// The socket took part or nothing: the rest waits for the
 				// loop, which resumes on EPOLLOUT.
-				c.queue = append(c.queue, frame)
+				c.queueLocked(f)
 				c.head = int32(n)
 				c.queued = int32(len(frame) - n)
 				c.blocked = true
@@ -169,8 +207,9 @@ func (c *Conn) send(frame []byte, direct bool, b *Batch) bool {
 			return true
 		}
 	}
-	c.queue = append(c.queue, frame)
+	c.queueLocked(f)
 	c.queued += int32(len(frame))
+	c.busy = true
 	wake := c.wakeLocked()
 	c.mu.Unlock()
 	switch {
@@ -262,7 +301,7 @@ func (c *Conn) closeLocked(code int, reason string) {
 		f = c.raw.Close(code, reason)
 	}
 	if len(f) > 0 {
-		c.queue = append(c.queue, f)
+		c.queue = append(c.queue, outFrame{b: f})
 		c.queued += int32(len(f))
 	}
 	c.state = stateClosing
@@ -278,9 +317,10 @@ func (c *Conn) pingFrame() []byte {
 }
 
 // wakeLocked marks the connection scheduled and reports whether the driver
-// must be woken. Held connections are flushed when attached.
+// must be woken. Connections not attached yet (held, or closed or cut while
+// held) are flushed when attached.
 func (c *Conn) wakeLocked() bool {
-	if c.state == stateHeld || c.scheduled || c.blocked {
+	if c.drv == nil || c.scheduled || c.blocked {
 		return false
 	}
 	c.scheduled = true
@@ -290,8 +330,24 @@ func (c *Conn) wakeLocked() bool {
 // sendControlLocked queues a frame generated by the server itself (pong, ping,
 // close echo); unlike Send it is allowed while closing and is not limited.
 func (c *Conn) sendControlLocked(f []byte) {
-	c.queue = append(c.queue, f)
+	c.queue = append(c.queue, outFrame{b: f})
 	c.queued += int32(len(f))
+}
+
+// queueLocked appends f to the queue, with a reference to its buffer.
+func (c *Conn) queueLocked(f outFrame) {
+	if f.shared != nil {
+		f.shared.retain()
+	}
+	c.queue = append(c.queue, f)
+}
+
+// dropQueueLocked releases and forgets the whole queue (the connection is
+// closed).
+func (c *Conn) dropQueueLocked() {
+	releaseAll(c.queue)
+	c.queue = nil
+	c.queued = 0
 }
 
 // applyCutLocked drops every queued frame except one already partly written
@@ -302,11 +358,11 @@ func (c *Conn) applyCutLocked() {
 		keep = 1
 	}
 	c.dropped += int32(len(c.queue) - keep)
-	clear(c.queue[keep:])
+	releaseAll(c.queue[keep:])
 	c.queue = c.queue[:keep]
 	c.queued = 0
 	if keep == 1 {
-		c.queued = int32(len(c.queue[0])) - c.head
+		c.queued = int32(len(c.queue[0].b)) - c.head
 	}
 	c.cutPending = false
 	c.closeLocked(CloseSlowConsumer, "slow consumer")
@@ -317,20 +373,24 @@ func (c *Conn) consumeLocked(n int) {
 	c.queued -= int32(n)
 	i := 0
 	for n > 0 {
-		rest := len(c.queue[i]) - int(c.head)
+		rest := len(c.queue[i].b) - int(c.head)
 		if n < rest {
 			c.head += int32(n)
 			break
 		}
 		n -= rest
-		c.queue[i] = nil
+		c.queue[i].release()
+		c.queue[i] = outFrame{}
 		c.head = 0
 		i++
 	}
-	if i == len(c.queue) {
+	switch {
+	case i < len(c.queue):
+		c.queue = c.queue[i:]
+	case c.busy && cap(c.queue) <= keptQueue:
+		c.queue = c.queue[:0] // the next message queues in it
+	default:
 		// An idle connection keeps no queue array.
 		c.queue = nil
-		return
 	}
-	c.queue = c.queue[i:]
 }

@@ -53,13 +53,7 @@ func appendHeader(dst []byte, op byte, n int) []byte {
 // allocation and is never modified afterwards, so the same bytes can be queued
 // on any number of connections.
 func DataFrame(payload string) []byte {
-	op := opBinary
-	if utf8.ValidString(payload) {
-		op = opText
-	}
-	f := make([]byte, 0, maxServerFrameHeader+len(payload))
-	f = appendHeader(f, op, len(payload))
-	return append(f, payload...)
+	return appendDataFrame(make([]byte, 0, maxServerFrameHeader+len(payload)), payload)
 }
 
 // TextFrame builds a text frame from bytes the caller knows to be UTF-8 (the

@@ -35,7 +35,7 @@ func parseAll(data []byte, step int, messages bool) string {
 		c.feed(buf)
 	}
 	for _, f := range c.queue {
-		fmt.Fprintf(&rec.out, "sent %x\n", f)
+		fmt.Fprintf(&rec.out, "sent %x\n", f.b)
 	}
 	fmt.Fprintf(&rec.out, "done=%v peerClosed=%v state=%d code=%d", c.rd.done, c.rd.peerClosed, c.state, c.closeCode)
 	return rec.out.String()

@@ -549,6 +549,7 @@ func (l *loop) timersLocked(c *Conn, now int64) {
 			c.sendControlLocked(p)
 		}
 		c.io.nextPing = now + l.ping
+		c.busy = false // until the next data frame: see keptQueue
 	}
 }
 
@@ -648,10 +649,11 @@ func (l *loop) flush(c *Conn) {
 // maxIOV of them) and returns it with the bytes it covers.
 func (l *loop) iovecsLocked(c *Conn) ([]unix.Iovec, int) {
 	iov, total := l.iov[:0], 0
-	for i, f := range c.queue {
+	for i, qf := range c.queue {
 		if i == maxIOV {
 			break
 		}
+		f := qf.b
 		if i == 0 {
 			f = f[c.head:]
 		}
@@ -702,9 +704,7 @@ func (l *loop) closeFD(c *Conn, code int) {
 	// never see a number the kernel may already have given to a new socket.
 	c.io.fd = -1
 	c.state = stateClosed
-	clear(c.queue)
-	c.queue = nil
-	c.queued = 0
+	c.dropQueueLocked() // nobody writes from it now: the loop is here
 	dropped := c.dropped
 	c.mu.Unlock()
 	rawClose(fd)

@@ -257,6 +257,7 @@ func (l *loop) onTick(c *Conn, now time.Time, t *writerTimers) bool {
 			c.sendControlLocked(p)
 		}
 		t.nextPing = now.Add(ping)
+		c.busy = false // until the next data frame: see keptQueue
 	}
 	c.mu.Unlock()
 	return true
@@ -305,7 +306,9 @@ func (l *loop) flush(c *Conn) (flushed, closing bool, err error) {
 			return true, closing, nil
 		}
 		bufs := make(net.Buffers, len(c.queue))
-		copy(bufs, c.queue)
+		for i, f := range c.queue {
+			bufs[i] = f.b
+		}
 		bufs[0] = bufs[0][c.head:]
 		c.mu.Unlock()
 
@@ -339,6 +342,8 @@ func (l *loop) finish(c *Conn, code int) {
 		l.mu.Unlock()
 		c.mu.Lock()
 		c.state = stateClosed
+		// Not released: the writer goroutine may still be writing from
+		// them. Pooled buffers among them are left to the collector.
 		c.queue = nil
 		c.queued = 0
 		dropped := c.dropped

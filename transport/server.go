@@ -179,8 +179,7 @@ func (s *Server) Close() {
 func (c *Conn) markClosed() {
 	c.mu.Lock()
 	c.state = stateClosed
-	c.queue = nil
-	c.queued = 0
+	c.dropQueueLocked()
 	c.mu.Unlock()
 }
 
@@ -189,13 +188,12 @@ func (c *Conn) prependLocked(first [][]byte) {
 	if len(first) == 0 {
 		return
 	}
-	q := make([][]byte, 0, len(first)+len(c.queue))
-	q = append(q, first...)
-	q = append(q, c.queue...)
-	c.queue = q
+	q := make([]outFrame, 0, len(first)+len(c.queue))
 	for _, f := range first {
+		q = append(q, outFrame{b: f})
 		c.queued += int32(len(f))
 	}
+	c.queue = append(q, c.queue...)
 }
 
 // firstPing is how long after registering a connection its first ping is

@@ -113,6 +113,41 @@ func TestHeldConnectionKeepsOrder(t *testing.T) {
 	}
 }
 
+// TestHeldConnectionClosedOrCut: a connection closed, or cut as a slow
+// consumer, before it is attached (a burst to a user while it connects)
+// waits for Attach, which sends what was queued and the close.
+func TestHeldConnectionClosedOrCut(t *testing.T) {
+	cases := []struct {
+		name string
+		held func(c *Conn)
+		want []string // data frames before the close
+		code int
+	}{
+		{"closed", func(c *Conn) {
+			c.Send(DataFrame("held-1"))
+			c.Close(CloseGoingAway, "")
+		}, []string{"held-1"}, CloseGoingAway},
+		{"cut", func(c *Conn) {
+			for c.Send(DataFrame(strings.Repeat("p", 500))) {
+			}
+		}, nil, CloseSlowConsumer},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := testConfig()
+			cfg.SendQueueBytes = 4096
+			ts := startServer(t, cfg, serverOpts{held: tc.held})
+			rc := dialRaw(t, ts.addr, nil)
+			for _, want := range tc.want {
+				if f := rc.read(); string(f.Payload) != want {
+					t.Fatalf("got %q, want %q", f.Payload, want)
+				}
+			}
+			rc.expectClose(tc.code)
+		})
+	}
+}
+
 // TestHandlerPerConnection: each connection's events go to the Handler it
 // was created with, and to no other.
 func TestHandlerPerConnection(t *testing.T) {
