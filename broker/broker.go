@@ -41,6 +41,11 @@ type Handler interface {
 	// Deliver receives a message published on a user's or a topic's
 	// channel. t.Name may be empty ("notify:" names nobody): the handler
 	// counts and drops it.
+	//
+	// t.Name and m.Payload may be views of the broker's read buffer (the
+	// Redis brokers': no copy per message), valid only until Deliver
+	// returns: a handler that keeps either keeps a copy (Target.Clone,
+	// Message.Clone). m.Cursor and m.Event are its own.
 	Deliver(t Target, m Message)
 	// Control receives a node-to-node command published on ControlChannel.
 	Control(payload string)
@@ -110,6 +115,12 @@ func StateKey(userID string) string { return UserPrefix + userID + StateSuffix }
 type Target struct {
 	Topic bool   // false: a user id
 	Name  string // user id or topic name; empty when the channel names none
+}
+
+// Clone returns t with a name of its own (see Handler.Deliver).
+func (t Target) Clone() Target {
+	t.Name = strings.Clone(t.Name)
+	return t
 }
 
 // ParseChannel tells which user or topic a channel addresses. ok is false for

@@ -111,7 +111,7 @@ func (r *recorder) Deliver(t Target, m Message) {
 	if t.Topic {
 		channel = TopicChannel(t.Name)
 	}
-	r.record(msg{channel, m.Payload})
+	r.record(msg{channel, strings.Clone(m.Payload)}) // a view of the read buffer
 }
 
 func (r *recorder) Control(payload string) { r.record(msg{ControlChannel, payload}) }

@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 
@@ -89,7 +90,7 @@ var _ Flusher = (*holdingRecorder)(nil)
 func (h *holdingRecorder) Deliver(t Target, m Message) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.held = append(h.held, msg{t.Channel(), m.Payload})
+	h.held = append(h.held, msg{t.Channel(), strings.Clone(m.Payload)})
 }
 
 func (h *holdingRecorder) Control(payload string) { h.rec.Control(payload) }

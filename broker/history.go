@@ -75,6 +75,12 @@ type Message struct {
 	Event string
 }
 
+// Clone returns m with a payload of its own (see Handler.Deliver).
+func (m Message) Clone() Message {
+	m.Payload = strings.Clone(m.Payload)
+	return m
+}
+
 // Entry is one message kept in a stream's history.
 type Entry struct {
 	Cursor  Cursor

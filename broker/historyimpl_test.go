@@ -52,7 +52,7 @@ type historyRecorder struct {
 
 func (r *historyRecorder) Deliver(t Target, m Message) {
 	select {
-	case r.ch <- delivery{t, m}:
+	case r.ch <- delivery{t.Clone(), m.Clone()}:
 	default:
 		r.t.Errorf("recorder full, dropped a message to %v", t)
 	}

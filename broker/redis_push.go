@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync/atomic"
+	"unsafe"
 )
 
 // The broker's own reader of a pub/sub connection's messages (pushConn).
@@ -13,10 +15,11 @@ import (
 // go-redis parses every message of a subscription into a *Message with
 // three strings, through an []interface{} reply: reading the messages here
 // instead halved what one per-user delivery allocates (544 -> 273 bytes in
-// make bench, issue 13). pushConn sits between the socket and go-redis: it
+// make bench, issue 13), and handing the Handler views of the read buffer
+// (valid during Deliver, as Handler documents) took the rest of the
+// message's share. pushConn sits between the socket and go-redis: it
 // finds the RESP frames in what it reads, hands the messages of user and
-// topic channels to the Handler itself, with one string for channel and
-// payload, and passes every other frame (subscription confirmations,
+// topic channels to the Handler itself, and passes every other frame (subscription confirmations,
 // PONGs, errors, the HELLO reply, the probe and control channels'
 // messages) on to go-redis byte for byte. go-redis stays the client:
 // dialing, commands, reconnecting and everything the session reads.
@@ -68,6 +71,10 @@ type pushConn struct {
 	passOff int
 	err     error // the socket's error, returned once what came before it is parsed
 	bad     error // a protocol error: the stream cannot be read on
+	// The last epoch and event delivered, kept as strings of their own:
+	// the Handler may keep a message's cursor and event, and a stream's
+	// messages all carry the same epoch.
+	epoch, event string
 }
 
 // Read gives go-redis the next frames that are not user or topic messages,
@@ -148,7 +155,9 @@ func (c *pushConn) parse() error {
 			return nil // the rest has yet to arrive
 		}
 		if t, m, ok := pushMessage(b[:end]); ok {
-			c.tap.h.Deliver(t, m)
+			m.Cursor.Epoch = keep(&c.epoch, m.Cursor.Epoch)
+			m.Event = keep(&c.event, m.Event)
+			c.tap.h.Deliver(t, m) // t.Name and m.Payload are views of in
 			taken++
 		} else {
 			c.pass = append(c.pass, b[:end]...)
@@ -162,10 +171,19 @@ func (c *pushConn) parse() error {
 	return nil
 }
 
+// keep returns s as a string of its own: *last when equal (no copy), else
+// a copy, which becomes *last.
+func keep(last *string, s string) string {
+	if s != *last {
+		*last = strings.Clone(s)
+	}
+	return *last
+}
+
 // pushMessage reads frame as a message of a user's or a topic's channel:
 // "message" or "smessage" (a channel's) or "pmessage" of UserPattern or
 // TopicPattern, as a RESP2 array or a RESP3 push. Anything else is not
-// ok and goes to go-redis.
+// ok and goes to go-redis. What it returns are views of frame.
 func pushMessage(frame []byte) (Target, Message, bool) {
 	if len(frame) < 4 || (frame[0] != '*' && frame[0] != '>') {
 		return Target{}, Message{}, false
@@ -194,7 +212,6 @@ func pushMessage(frame []byte) (Target, Message, bool) {
 	default:
 		return Target{}, Message{}, false
 	}
-	chStart := i
 	channel, i, ok := bulkAt(frame, i)
 	if !ok {
 		return Target{}, Message{}, false
@@ -206,12 +223,16 @@ func pushMessage(frame []byte) (Target, Message, bool) {
 	if !ok || i != len(frame) {
 		return Target{}, Message{}, false
 	}
-	// One string holds both, and what lies between them: the channel's
-	// name and the payload are cut from it.
-	chOff := chStart + bytes.IndexByte(frame[chStart:], '\n') + 1
-	s := string(frame[chOff : len(frame)-2])
-	t, _ := ParseChannel(s[:len(channel)])
-	return t, decodeMessage(s[len(s)-len(payload):]), true
+	t, _ := ParseChannel(view(channel))
+	return t, decodeMessage(view(payload)), true
+}
+
+// view is b as a string without a copy: valid while b's bytes are.
+func view(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }
 
 // bulkAt reads the bulk string at frame[i:] ("$<n>\r\n<n bytes>\r\n"),

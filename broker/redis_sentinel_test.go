@@ -3,6 +3,7 @@ package broker
 import (
 	"context"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -171,7 +172,7 @@ type arrival struct {
 
 func (r *timedRecorder) Deliver(_ Target, m Message) {
 	select {
-	case r.ch <- arrival{m.Payload, time.Now()}:
+	case r.ch <- arrival{strings.Clone(m.Payload), time.Now()}:
 	default:
 		r.t.Errorf("recorder full, dropped %q", m.Payload)
 	}

@@ -80,7 +80,7 @@ func main() {
 	flag.BoolVar(&o.broadcastOnly, "broadcast-only", false, "run only the single node's ramp and broadcast run, history off")
 	flag.BoolVar(&o.perUserOnly, "peruser-only", false, "run only the floor and the per-user runs, on a node with history off (GOMAXPROCS from the environment)")
 	flag.IntVar(&o.concurrency, "concurrency", 64, "handshakes in flight per client process")
-	flag.StringVar(&o.profile, "profile", "", "write CPU profiles of the node's timed runs to this directory")
+	flag.StringVar(&o.profile, "profile", "", "write CPU and allocation profiles of the node's timed runs to this directory")
 	flag.IntVar(&o.relayConns, "relay-conns", 5000, "relayed connections (and as many direct ones) in the relay run")
 	flag.IntVar(&o.relayRate, "relay-rate", 10000, "messages per second in the relay run")
 	flag.IntVar(&o.sinceConns, "since-conns", 5000, "connections that resume with 100 missed messages each (history run)")
@@ -421,6 +421,10 @@ func (b *bench) timedRunFor(name string, rate int, d, tail time.Duration, channe
 	}
 	del0, cpu0, alloc0 := b.srv.metric("notify_messages_delivered_total"), b.srv.cpu(), b.srv.metric("go_memstats_alloc_bytes_total")
 	load0 := b.loadCPU()
+	if b.o.profile != "" {
+		// pprof -base <name>_allocs0 <name>_allocs: what the run allocated.
+		b.srv.saveProfile(b.o.profile, "allocs", name+b.suffix+"_allocs0")
+	}
 	wait := b.srv.profileCPU(b.o.profile, name+b.suffix, d-time.Second)
 	var t timed
 	t.sent = publish(b.rdb, rate, d, channel)
@@ -429,6 +433,9 @@ func (b *bench) timedRunFor(name string, rate int, d, tail time.Duration, channe
 	t.delivered, t.cpu = b.srv.metric("notify_messages_delivered_total")-del0, b.srv.cpu()-cpu0
 	t.alloc = b.srv.metric("go_memstats_alloc_bytes_total") - alloc0
 	t.load = b.loadCPU() - load0
+	if b.o.profile != "" {
+		b.srv.saveProfile(b.o.profile, "allocs", name+b.suffix+"_allocs")
+	}
 	var err error
 	if t.hist, t.received, t.closed, err = collect(b.clients); err != nil {
 		return timed{}, err

@@ -18,6 +18,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -101,17 +102,18 @@ func New(cfg Config) (*Handoff, error) {
 
 // Delivered is told, by the hub, of every message with history for a user
 // and how many local connections took it. It never blocks: it runs on the
-// broker's reader.
+// broker's reader. user and m.Payload are the broker's (broker.Handler):
+// what is kept is copied.
 func (h *Handoff) Delivered(user string, m broker.Message, took int) {
 	switch owns := h.cfg.Owners.Owns(user); {
 	case took == 0 && owns:
-		h.track(user, m)
+		h.track(strings.Clone(user), m.Clone())
 	case took > 0 && !owns:
 		// The owner may count the user as offline: tell it, through the
 		// broker, that the user got this one.
 		h.mu.Lock()
 		if len(h.seen) < h.cfg.Queue {
-			h.seen = append(h.seen, seen{user, m.Cursor})
+			h.seen = append(h.seen, seen{strings.Clone(user), m.Cursor})
 		}
 		h.mu.Unlock()
 		signal(h.wake)

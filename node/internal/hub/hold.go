@@ -1,6 +1,7 @@
 package hub
 
 import (
+	"strings"
 	"sync"
 
 	"github.com/notify-dev/notify/broker"
@@ -36,7 +37,7 @@ func (h *Hold) Offer(m *Message) bool {
 		h.overflow = true // keep counting; nothing more is kept
 		return true
 	}
-	h.held = append(h.held, Message{Topic: m.Topic, Name: m.Name, Payload: m.Payload, Cursor: m.Cursor, Event: m.Event})
+	h.held = append(h.held, Message{Topic: m.Topic, Name: strings.Clone(m.Name), Payload: strings.Clone(m.Payload), Cursor: m.Cursor, Event: m.Event})
 	return true
 }
 

@@ -3,6 +3,7 @@ package hub
 import (
 	"slices"
 	"testing"
+	"unsafe"
 
 	"github.com/notify-dev/notify/broker"
 )
@@ -51,4 +52,19 @@ func TestHold(t *testing.T) {
 	if !over {
 		t.Fatal("4 bytes held under a 3-byte limit: no overflow")
 	}
+}
+
+// TestHoldCopies: a held message keeps its name and payload though the
+// buffer the broker handed them in is reused right after the delivery.
+func TestHoldCopies(t *testing.T) {
+	h := NewHold(1 << 10)
+	buf := []byte("user-1payload-1")
+	m := Message{Name: unsafe.String(&buf[0], 6), Payload: unsafe.String(&buf[6], 9)}
+	h.Offer(&m)
+	copy(buf, "XXXXXXXXXXXXXXX") // the broker's next read
+	h.Release(func(bool, string) broker.Cursor { return broker.Cursor{} }, func(live []Message, _ bool) {
+		if len(live) != 1 || live[0].Name != "user-1" || live[0].Payload != "payload-1" {
+			t.Fatalf("held %+v, want user-1/payload-1", live)
+		}
+	})
 }

@@ -37,9 +37,10 @@ type Hub struct {
 	open     atomic.Int64
 	metrics  *metrics
 	log      *slog.Logger
-	messages sync.Pool // *Message, reused across deliveries
-	watcher  Watcher   // nil: none
-	interest Interest  // nil: none
+	messages sync.Pool           // *Message, reused across deliveries
+	frames   transport.FramePool // of the messages to a user's few connections
+	watcher  Watcher             // nil: none
+	interest Interest            // nil: none
 	// batch holds back the event loops' wake-ups of DeliverBatched until
 	// Flush; the broker's reader, which calls both, owns it.
 	batch transport.Batch
@@ -47,7 +48,8 @@ type Hub struct {
 
 // Watcher is told of every delivery of a user's message with history and
 // how many local clients took it (the hand-off of undelivered messages). It
-// runs on the broker's reader and must not block.
+// runs on the broker's reader and must not block; user and m.Payload are
+// valid only during the call (broker.Handler).
 type Watcher interface {
 	Delivered(user string, m broker.Message, took int)
 }
@@ -168,6 +170,7 @@ func (h *Hub) fanOut(t broker.Target, bm broker.Message, b *transport.Batch) int
 	m.Batch = b
 	took := 0
 	if len(members) <= directFanout {
+		m.pool = &h.frames
 		var few [directFanout]*Client
 		n := copy(few[:], members)
 		s.mu.RUnlock()
@@ -187,8 +190,9 @@ func (h *Hub) fanOut(t broker.Target, bm broker.Message, b *transport.Batch) int
 	return took
 }
 
-// release returns a delivered message to the pool: no Sink keeps the
-// Message itself, only the frames it built.
+// release returns a delivered message to the pool, with the hub's
+// references to its pooled frames: no Sink keeps the Message itself, only
+// the frames it built.
 func (h *Hub) release(m *Message) {
 	m.reset()
 	h.messages.Put(m)

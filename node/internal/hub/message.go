@@ -9,6 +9,10 @@ import (
 // target. Each protocol's bytes for it are built once, by the first
 // recipient that needs them (Frame), and the same bytes go to every other
 // recipient of that protocol.
+//
+// Name and Payload are valid only during Sink.Deliver (they may be views of
+// the broker's read buffer, see broker.Handler): a Sink that keeps them
+// keeps copies (Hold does).
 type Message struct {
 	Topic   bool   // Name is a topic; else a user id
 	Name    string // the user id or topic name
@@ -23,7 +27,11 @@ type Message struct {
 	// (transport.Conn.PushBatch): the loops are woken once per batch.
 	Batch *transport.Batch
 
+	// pool, when not nil, is where SharedFrame builds its frames: the hub
+	// sets it for a message to a few connections (a user's).
+	pool   *transport.FramePool
 	frames [numFormats][]byte
+	shared [numFormats]*transport.SharedFrame
 }
 
 // Format is one protocol's encoding of a message.
@@ -52,4 +60,26 @@ func (m *Message) Frame(f Format, encode func(*Message) []byte) []byte {
 	return m.frames[f]
 }
 
-func (m *Message) reset() { *m = Message{} }
+// SharedFrame is Frame in a pooled buffer, for Conn.PushShared: nil when
+// the hub gave m no pool (a message to many connections shares Frame's
+// bytes; a buffer's one reference count would be taken and given back by
+// every loop, on every core). The hub releases its reference after the
+// delivery; each connection holds its own while it needs the bytes.
+func (m *Message) SharedFrame(f Format, encode func(*Message, *transport.FramePool) *transport.SharedFrame) *transport.SharedFrame {
+	if m.pool == nil {
+		return nil
+	}
+	if m.shared[f] == nil {
+		m.shared[f] = encode(m, m.pool)
+	}
+	return m.shared[f]
+}
+
+func (m *Message) reset() {
+	for _, f := range m.shared {
+		if f != nil {
+			f.Release()
+		}
+	}
+	*m = Message{}
+}

@@ -13,6 +13,11 @@ import (
 // verbatim, in a text frame when it is valid UTF-8, else a binary one.
 func wsFrame(m *hub.Message) []byte { return transport.DataFrame(m.Payload) }
 
+// wsSharedFrame is wsFrame in a pooled buffer.
+func wsSharedFrame(m *hub.Message, p *transport.FramePool) *transport.SharedFrame {
+	return p.DataFrame(m.Payload)
+}
+
 // envelopeFrame is a message as /notify/ws?envelope=1 sends it, a text frame
 //
 //	{"kind":"message","cursor":"<cursor>","topic":"<name>","event":"<event>","data":<payload>}

@@ -71,7 +71,9 @@ type ssePositions struct {
 
 func (p *ssePositions) advance(m *hub.Message) {
 	if m.Topic {
-		p.topics[m.Name] = m.Cursor
+		// A copy: m.Name may be a view of the broker's buffer, and a map
+		// assignment replaces an equal key's string too.
+		p.topics[strings.Clone(m.Name)] = m.Cursor
 	} else {
 		p.user = m.Cursor
 	}

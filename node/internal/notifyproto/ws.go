@@ -34,6 +34,11 @@ func (c *wsClient) Deliver(m *hub.Message, direct bool) bool {
 	if c.held(m) {
 		return true
 	}
+	if !c.envelope {
+		if f := m.SharedFrame(hub.FormatWebSocket, wsSharedFrame); f != nil {
+			return c.conn.PushShared(f, direct, m.Batch)
+		}
+	}
 	return c.conn.PushBatch(c.frame(m), direct, m.Batch)
 }
 
