@@ -137,7 +137,7 @@ func (c *pushConn) fill() error {
 }
 
 // parse goes through the whole frames in in: messages to the Handler,
-// everything else to pass.
+// until a frame for go-redis, which goes to pass and ends the call.
 func (c *pushConn) parse() error {
 	taken := uint64(0)
 	defer func() {
@@ -160,7 +160,11 @@ func (c *pushConn) parse() error {
 			c.tap.h.Deliver(t, m) // t.Name and m.Payload are views of in
 			taken++
 		} else {
+			// go-redis reads this frame before the messages after it are
+			// delivered: a control message keeps its place among them.
 			c.pass = append(c.pass, b[:end]...)
+			c.off += end
+			return nil
 		}
 		c.off += end
 	}
