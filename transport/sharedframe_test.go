@@ -75,26 +75,7 @@ func TestSharedFramesReleased(t *testing.T) {
 		name string
 		run  func(t *testing.T, ts *testServer, push func(c *Conn) *SharedFrame) []*SharedFrame
 	}{
-		{"written", func(t *testing.T, ts *testServer, push func(c *Conn) *SharedFrame) []*SharedFrame {
-			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-			defer cancel()
-			cl, _, err := websocket.Dial(ctx, ts.url(), nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer cl.CloseNow()
-			c := ts.nextConn(t)
-			var fs []*SharedFrame
-			for range 100 {
-				fs = append(fs, push(c))
-			}
-			for i := range fs {
-				if _, _, err := cl.Read(ctx); err != nil {
-					t.Fatalf("read %d: %v", i, err)
-				}
-			}
-			return fs
-		}},
+		{"written", pushAndRead},
 		{"cut as a slow consumer", func(t *testing.T, ts *testServer, push func(c *Conn) *SharedFrame) []*SharedFrame {
 			slow := dialRaw(t, ts.addr, nil) // reads nothing until the cut
 			c := ts.nextConn(t)
@@ -141,6 +122,28 @@ func TestSharedFramesReleased(t *testing.T) {
 			}
 		})
 	}
+}
+
+// pushAndRead pushes 100 frames to a client that reads them all.
+func pushAndRead(t *testing.T, ts *testServer, push func(c *Conn) *SharedFrame) []*SharedFrame {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.CloseNow()
+	c := ts.nextConn(t)
+	var fs []*SharedFrame
+	for range 100 {
+		fs = append(fs, push(c))
+	}
+	for i := range fs {
+		if _, _, err := cl.Read(ctx); err != nil {
+			t.Fatalf("read %d: %v", i, err)
+		}
+	}
+	return fs
 }
 
 // TestSharedFrameOverRelease: a reference given back twice is a bug, not a

@@ -144,6 +144,50 @@ func TestDirectForFewQueuedForMany(t *testing.T) {
 	}
 }
 
+// TestSharedFramesForFew: a message to a few connections has its frames
+// built once in a pooled buffer (SharedFrame), and one to many has none
+// (they share Frame's bytes).
+func TestSharedFramesForFew(t *testing.T) {
+	h, _ := newHub(t)
+	var sinks []*sink
+	for i := range directFanout + 1 {
+		c, s := newClient(fmt.Sprint("u", i))
+		h.Add(c)
+		h.JoinTopic(c, "big")
+		if i < 2 {
+			h.JoinTopic(c, "pair")
+		}
+		sinks = append(sinks, s)
+	}
+	encoded := 0
+	encode := func(m *Message, p *transport.FramePool) *transport.SharedFrame {
+		encoded++
+		return p.DataFrame(m.Payload)
+	}
+	var got []string
+	for _, s := range sinks {
+		s.onDeliver = func(m *Message) {
+			f := m.SharedFrame(FormatWebSocket, encode)
+			got = append(got, fmt.Sprint(m.Name, " ", f != nil))
+			if f != nil && string(f.Bytes()[2:]) != m.Payload {
+				t.Errorf("shared frame %q for payload %q", f.Bytes(), m.Payload)
+			}
+		}
+	}
+	h.Deliver(topic("pair"), msg("1"))
+	h.Deliver(topic("big"), msg("2"))
+	if encoded != 1 {
+		t.Errorf("the pair's frame was built %d times, want once", encoded)
+	}
+	want := []string{"pair true", "pair true"}
+	for range directFanout + 1 {
+		want = append(want, "big false")
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("deliveries %v, want %v", got, want)
+	}
+}
+
 // DeliverBatched never writes on the caller's goroutine, small set or
 // large: every client gets the message with the hub's batch, for its loop
 // to write once Flush wakes it.
