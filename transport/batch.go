@@ -36,13 +36,14 @@ func (b *Batch) add(c *Conn) {
 	lc := &b.loops[i]
 	lc.conns = append(lc.conns, c)
 	if len(lc.conns) >= batchWakeAt {
-		lc.wake()
+		lc.wake(true)
 	}
 }
 
-// wake hands the connections to their loop, with one wake-up.
-func (lc *loopConns) wake() {
-	lc.l.wakeAll(lc.conns)
+// wake hands the connections to their loop, with one wake-up. early: more
+// of the same message is still to be queued.
+func (lc *loopConns) wake(early bool) {
+	lc.l.wakeAll(lc.conns, early)
 	clear(lc.conns) // the slice is kept; the connections are not
 	lc.conns = lc.conns[:0]
 }
@@ -52,7 +53,7 @@ func (lc *loopConns) wake() {
 func (b *Batch) Flush() {
 	for i := range b.loops {
 		if len(b.loops[i].conns) > 0 {
-			b.loops[i].wake()
+			b.loops[i].wake(false)
 		}
 	}
 }

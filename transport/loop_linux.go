@@ -62,6 +62,7 @@ type loop struct {
 	pending   []*Conn // to flush
 	adds      []*Conn // to register
 	relayAdds []*relayPair
+	yield     bool // pending came from a batch still being queued (wakeAll)
 	signaled  bool
 	stopping  bool
 	done      chan struct{}
@@ -183,9 +184,12 @@ func (l *loop) wake(c *Conn) {
 }
 
 // wakeAll queues cs for a flush on the loop with one wake-up (Batch).
-func (l *loop) wakeAll(cs []*Conn) {
+// early: the producer is still queuing (its batch reached batchWakeAt
+// connections of this loop before its Flush; see runBatch).
+func (l *loop) wakeAll(cs []*Conn, early bool) {
 	l.mu.Lock()
 	l.pending = append(l.pending, cs...)
+	l.yield = l.yield || early
 	l.unlockAndSignal()
 }
 
@@ -214,6 +218,7 @@ type batch struct {
 	adds      []*Conn
 	pending   []*Conn
 	relayAdds []*relayPair
+	yield     bool // see runBatch
 }
 
 func (l *loop) run() {
@@ -353,6 +358,7 @@ func (l *loop) take(b *batch) (stopping bool) {
 	b.adds, l.adds = l.adds, b.adds[:0]
 	b.pending, l.pending = l.pending, b.pending[:0]
 	b.relayAdds, l.relayAdds = l.relayAdds, b.relayAdds[:0]
+	b.yield, l.yield = l.yield, false
 	l.signaled = false
 	stopping = l.stopping
 	l.mu.Unlock()
@@ -367,16 +373,18 @@ const yieldEvery = 256
 // that asked for it. Entries are cleared so the slices, reused, keep nothing
 // alive.
 //
-// Every yieldEvery flushes the loop yields (runtime.Gosched). A message to
-// a big topic has the loops flushing while the broker's reader still queues
-// it (Batch wakes them every batchWakeAt connections), and loops that never
-// wait leave that reader, which makes their work, only a share of the
+// When the batch holds part of a message still being queued (a big
+// topic's: Batch wakes the loops every batchWakeAt connections), the loop
+// yields every yieldEvery flushes (runtime.Gosched). Loops that never wait
+// leave the broker's reader, which makes their work, only a share of the
 // cores: the reader falls behind, each connection's flush finds one frame,
 // each frame costs a writev, and the loops are busier still. With 2 cores
 // and 10,000 connections that state held, 0.33-0.53 M deliveries per
 // CPU-second with half of them late past the bench's second; yielding lets
 // the reader keep up, so the frames of a connection waiting for its turn
-// meet in one writev: 1.12 M, none lost (make bench, issue 13).
+// meet in one writev: 1.12 M, none lost (make bench, issue 13). Other
+// batches do not yield: a yield can cost the loop a time slice of another
+// goroutine, which doubled the readers' p99 in make fault's slow-readers.
 func (l *loop) runBatch(b *batch) {
 	for i, c := range b.adds {
 		l.register(c)
@@ -385,7 +393,7 @@ func (l *loop) runBatch(b *batch) {
 	for i, c := range b.pending {
 		l.flush(c)
 		b.pending[i] = nil
-		if i%yieldEvery == yieldEvery-1 {
+		if b.yield && i%yieldEvery == yieldEvery-1 {
 			runtime.Gosched()
 		}
 	}

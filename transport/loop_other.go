@@ -23,6 +23,9 @@ type ioState struct {
 	peerDone atomic.Bool   // the peer's close frame came in
 	failed   atomic.Bool   // input was invalid: close once our close frame is out
 	once     sync.Once
+	// writing: the writer is writing from the queue, unlocked (under the
+	// Conn's mu): finish leaves the queue's buffers for it to release.
+	writing bool
 }
 
 type loop struct {
@@ -69,7 +72,7 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 }
 
 // wakeAll wakes the writer of each of cs (Batch).
-func (l *loop) wakeAll(cs []*Conn) {
+func (l *loop) wakeAll(cs []*Conn, _ bool) {
 	for _, c := range cs {
 		l.wake(c)
 	}
@@ -310,14 +313,17 @@ func (l *loop) flush(c *Conn) (flushed, closing bool, err error) {
 			bufs[i] = f.b
 		}
 		bufs[0] = bufs[0][c.head:]
+		c.io.writing = true
 		c.mu.Unlock()
 
 		_ = c.io.nc.SetWriteDeadline(time.Now().Add(l.srv.cfg.CloseTimeout))
 		n, werr := bufs.WriteTo(c.io.nc)
 		c.mu.Lock()
+		c.io.writing = false
 		if c.state == stateClosed {
 			// finish ran meanwhile (the reader saw the peer go, or the
-			// server closed) and dropped the queue: nothing left to consume.
+			// server closed) and left the queue to us: nothing to consume.
+			c.dropQueueLocked()
 			c.mu.Unlock()
 			return false, closing, net.ErrClosed
 		}
@@ -342,10 +348,9 @@ func (l *loop) finish(c *Conn, code int) {
 		l.mu.Unlock()
 		c.mu.Lock()
 		c.state = stateClosed
-		// Not released: the writer goroutine may still be writing from
-		// them. Pooled buffers among them are left to the collector.
-		c.queue = nil
-		c.queued = 0
+		if !c.io.writing { // else the writer releases them when its write returns
+			c.dropQueueLocked()
+		}
 		dropped := c.dropped
 		c.mu.Unlock()
 		c.handler.OnClose(c, CloseInfo{Code: code, Dropped: int(dropped)})
