@@ -19,14 +19,7 @@ func TestSharedFramesInOrder(t *testing.T) {
 	cfg := testConfig()
 	cfg.SendQueueBytes = 16 << 20 // all of them may queue
 	ts := startServer(t, cfg, serverOpts{})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.CloseNow()
-	c := ts.nextConn(t)
+	ctx, cl, c := dialClient(t, ts)
 
 	var pool FramePool
 	const n = 3000
@@ -126,14 +119,7 @@ func TestSharedFramesReleased(t *testing.T) {
 
 // pushAndRead pushes 100 frames to a client that reads them all.
 func pushAndRead(t *testing.T, ts *testServer, push func(c *Conn) *SharedFrame) []*SharedFrame {
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cl.CloseNow()
-	c := ts.nextConn(t)
+	ctx, cl, c := dialClient(t, ts)
 	var fs []*SharedFrame
 	for range 100 {
 		fs = append(fs, push(c))
@@ -144,6 +130,20 @@ func pushAndRead(t *testing.T, ts *testServer, push func(c *Conn) *SharedFrame) 
 		}
 	}
 	return fs
+}
+
+// dialClient connects a client to ts and returns it, the server's side and
+// a context for its reads; all end with the test.
+func dialClient(t *testing.T, ts *testServer) (context.Context, *websocket.Conn, *Conn) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	t.Cleanup(cancel)
+	cl, _, err := websocket.Dial(ctx, ts.url(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cl.CloseNow() })
+	return ctx, cl, ts.nextConn(t)
 }
 
 // TestSharedFrameOverRelease: a reference given back twice is a bug, not a
