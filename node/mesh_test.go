@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -50,7 +51,7 @@ func (tn *testNode) publishTo(users, topics []string, text string) *notifypb.Pub
 func expectConnections(t *testing.T, resp *notifypb.PublishResponse, want int32) {
 	t.Helper()
 	if resp.Connections == nil || *resp.Connections != want {
-		t.Fatalf("Publish counted connections %v, want %d", resp.Connections, want)
+		t.Fatalf("Publish counted connections %d, want %d", resp.GetConnections(), want)
 	}
 }
 
@@ -60,6 +61,7 @@ func expectConnections(t *testing.T, resp *notifypb.PublishResponse, want int32)
 func TestMeshUserPublish(t *testing.T) {
 	nodes := startMeshCluster(t, 3, nil)
 	user := userOwnedBy(t, nodes, "node-2", 0)
+	owner := nodes[slices.IndexFunc(nodes, func(n *testNode) bool { return n.cfg.NodeName == "node-2" })]
 	for _, entry := range nodes {
 		c := entry.dial(token(t, user, nil, time.Hour), "")
 		if got := c.resp.Header.Get("X-Notify-Node"); got != "node-2" {
@@ -73,6 +75,8 @@ func TestMeshUserPublish(t *testing.T) {
 			t.Fatalf("got %q, want %q", got, text)
 		}
 		c.conn.CloseNow()
+		// The next count is of the next client alone.
+		eventually(t, "the owner saw the close", func() bool { return owner.hub.Open() == 0 })
 	}
 	c := nodes[1].dial(token(t, user, nil, time.Hour), "")
 	c.handshake(user)
