@@ -641,6 +641,9 @@ func TestCheckUpgrade(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if n := testing.AllocsPerRun(20, func() { _ = CheckUpgrade(r) }); n != 0 {
+					t.Fatalf("%v allocations per handshake check, want none", n)
+				}
 				return
 			}
 			ue, ok := IsUpgradeError(err)

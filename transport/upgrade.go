@@ -28,19 +28,21 @@ func CheckUpgrade(r *http.Request) error {
 		return &UpgradeError{http.StatusMethodNotAllowed, "websocket handshake must use GET"}
 	case !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket"):
 		return &UpgradeError{http.StatusBadRequest, "websocket upgrade required"}
-	case len(headerValue(r.Header, "Sec-Websocket-Key")) != 24:
+	// The header names in canonical form: Get copies any other spelling
+	// into it, one allocation per call, on every handshake.
+	case len(r.Header.Get("Sec-Websocket-Key")) != 24:
 		return &UpgradeError{http.StatusBadRequest, "missing or invalid Sec-WebSocket-Key"}
-	case headerValue(r.Header, "Sec-Websocket-Version") != "13":
+	case r.Header.Get("Sec-Websocket-Version") != "13":
 		return &UpgradeError{http.StatusUpgradeRequired, "unsupported Sec-WebSocket-Version (13 required)"}
 	}
 	return nil
 }
 
 // headerHasToken reports whether the comma-separated values of the header
-// name (in canonical form: a map index, no copy) hold token, in any case.
-// It allocates nothing: it runs for every handshake.
+// name (canonical, see CheckUpgrade) hold token, in any case. It allocates
+// nothing: it runs for every handshake.
 func headerHasToken(h http.Header, name, token string) bool {
-	for _, v := range h[name] {
+	for _, v := range h.Values(name) {
 		for v != "" {
 			var t string
 			t, v, _ = strings.Cut(v, ",")
@@ -50,16 +52,6 @@ func headerHasToken(h http.Header, name, token string) bool {
 		}
 	}
 	return false
-}
-
-// headerValue is h.Get(name) for a name already in canonical form
-// ("Sec-Websocket-Key", not "Sec-WebSocket-Key", which Get would copy into
-// that form on every call).
-func headerValue(h http.Header, name string) string {
-	if v := h[name]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }
 
 // Upgrade completes a handshake that passed CheckUpgrade: it hijacks the HTTP
