@@ -19,9 +19,9 @@ import (
 // (valid during Deliver, as Handler documents) took the rest of the
 // message's share. pushConn sits between the socket and go-redis: it
 // finds the RESP frames in what it reads, hands the messages of user and
-// topic channels to the Handler itself, and passes every other frame (subscription confirmations,
-// PONGs, errors, the HELLO reply, the probe and control channels'
-// messages) on to go-redis byte for byte. go-redis stays the client:
+// topic channels to the Handler itself, and passes every other frame
+// (subscription confirmations, PONGs, errors, the HELLO reply, the probe
+// and control channels' messages) on to go-redis byte for byte. go-redis stays the client:
 // dialing, commands, reconnecting and everything the session reads.
 
 // maxPushFrame bounds one frame pushConn buffers: Redis's own
@@ -232,12 +232,7 @@ func pushMessage(frame []byte) (Target, Message, bool) {
 }
 
 // view is b as a string without a copy: valid while b's bytes are.
-func view(b []byte) string {
-	if len(b) == 0 {
-		return ""
-	}
-	return unsafe.String(&b[0], len(b))
-}
+func view(b []byte) string { return unsafe.String(unsafe.SliceData(b), len(b)) }
 
 // bulkAt reads the bulk string at frame[i:] ("$<n>\r\n<n bytes>\r\n"),
 // which frameEnd has found whole, and where the next element starts.
