@@ -119,18 +119,25 @@ func TestDeliverReachesMembersOnly(t *testing.T) {
 	}
 }
 
-func TestDirectForFewQueuedForMany(t *testing.T) {
-	h, _ := newHub(t)
+// bigAndSmall registers directFanout+1 clients of users u0, u1, ..., all
+// in topic "big" (more than directFanout), the first n also in small.
+func bigAndSmall(h *Hub, small string, n int) []*sink {
 	var sinks []*sink
 	for i := range directFanout + 1 {
 		c, s := newClient(fmt.Sprint("u", i))
 		h.Add(c)
 		h.JoinTopic(c, "big")
-		if i < directFanout {
-			h.JoinTopic(c, "small")
+		if i < n {
+			h.JoinTopic(c, small)
 		}
 		sinks = append(sinks, s)
 	}
+	return sinks
+}
+
+func TestDirectForFewQueuedForMany(t *testing.T) {
+	h, _ := newHub(t)
+	sinks := bigAndSmall(h, "small", directFanout)
 	h.Deliver(topic("small"), msg("1"))
 	h.Deliver(topic("big"), msg("2"))
 	for i, s := range sinks {
@@ -149,16 +156,7 @@ func TestDirectForFewQueuedForMany(t *testing.T) {
 // (they share Frame's bytes).
 func TestSharedFramesForFew(t *testing.T) {
 	h, _ := newHub(t)
-	var sinks []*sink
-	for i := range directFanout + 1 {
-		c, s := newClient(fmt.Sprint("u", i))
-		h.Add(c)
-		h.JoinTopic(c, "big")
-		if i < 2 {
-			h.JoinTopic(c, "pair")
-		}
-		sinks = append(sinks, s)
-	}
+	sinks := bigAndSmall(h, "pair", 2)
 	encoded := 0
 	encode := func(m *Message, p *transport.FramePool) *transport.SharedFrame {
 		encoded++
