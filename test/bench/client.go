@@ -169,7 +169,7 @@ func (cp *clientProc) connect(c command) reply {
 	dialer := ws.Dialer{
 		Timeout: 10 * time.Second,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}}
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Control: bindNoPort}
 			return d.DialContext(ctx, network, addr)
 		},
 	}
@@ -271,7 +271,7 @@ func phoenixJoin(nc net.Conn, r *bufio.Reader, user string) error {
 // dialSSE opens an event stream (GET /notify/sse) and reads up to the
 // retry, connect and state events.
 func dialSSE(c command, tok string) (net.Conn, *bufio.Reader, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Timeout: 10 * time.Second}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Control: bindNoPort, Timeout: 10 * time.Second}
 	u, err := url.Parse(c.URL)
 	if err != nil {
 		return nil, nil, err
