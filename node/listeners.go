@@ -15,6 +15,7 @@ import (
 
 	"github.com/notify-dev/notify/api"
 	"github.com/notify-dev/notify/internal/service"
+	"github.com/notify-dev/notify/node/internal/front"
 )
 
 // stopTimeout bounds how long a listener's server waits for its requests
@@ -83,14 +84,26 @@ func (ls *listeners) close() {
 	}
 }
 
+// httpService serves h on PORT: /notify/ws handshakes through the front's
+// direct route, everything else through net/http.
 func (ls *listeners) httpService(h http.Handler, log *slog.Logger) service.Service {
-	return serveHTTP(&http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: ls.headerTimeout,
-		IdleTimeout:       90 * time.Second,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
-	}, ls.http)
+	f, err := front.New(front.Config{
+		Listener: ls.http,
+		Paths:    []string{"/notify/ws"},
+		Server: &http.Server{
+			Handler:           h,
+			ReadHeaderTimeout: ls.headerTimeout,
+			IdleTimeout:       90 * time.Second,
+			MaxHeaderBytes:    64 << 10,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+		},
+		StopTimeout: stopTimeout,
+		Logger:      log,
+	})
+	if err != nil { // the configuration above is valid: cannot happen
+		return service.Func(func(context.Context) error { return fmt.Errorf("PORT: %w", err) })
+	}
+	return f
 }
 
 // internalService serves h on INTERNAL_PORT; idle when it is unset (h is
