@@ -96,9 +96,11 @@ func (f *Front) serveDirect(base context.Context, nc net.Conn) {
 	req.RemoteAddr = nc.RemoteAddr().String()
 	defer func() {
 		if p := recover(); p != nil {
-			f.log.Error("panic serving a handshake", "path", req.URL.Path, "remote", req.RemoteAddr,
-				"err", fmt.Errorf("%v", p), "stack", string(debug.Stack()))
 			w.failed = true
+			if p != http.ErrAbortHandler { // net/http's way to abort quietly
+				f.log.Error("panic serving a handshake", "path", req.URL.Path, "remote", req.RemoteAddr,
+					"err", fmt.Errorf("%v", p), "stack", string(debug.Stack()))
+			}
 		}
 		if !w.hijacked {
 			w.finish()
