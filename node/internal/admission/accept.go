@@ -41,9 +41,12 @@ func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Clien
 // the response. On failure c is unregistered, and the failure counted and
 // logged: the connection is gone.
 func (p *Pipeline) Upgrade(w http.ResponseWriter, r *http.Request, c *hub.Client, extra http.Header) (net.Conn, []byte, bool) {
-	hdr := http.Header{"X-Notify-Node": {p.cfg.NodeName}}
-	for k, v := range extra {
-		hdr[k] = v
+	hdr := p.nodeHeader // read only: shared by every handshake without extra
+	if len(extra) > 0 {
+		hdr = http.Header{"X-Notify-Node": {p.cfg.NodeName}}
+		for k, v := range extra {
+			hdr[k] = v
+		}
 	}
 	nc, buffered, err := transport.Upgrade(w, r, hdr)
 	if err != nil {

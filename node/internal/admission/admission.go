@@ -101,6 +101,7 @@ type Pipeline struct {
 	rejected   map[string]prometheus.Counter // by reason
 	recoveries *recoveryMetrics
 	refreshes  *refreshMetrics
+	nodeHeader http.Header // X-Notify-Node, for Upgrade
 }
 
 // Rejection reasons (label of notify_connections_rejected_total).
@@ -122,7 +123,8 @@ func New(cfg Config) (*Pipeline, error) {
 	if cfg.Verifier == nil || cfg.Hub == nil || cfg.Transport == nil || cfg.State == nil || cfg.Owners == nil {
 		return nil, errors.New("admission: verifier, hub, transport, state store and owners are required")
 	}
-	p := &Pipeline{cfg: cfg, log: cfg.Logger, rejected: make(map[string]prometheus.Counter, len(rejectReasons))}
+	p := &Pipeline{cfg: cfg, log: cfg.Logger, rejected: make(map[string]prometheus.Counter, len(rejectReasons)),
+		nodeHeader: http.Header{"X-Notify-Node": {cfg.NodeName}}}
 	if p.log == nil {
 		p.log = slog.New(slog.DiscardHandler)
 	}

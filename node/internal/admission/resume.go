@@ -73,7 +73,7 @@ const (
 // the topics it joins. A cursor that cannot be read, or one for a topic not
 // joined, is an error for the client.
 func ParseResume(r *http.Request, topics []string) (Resume, error) {
-	q := r.URL.Query()
+	q := Query(r)
 	res := Resume{Topics: map[string]Since{}}
 	for key, vals := range q {
 		switch name, isTopic := strings.CutPrefix(key, TopicSincePrefix); {

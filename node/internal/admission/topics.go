@@ -31,7 +31,7 @@ func (p *Pipeline) AllowsTopic(claims auth.Claims, topic string) bool {
 // spaces, the parameter may repeat) and checks each against the token.
 func (p *Pipeline) topics(r *http.Request, claims auth.Claims) ([]string, error) {
 	var topics []string
-	for _, v := range r.URL.Query()["topic"] {
+	for _, v := range Query(r)["topic"] {
 		for _, t := range flagext.SplitList(v) {
 			if slices.Contains(topics, t) {
 				continue

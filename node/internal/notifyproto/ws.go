@@ -97,7 +97,7 @@ func (e *Endpoint) ServeWS(w http.ResponseWriter, r *http.Request) {
 
 // envelopeAsked: ?envelope=1 (or true).
 func envelopeAsked(r *http.Request) bool {
-	switch r.URL.Query().Get("envelope") {
+	switch admission.Query(r).Get("envelope") {
 	case "1", "true":
 		return true
 	}
