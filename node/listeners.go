@@ -84,12 +84,13 @@ func (ls *listeners) close() {
 	}
 }
 
-// httpService serves h on PORT: /notify/ws handshakes through the front's
-// direct route, everything else through net/http.
+// httpService serves h on PORT: WebSocket handshakes (/notify/ws and
+// Phoenix's /pubsub/websocket) through the front's direct route, everything
+// else through net/http.
 func (ls *listeners) httpService(h http.Handler, log *slog.Logger) service.Service {
 	f, err := front.New(front.Config{
 		Listener: ls.http,
-		Paths:    []string{"/notify/ws"},
+		Paths:    []string{"/notify/ws", "/pubsub/websocket"},
 		Server: &http.Server{
 			Handler:           h,
 			ReadHeaderTimeout: ls.headerTimeout,
