@@ -83,8 +83,9 @@ type Redis struct {
 	errMu   sync.Mutex
 	lastErr error // why the round trip fails, cleared by a probe coming back
 
-	hist  *redisHistory
-	syncs syncWaiters // Syncs waiting for their marker
+	hist   *redisHistory
+	syncs  syncWaiters // Syncs waiting for their marker
+	states stateReads  // GetState's pipelines
 
 	mode SubscribeMode
 	// interest is the per-channel subscriptions of SubscribeUser; nil in
@@ -172,6 +173,7 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 		timeout:      o.ProbeTimeout,
 		kick:         make(chan struct{}, 1),
 		hist:         newRedisHistory(o.History),
+		states:       stateReads{client: client},
 	}
 	if err := r.perChannel(t, o); err != nil {
 		_ = client.Close()
@@ -205,7 +207,9 @@ func (r *Redis) perChannel(t RedisTopology, o RedisOptions) error {
 // running returns errClosed soon after.
 func (r *Redis) Close() error {
 	r.closed.Store(true)
-	return r.client.Close()
+	err := r.client.Close()
+	r.states.wait() // its pipeline fails fast on the closed client
+	return err
 }
 
 // ---- publishing and state (pooled client) ----
@@ -250,7 +254,7 @@ func (r *Redis) PublishMany(ctx context.Context, channels []string, payload []by
 // GetState returns all fields of the user's state hash; an empty map when
 // the hash does not exist.
 func (r *Redis) GetState(ctx context.Context, userID string) (map[string]string, error) {
-	m, err := r.client.HGetAll(ctx, StateKey(userID)).Result()
+	m, err := r.states.get(ctx, StateKey(userID))
 	if err != nil {
 		return nil, wrapErr("get state", err)
 	}
