@@ -13,6 +13,7 @@
 package front
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -120,16 +121,21 @@ func (f *Front) Run(ctx context.Context) error {
 	go func() { accepted <- f.accept(base) }()
 
 	var err error
+	var acceptEnded, serveEnded bool
 	select {
-	case err = <-accepted:
-		err = fmt.Errorf("accept %s: %w", f.cfg.Listener.Addr(), err)
-	case err = <-served:
-		err = fmt.Errorf("serve %s: %w", f.cfg.Listener.Addr(), err)
+	case aerr := <-accepted: // the listener failed, or was closed by someone else
+		acceptEnded = true
+		err = fmt.Errorf("accept %s: %w", f.cfg.Listener.Addr(), cmp.Or(aerr, net.ErrClosed))
+	case serr := <-served:
+		serveEnded = true
+		err = fmt.Errorf("serve %s: %w", f.cfg.Listener.Addr(), serr)
 	case <-ctx.Done():
 	}
 	f.cfg.Listener.Close()
-	if aerr := <-accepted; aerr != nil && err == nil {
-		err = fmt.Errorf("accept %s: %w", f.cfg.Listener.Addr(), aerr)
+	if !acceptEnded {
+		if aerr := <-accepted; aerr != nil && err == nil {
+			err = fmt.Errorf("accept %s: %w", f.cfg.Listener.Addr(), aerr)
+		}
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), f.cfg.StopTimeout)
 	defer cancel()
@@ -143,8 +149,10 @@ func (f *Front) Run(ctx context.Context) error {
 	if serr := f.cfg.Server.Shutdown(sctx); serr != nil {
 		err = errors.Join(err, serr, f.cfg.Server.Close())
 	}
-	if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
-		err = errors.Join(err, serr)
+	if !serveEnded {
+		if serr := <-served; serr != nil && !errors.Is(serr, http.ErrServerClosed) {
+			err = errors.Join(err, serr)
+		}
 	}
 	return err
 }

@@ -3,6 +3,7 @@ package front
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -233,4 +234,33 @@ func readAll(nc net.Conn) string {
 	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 	b, _ := io.ReadAll(nc)
 	return string(b)
+}
+
+// TestListenerFails: a listener closed underneath the front ends Run with
+// an error, after the front has wound down (it hung before).
+func TestListenerFails(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := New(Config{Listener: ln, Paths: []string{"/notify/ws"}, Server: &http.Server{Handler: http.NotFoundHandler()}, StopTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(context.Background()) }()
+	c := dial(t, ln.Addr().String()) // the front is accepting
+	_, _ = io.WriteString(c, "GET /x HTTP/1.1\r\nHost: x\r\n\r\n")
+	if _, err := http.ReadResponse(bufio.NewReader(c), nil); err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	select {
+	case err := <-done:
+		if !errors.Is(err, net.ErrClosed) {
+			t.Fatalf("Run = %v, want an accept error", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after its listener closed")
+	}
 }
