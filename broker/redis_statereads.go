@@ -20,7 +20,6 @@ type stateReads struct {
 
 	mu      sync.Mutex
 	queue   []*stateRead
-	spare   []*stateRead // the last batch's array, reused
 	running bool
 	wg      sync.WaitGroup // the drainer
 }
@@ -42,6 +41,9 @@ const stateBatchTimeout = 10 * time.Second
 
 // get reads the hash at key through the next pipeline.
 func (s *stateReads) get(ctx context.Context, key string) (map[string]string, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err // as go-redis: nothing is sent for an ended context
+	}
 	req := &stateRead{key: key, done: make(chan struct{})}
 	s.mu.Lock()
 	s.queue = append(s.queue, req)
@@ -72,17 +74,12 @@ func (s *stateReads) drain() {
 			return
 		}
 		if len(batch) > maxStateBatch {
-			s.queue = append(s.spare[:0], batch[maxStateBatch:]...)
-			batch = batch[:maxStateBatch]
+			batch, s.queue = batch[:maxStateBatch], batch[maxStateBatch:]
 		} else {
-			s.queue = s.spare[:0]
+			s.queue = nil
 		}
 		s.mu.Unlock()
 		s.exec(batch)
-		clear(batch)
-		s.mu.Lock()
-		s.spare = batch[:0]
-		s.mu.Unlock()
 	}
 }
 

@@ -2,6 +2,7 @@ package admission
 
 import (
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"time"
@@ -43,10 +44,8 @@ func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Clien
 func (p *Pipeline) Upgrade(w http.ResponseWriter, r *http.Request, c *hub.Client, extra http.Header) (net.Conn, []byte, bool) {
 	hdr := p.nodeHeader // read only: shared by every handshake without extra
 	if len(extra) > 0 {
-		hdr = http.Header{"X-Notify-Node": {p.cfg.NodeName}}
-		for k, v := range extra {
-			hdr[k] = v
-		}
+		hdr = hdr.Clone()
+		maps.Copy(hdr, extra)
 	}
 	nc, buffered, err := transport.Upgrade(w, r, hdr)
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"runtime/debug"
@@ -182,7 +183,7 @@ func (w *directWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	}
 	w.hijacked = true
 	// Reads past the head go to the connection itself, unlimited.
-	w.head.limit = int(^uint(0) >> 1)
+	w.head.limit = math.MaxInt
 	w.bw = w.pools.writer(w.nc)
 	return w.nc, bufio.NewReadWriter(w.br, w.bw), nil
 }
@@ -205,10 +206,7 @@ func (w *directWriter) finish() {
 	h.Set("Connection", "close")
 	h.Set("Date", time.Now().UTC().Format(http.TimeFormat))
 	bw := w.pools.writer(w.nc)
-	defer func() {
-		bw.Reset(nil)
-		w.pools.writers.Put(bw)
-	}()
+	w.bw = bw // release gives it back
 	_ = w.nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
 	fmt.Fprintf(bw, "HTTP/1.1 %d %s\r\n", status, http.StatusText(status))
 	_ = h.Write(bw)
