@@ -106,6 +106,7 @@ type Conn struct {
 	notices    bool // the handler is an ExpiryNotifier and the server gives notice; read-only after creation
 	retime     bool // SetExpiry moved expiry: the driver has yet to take the new value
 	busy       bool // data frames were queued since the last ping: the emptied queue array is kept
+	pinned     bool // queue[0] is Attach's response, not yet fully written: a cut keeps it
 
 	// Owned by the driver.
 	io ioState
@@ -354,7 +355,7 @@ func (c *Conn) dropQueueLocked() {
 // (cutting it would corrupt the stream) and queues the slow-consumer close.
 func (c *Conn) applyCutLocked() {
 	keep := 0
-	if c.head > 0 {
+	if c.head > 0 || c.pinned {
 		keep = 1
 	}
 	c.dropped += int32(len(c.queue) - keep)
@@ -382,6 +383,7 @@ func (c *Conn) consumeLocked(n int) {
 		c.queue[i].release()
 		c.queue[i] = outFrame{}
 		c.head = 0
+		c.pinned = false
 		i++
 	}
 	switch {

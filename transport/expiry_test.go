@@ -343,7 +343,7 @@ func TestExpiryNoticeRaw(t *testing.T) {
 		return []byte("event: close\ndata: " + reason + "\n\n")
 	}}
 	c := srv.NewConn(ConnOptions{Expiry: expiry, Raw: raw, Handler: rawNotices{h}})
-	if err := srv.Attach(c, server, nil); err != nil {
+	if err := srv.Attach(c, server, nil, nil); err != nil {
 		t.Fatal(err)
 	}
 	_ = client.SetReadDeadline(time.Now().Add(10 * time.Second))
@@ -466,7 +466,7 @@ func attachFailed(t *testing.T) *Conn {
 	srv.Close()
 	_, server := tcpPair(t)
 	c := srv.NewConn(ConnOptions{Expiry: time.Now().Add(time.Hour), Handler: newNoticeHandler()})
-	if err := srv.Attach(c, server, nil); err != ErrServerClosed {
+	if err := srv.Attach(c, server, nil, nil); err != ErrServerClosed {
 		t.Fatalf("Attach after Close: %v", err)
 	}
 	return c

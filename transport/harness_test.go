@@ -96,7 +96,7 @@ func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
 		if so.held != nil {
 			so.held(c)
 		}
-		nc, buffered, err := Upgrade(w, r, so.header)
+		nc, buffered, response, err := Upgrade(w, r, so.header)
 		if err != nil {
 			t.Errorf("upgrade: %v", err)
 			return
@@ -105,7 +105,7 @@ func startServer(t testing.TB, cfg Config, so serverOpts) *testServer {
 		if so.first != nil {
 			first = so.first(c)
 		}
-		if err := srv.Attach(c, nc, buffered, first...); err != nil {
+		if err := srv.Attach(c, nc, buffered, response, first...); err != nil {
 			t.Errorf("attach: %v", err)
 			return
 		}

@@ -107,7 +107,7 @@ func (l *loop) clock() int64 { return int64(time.Since(l.base)) }
 
 // attach runs on the caller's goroutine: it takes the socket out of Go's
 // poller and queues the connection for registration.
-func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) error {
+func (l *loop) attach(c *Conn, nc net.Conn, buffered, response []byte, first [][]byte) error {
 	fd, err := detach(nc)
 	if err != nil {
 		return err
@@ -118,7 +118,7 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 	}
 	c.mu.Lock()
 	c.drv = l
-	c.prependLocked(first)
+	c.prependLocked(response, first)
 	if c.state == stateHeld {
 		c.state = stateOpen
 	}

@@ -41,7 +41,7 @@ func newLoop(s *Server) (*loop, error) {
 	return &loop{srv: s, conns: make(map[*Conn]struct{}), relays: make(map[*relayPair]struct{})}, nil
 }
 
-func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) error {
+func (l *loop) attach(c *Conn, nc net.Conn, buffered, response []byte, first [][]byte) error {
 	c.io.nc = nc
 	c.io.wakeCh = make(chan struct{}, 1)
 	c.io.done = make(chan struct{})
@@ -56,7 +56,7 @@ func (l *loop) attach(c *Conn, nc net.Conn, buffered []byte, first [][]byte) err
 	l.mu.Unlock()
 	c.mu.Lock()
 	c.drv = l
-	c.prependLocked(first)
+	c.prependLocked(response, first)
 	if c.state == stateHeld {
 		c.state = stateOpen
 	}

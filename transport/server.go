@@ -131,17 +131,20 @@ func (s *Server) NewConn(o ConnOptions) *Conn {
 
 // Attach takes over nc, an upgraded WebSocket connection (nc is closed or
 // owned by the server afterwards), and starts serving c on it. buffered holds
-// bytes the client sent after its handshake that were already read. first
-// frames are written before anything queued while c was held. On error c is
-// closed and its Handler's OnClose is not called.
-func (s *Server) Attach(c *Conn, nc net.Conn, buffered []byte, first ...[]byte) error {
+// bytes the client sent after its handshake that were already read. response
+// is the HTTP response not yet written (Upgrade's, or a raw stream's head):
+// it goes first, in the same write as the first frames, which go before
+// anything queued while c was held; a cut as a slow consumer drops queued
+// frames but not the response. On error c is closed and its Handler's
+// OnClose is not called.
+func (s *Server) Attach(c *Conn, nc net.Conn, buffered, response []byte, first ...[]byte) error {
 	if s.closed.Load() {
 		nc.Close()
 		c.markClosed()
 		return ErrServerClosed
 	}
 	l := s.loops[int(s.next.Add(1))%len(s.loops)]
-	if err := l.attach(c, nc, buffered, first); err != nil {
+	if err := l.attach(c, nc, buffered, response, first); err != nil {
 		c.markClosed()
 		return err
 	}
@@ -183,12 +186,22 @@ func (c *Conn) markClosed() {
 	c.mu.Unlock()
 }
 
-// prependLocked puts frames in front of everything queued while held.
-func (c *Conn) prependLocked(first [][]byte) {
-	if len(first) == 0 {
+// prependLocked puts response, then the first frames, in front of
+// everything queued while held.
+func (c *Conn) prependLocked(response []byte, first [][]byte) {
+	n := len(first)
+	if len(response) > 0 {
+		n++
+	}
+	if n == 0 {
 		return
 	}
-	q := make([]outFrame, 0, len(first)+len(c.queue))
+	q := make([]outFrame, 0, n+len(c.queue))
+	if len(response) > 0 {
+		q = append(q, outFrame{b: response})
+		c.queued += int32(len(response))
+		c.pinned = true
+	}
 	for _, f := range first {
 		q = append(q, outFrame{b: f})
 		c.queued += int32(len(f))

@@ -613,7 +613,7 @@ func TestCloseTimeoutDefault(t *testing.T) {
 
 func TestCheckUpgrade(t *testing.T) {
 	good := func() *http.Request {
-		r, _ := http.NewRequest(http.MethodGet, "/", nil)
+		r, _ := http.NewRequest(http.MethodGet, "http://notify.example/", nil)
 		r.Header.Set("Connection", "keep-alive, Upgrade")
 		r.Header.Set("Upgrade", "websocket")
 		r.Header.Set("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ==")
@@ -628,6 +628,8 @@ func TestCheckUpgrade(t *testing.T) {
 		{"valid", func(*http.Request) {}, 0},
 		{"plain GET", func(r *http.Request) { r.Header = http.Header{} }, http.StatusBadRequest},
 		{"POST", func(r *http.Request) { r.Method = http.MethodPost }, http.StatusMethodNotAllowed},
+		{"HTTP/1.0", func(r *http.Request) { r.Proto, r.ProtoMajor, r.ProtoMinor = "HTTP/1.0", 1, 0 }, http.StatusBadRequest},
+		{"no host", func(r *http.Request) { r.Host = "" }, http.StatusBadRequest},
 		{"no upgrade header", func(r *http.Request) { r.Header.Del("Upgrade") }, http.StatusBadRequest},
 		{"bad key", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Key", "short") }, http.StatusBadRequest},
 		{"old version", func(r *http.Request) { r.Header.Set("Sec-WebSocket-Version", "8") }, http.StatusUpgradeRequired},
@@ -649,6 +651,36 @@ func TestCheckUpgrade(t *testing.T) {
 			ue, ok := IsUpgradeError(err)
 			if !ok || ue.Status != tt.status {
 				t.Fatalf("got %v, want status %d", err, tt.status)
+			}
+		})
+	}
+}
+
+// TestUpgradeResponse: the 101 response's accept value (RFC 6455's
+// example), its fields in the order of their names, and values that cannot
+// add a field.
+func TestUpgradeResponse(t *testing.T) {
+	const key, accept = "dGhlIHNhbXBsZSBub25jZQ==", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+	head := "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: " + accept + "\r\n"
+	tests := []struct {
+		name   string
+		header http.Header
+		want   string
+	}{
+		{"no header", nil, head + "\r\n"},
+		{"one field", http.Header{"X-Notify-Node": {"n1"}}, head + "X-Notify-Node: n1\r\n\r\n"},
+		{"sorted", http.Header{"X-Notify-Node": {"n1"}, "Sec-WebSocket-Protocol": {"phoenix"}, "A": {"1", "2"}},
+			head + "A: 1\r\nA: 2\r\nSec-WebSocket-Protocol: phoenix\r\nX-Notify-Node: n1\r\n\r\n"},
+		{"CR and LF", http.Header{"X-Notify-Node": {"n1\r\nSet-Cookie: x\n"}}, head + "X-Notify-Node: n1  Set-Cookie: x \r\n\r\n"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := upgradeResponse(key, tt.header)
+			if string(got) != tt.want {
+				t.Errorf("got %q, want %q", got, tt.want)
+			}
+			if len(got) != cap(got) {
+				t.Errorf("len %d, cap %d: the size was not computed exactly", len(got), cap(got))
 			}
 		})
 	}

@@ -38,22 +38,23 @@ func (p *Pipeline) Register(w http.ResponseWriter, r *http.Request, c *hub.Clien
 	return snap, true
 }
 
-// Upgrade completes a WebSocket handshake, with X-Notify-Node and extra in
-// the response. On failure c is unregistered, and the failure counted and
-// logged: the connection is gone.
-func (p *Pipeline) Upgrade(w http.ResponseWriter, r *http.Request, c *hub.Client, extra http.Header) (net.Conn, []byte, bool) {
+// Upgrade completes a WebSocket handshake (transport.Upgrade): the
+// connection, the bytes read past the request, and the 101 response, with
+// X-Notify-Node and extra, for Attach to write first. On failure c is
+// unregistered, and the failure counted and logged: the connection is gone.
+func (p *Pipeline) Upgrade(w http.ResponseWriter, r *http.Request, c *hub.Client, extra http.Header) (nc net.Conn, buffered, response []byte, ok bool) {
 	hdr := p.nodeHeader // read only: shared by every handshake without extra
 	if len(extra) > 0 {
 		hdr = hdr.Clone()
 		maps.Copy(hdr, extra)
 	}
-	nc, buffered, err := transport.Upgrade(w, r, hdr)
+	nc, buffered, response, err := transport.Upgrade(w, r, hdr)
 	if err != nil {
 		p.Count(RejectUpgrade)
 		p.fail(r, c, "upgrade", err)
-		return nil, nil, false
+		return nil, nil, nil, false
 	}
-	return nc, buffered, true
+	return nc, buffered, response, true
 }
 
 // Hijack takes over the connection of a streaming response (Server-Sent
@@ -68,12 +69,13 @@ func (p *Pipeline) Hijack(w http.ResponseWriter, r *http.Request, c *hub.Client)
 	return nc, true
 }
 
-// Attach hands an upgraded connection to an event loop, the first frames
-// before anything queued meanwhile, and counts c as open. On failure c is
+// Attach hands an upgraded connection to an event loop, the response (see
+// transport.Server.Attach), then the first frames before anything queued
+// meanwhile, and counts c as open. On failure c is
 // unregistered, and the failure counted and logged.
-func (p *Pipeline) Attach(r *http.Request, c *hub.Client, conn *transport.Conn, nc net.Conn, buffered []byte, first ...[]byte) {
+func (p *Pipeline) Attach(r *http.Request, c *hub.Client, conn *transport.Conn, nc net.Conn, buffered, response []byte, first ...[]byte) {
 	p.cfg.Hub.Opened(c) // before: the client may read its first frames at once
-	if err := p.cfg.Transport.Attach(conn, nc, buffered, first...); err != nil {
+	if err := p.cfg.Transport.Attach(conn, nc, buffered, response, first...); err != nil {
 		p.Count(RejectUpgrade)
 		p.fail(r, c, "attach", err)
 		return

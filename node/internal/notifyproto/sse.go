@@ -199,8 +199,8 @@ func (e *Endpoint) ServeSSE(w http.ResponseWriter, r *http.Request) {
 	// the event loop writes events as they are.
 	head := "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nCache-Control: no-cache, no-store\r\n" +
 		"X-Accel-Buffering: no\r\nX-Notify-Node: " + e.cfg.Accept.NodeName() + "\r\n\r\n" + sseRetry
-	first := append([][]byte{[]byte(head), sseEvent("connect", string(connectJSON(c.User))), e.stateEvent(c, snap)}, events...)
-	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, nil, first...)
+	first := append([][]byte{sseEvent("connect", string(connectJSON(c.User))), e.stateEvent(c, snap)}, events...)
+	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, nil, []byte(head), first...)
 	if overflow {
 		c.conn.Close(transport.CloseSlowConsumer, "slow consumer")
 	}

@@ -85,11 +85,11 @@ func (e *Endpoint) ServeWS(w http.ResponseWriter, r *http.Request) {
 		overflow = over
 	})
 	first[1] = transport.TextFrame(stateJSON(snap)) // after the replay was cut to size
-	nc, buffered, ok := e.cfg.Accept.Upgrade(w, r, &c.Client, nil)
+	nc, buffered, response, ok := e.cfg.Accept.Upgrade(w, r, &c.Client, nil)
 	if !ok {
 		return
 	}
-	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, buffered, first...)
+	e.cfg.Accept.Attach(r, &c.Client, c.conn, nc, buffered, response, first...)
 	if overflow {
 		c.conn.Close(transport.CloseSlowConsumer, "slow consumer")
 	}

@@ -82,11 +82,11 @@ func (e *Endpoint) ServeWebSocket(w http.ResponseWriter, r *http.Request) {
 		// browser fails the connection unless one is selected.
 		hdr = http.Header{"Sec-WebSocket-Protocol": {"phoenix"}}
 	}
-	nc, buffered, ok := e.cfg.Accept.Upgrade(w, r, &s.Client, hdr)
+	nc, buffered, response, ok := e.cfg.Accept.Upgrade(w, r, &s.Client, hdr)
 	if !ok {
 		return
 	}
-	e.cfg.Accept.Attach(r, &s.Client, s.conn, nc, buffered)
+	e.cfg.Accept.Attach(r, &s.Client, s.conn, nc, buffered, response)
 }
 
 const tokenProtocol = "base64url.bearer.phx."
