@@ -49,12 +49,13 @@ func (n *Node) listen() (*listeners, error) {
 		{"PPROF_PORT", n.cfg.pprofAddr(), &ls.pprof},
 		{"GRPC_PORT", n.cfg.GRPCPort, &ls.grpc},
 	}
+	lc := listenConfig()
 	for _, b := range bind {
 		if b.value == "off" || b.value == "" {
 			continue
 		}
 		addr, _ := normalizeAddr(b.value) // checked by Validate
-		ln, err := net.Listen("tcp", addr)
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			ls.close()
 			return nil, fmt.Errorf("listen %s %s: %w", b.setting, b.value, err)
