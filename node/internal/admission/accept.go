@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"errors"
 	"log/slog"
 	"maps"
 	"net"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/notify-dev/notify/node/internal/hub"
+	"github.com/notify-dev/notify/node/internal/respond"
 	"github.com/notify-dev/notify/transport"
 )
 
@@ -52,6 +54,9 @@ func (p *Pipeline) Upgrade(w http.ResponseWriter, r *http.Request, c *hub.Client
 	if err != nil {
 		p.Count(RejectUpgrade)
 		p.fail(r, c, "upgrade", err)
+		if errors.Is(err, http.ErrNotSupported) { // not taken over: w still answers
+			respond.Error(w, http.StatusInternalServerError, "this connection cannot be upgraded")
+		}
 		return nil, nil, nil, false
 	}
 	return nc, buffered, response, true
