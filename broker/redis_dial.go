@@ -52,7 +52,7 @@ func (dialHook) DialHook(next redis.DialHook) redis.DialHook {
 			return nil, err
 		}
 		if tap, ok := ctx.Value(tapKey{}).(*pushTap); ok {
-			return &pushConn{Conn: conn, tap: tap}, nil
+			return &pushConn{Conn: conn, tap: tap, read: rawReader(conn)}, nil
 		}
 		return conn, nil
 	}

@@ -62,7 +62,8 @@ func (t *pushTap) tookSince(seen *uint64) bool {
 // user and topic messages out of the stream on the way.
 type pushConn struct {
 	net.Conn
-	tap *pushTap
+	tap  *pushTap
+	read func(p []byte) (int, error) // rawReader's, or nil: Conn.Read
 
 	in   []byte // read from the socket, not yet parsed: in[off:]
 	off  int
@@ -127,7 +128,13 @@ func (c *pushConn) fill() error {
 		copy(grown, c.in)
 		c.in = grown
 	}
-	n, err := c.Conn.Read(c.in[len(c.in):cap(c.in)])
+	var n int
+	var err error
+	if c.read != nil {
+		n, err = c.read(c.in[len(c.in):cap(c.in)])
+	} else {
+		n, err = c.Conn.Read(c.in[len(c.in):cap(c.in)])
+	}
 	c.in = c.in[:len(c.in)+n]
 	if err != nil && n > 0 {
 		c.err = err // after what came with it
