@@ -94,6 +94,10 @@ const (
 	histSize   = 100001
 )
 
+// readBufferSize is each client connection's read buffer: the frames the
+// bench sends are small, a larger one is read past it.
+const readBufferSize = 1024
+
 type clientProc struct {
 	mu       sync.Mutex
 	conns    []net.Conn
@@ -168,6 +172,10 @@ func (cp *clientProc) connect(c command) reply {
 	}
 	dialer := ws.Dialer{
 		Timeout: 10 * time.Second,
+		// The reader the dialer returns (it holds the frames that came
+		// with the 101) reads the connection from then on: one small
+		// buffer a connection, not the dialer's 4 KiB one and another.
+		ReadBufferSize: readBufferSize,
 		NetDial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(c.Src)}, Control: bindNoPort}
 			return d.DialContext(ctx, network, addr)
@@ -189,12 +197,11 @@ func (cp *clientProc) connect(c command) reply {
 		if err != nil {
 			return nil, nil, err
 		}
-		// Frames may already sit in the dialer's buffer.
-		var src io.Reader = nc
-		if br != nil {
-			src = io.MultiReader(br, nc)
+		// Frames may already sit in the dialer's reader; it reads nc.
+		r := br
+		if r == nil {
+			r = bufio.NewReaderSize(nc, readBufferSize)
 		}
-		r := bufio.NewReaderSize(src, 4096)
 		if c.Proto == "phoenix" {
 			err = phoenixJoin(nc, r, st.users[i])
 		} else {
@@ -216,8 +223,9 @@ func (cp *clientProc) dialAll(c command, tokens []string, dial func(i int, tok s
 	for i, tok := range tokens {
 		sem <- struct{}{}
 		wg.Add(1)
+		// The goroutine that dials goes on to read: one goroutine (and
+		// one stack, already grown) a connection, not two.
 		go func() {
-			defer func() { <-sem; wg.Done() }()
 			nc, r, err := dial(i, tok)
 			if err != nil {
 				failed.Add(1)
@@ -225,13 +233,17 @@ func (cp *clientProc) dialAll(c command, tokens []string, dial func(i int, tok s
 				if nc != nil {
 					nc.Close()
 				}
+				<-sem
+				wg.Done()
 				return
 			}
 			cp.mu.Lock()
 			cp.conns = append(cp.conns, nc)
 			cp.mu.Unlock()
 			connected.Add(1)
-			go read(nc, r)
+			<-sem
+			wg.Done()
+			read(nc, r)
 		}()
 	}
 	wg.Wait()
@@ -283,7 +295,7 @@ func dialSSE(c command, tok string) (net.Conn, *bufio.Reader, error) {
 	if _, err := fmt.Fprintf(nc, "GET %s?authorization=%s HTTP/1.1\r\nHost: %s\r\nAccept: text/event-stream\r\n\r\n", u.Path, tok, u.Host); err != nil {
 		return nc, nil, err
 	}
-	r := bufio.NewReaderSize(nc, 4096)
+	r := bufio.NewReaderSize(nc, readBufferSize)
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	defer nc.SetReadDeadline(time.Time{})
 	// Headers, then the retry, connect and state events.
@@ -340,24 +352,22 @@ func expectHandshake(nc net.Conn, r *bufio.Reader, expect int, resumed bool) err
 }
 
 // read counts data frames, records the latency of those carrying a send
-// timestamp, and answers pings.
+// timestamp, and answers pings. It looks at frames in r's buffer (a ping's
+// payload is at most 125 bytes; a timestamp is the first 19) and skips
+// the rest, so a connection holds no buffer of its own.
 func (cp *clientProc) read(nc net.Conn, r *bufio.Reader) {
 	defer cp.closed.Add(1)
-	buf := make([]byte, 512)
 	for {
 		h, err := ws.ReadHeader(r)
 		if err != nil {
 			return
 		}
-		if h.Length > int64(len(buf)) {
-			buf = make([]byte, h.Length)
-		}
-		p := buf[:h.Length]
-		if _, err := io.ReadFull(r, p); err != nil {
-			return
-		}
 		switch h.OpCode {
 		case ws.OpPing:
+			p, err := r.Peek(int(h.Length))
+			if err != nil {
+				return
+			}
 			f := ws.MaskFrameInPlace(ws.NewPongFrame(append([]byte(nil), p...)))
 			if err := ws.WriteFrame(nc, f); err != nil {
 				return
@@ -366,8 +376,12 @@ func (cp *clientProc) read(nc net.Conn, r *bufio.Reader) {
 			return
 		case ws.OpText, ws.OpBinary:
 			cp.received.Add(1)
-			if len(p) >= 19 {
-				if ts, err := strconv.ParseInt(string(p[:19]), 10, 64); err == nil {
+			if h.Length >= 19 {
+				p, err := r.Peek(19)
+				if err != nil {
+					return
+				}
+				if ts, err := strconv.ParseInt(string(p), 10, 64); err == nil {
 					d := time.Since(time.Unix(0, ts))
 					i := min(int(d/histBucket), histSize-1)
 					if i < 0 {
@@ -376,6 +390,9 @@ func (cp *clientProc) read(nc net.Conn, r *bufio.Reader) {
 					cp.hist[i].Add(1)
 				}
 			}
+		}
+		if _, err := r.Discard(int(h.Length)); err != nil {
+			return
 		}
 	}
 }

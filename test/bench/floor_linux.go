@@ -42,9 +42,35 @@ type floorResult struct {
 // unpaced, each for d, and prints its figures. It returns the paced
 // writes per CPU-second.
 func floorRun(conns, rate int, d time.Duration) (float64, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	r, err := floorMeasure(conns, rate, d, true)
 	if err != nil {
 		return 0, err
+	}
+	paced := float64(r.PacedWrites) / r.PacedCPU
+	info("floor: %d writes over %d sockets at %d/s took %.3f s of the writer's CPU; unpaced %d in %.3f s",
+		r.PacedWrites, conns, rate, r.PacedCPU, r.UnpacedWrites, r.UnpacedCPU)
+	figure(fmt.Sprintf("floor_writes_per_cpu_second_%dk", rate/1000), paced, "writes/cpu-s")
+	figure("floor_writes_per_cpu_second_unpaced", float64(r.UnpacedWrites)/r.UnpacedCPU, "writes/cpu-s")
+	return paced, nil
+}
+
+// floorPaced measures the paced floor alone, for d, and returns its
+// writes per CPU-second: the per-user run's floor, taken next to it.
+func floorPaced(conns, rate int, d time.Duration) (float64, error) {
+	r, err := floorMeasure(conns, rate, d, false)
+	if err != nil {
+		return 0, err
+	}
+	return float64(r.PacedWrites) / r.PacedCPU, nil
+}
+
+// floorMeasure runs the floor writer against a sink in this process: paced
+// at rate for d, then, with unpaced, as fast as it can for d.
+func floorMeasure(conns, rate int, d time.Duration, unpaced bool) (floorResult, error) {
+	var r floorResult
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return r, err
 	}
 	defer ln.Close()
 	var wg sync.WaitGroup
@@ -73,30 +99,24 @@ func floorRun(conns, rate int, d time.Duration) (float64, error) {
 	}()
 	self, err := os.Executable()
 	if err != nil {
-		return 0, err
+		return r, err
 	}
-	cmd := exec.Command(self, "floor", ln.Addr().String(), strconv.Itoa(conns), strconv.Itoa(rate), d.String())
+	cmd := exec.Command(self, "floor", ln.Addr().String(), strconv.Itoa(conns), strconv.Itoa(rate), d.String(), strconv.FormatBool(unpaced))
 	cmd.Stderr = os.Stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return 0, fmt.Errorf("floor writer: %w", err)
+		return r, fmt.Errorf("floor writer: %w", err)
 	}
-	var r floorResult
 	if err := json.Unmarshal(out, &r); err != nil {
-		return 0, fmt.Errorf("floor writer said %q: %w", out, err)
+		return r, fmt.Errorf("floor writer said %q: %w", out, err)
 	}
 	if r.Err != "" {
-		return 0, errors.New("floor writer: " + r.Err)
+		return r, errors.New("floor writer: " + r.Err)
 	}
-	paced := float64(r.PacedWrites) / r.PacedCPU
-	info("floor: %d writes over %d sockets at %d/s took %.3f s of the writer's CPU; unpaced %d in %.3f s",
-		r.PacedWrites, conns, rate, r.PacedCPU, r.UnpacedWrites, r.UnpacedCPU)
-	figure(fmt.Sprintf("floor_writes_per_cpu_second_%dk", rate/1000), paced, "writes/cpu-s")
-	figure("floor_writes_per_cpu_second_unpaced", float64(r.UnpacedWrites)/r.UnpacedCPU, "writes/cpu-s")
-	return paced, nil
+	return r, nil
 }
 
-// runFloorWriter is the child: floor <addr> <conns> <rate> <duration>.
+// runFloorWriter is the child: floor <addr> <conns> <rate> <duration> <unpaced>.
 func runFloorWriter(args []string) {
 	var r floorResult
 	if err := floorWrite(args, &r); err != nil {
@@ -106,13 +126,14 @@ func runFloorWriter(args []string) {
 }
 
 func floorWrite(args []string, r *floorResult) error {
-	if len(args) != 4 {
-		return errors.New("usage: floor <addr> <conns> <rate> <duration>")
+	if len(args) != 5 {
+		return errors.New("usage: floor <addr> <conns> <rate> <duration> <unpaced>")
 	}
 	n, err1 := strconv.Atoi(args[1])
 	rate, err2 := strconv.Atoi(args[2])
 	d, err3 := time.ParseDuration(args[3])
-	if err := errors.Join(err1, err2, err3); err != nil {
+	unpaced, err4 := strconv.ParseBool(args[4])
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
 		return err
 	}
 	raiseFileLimit()
@@ -140,7 +161,7 @@ func floorWrite(args []string, r *floorResult) error {
 	defer runtime.UnlockOSThread()
 	msg := make([]byte, 100)
 	var err error
-	if r.PacedWrites, r.PacedCPU, err = floorLoop(fds, msg, rate, d); err != nil {
+	if r.PacedWrites, r.PacedCPU, err = floorLoop(fds, msg, rate, d); err != nil || !unpaced {
 		return err
 	}
 	r.UnpacedWrites, r.UnpacedCPU, err = floorLoop(fds, msg, 0, d)

@@ -15,6 +15,10 @@ func floorRun(int, int, time.Duration) (float64, error) {
 	return 0, errors.New("the one-write floor is measured on Linux only")
 }
 
+func floorPaced(int, int, time.Duration) (float64, error) {
+	return 0, errors.New("the one-write floor is measured on Linux only")
+}
+
 func runFloorWriter([]string) {
 	fmt.Fprintln(os.Stderr, "floor: Linux only")
 	os.Exit(2)

@@ -225,6 +225,7 @@ type handshakes struct {
 	count   int           // handshakes made by the ramp (o.idleConns - 100)
 	elapsed time.Duration // wall time of the ramp
 	cpu     float64       // server CPU seconds it took
+	load    float64       // the load generator's CPU seconds (this process and the clients)
 	redis   float64       // Redis CPU seconds it took (history run only)
 }
 
@@ -235,6 +236,7 @@ type timed struct {
 	cpu       float64 // server CPU seconds used
 	alloc     float64 // bytes the server allocated (go_memstats_alloc_bytes_total)
 	load      float64 // CPU seconds of the load generator: this process and the clients
+	floor     float64 // the paced floor taken next to the run, writes per CPU-second (latency run only; 0: not taken)
 	hist      []uint64
 	received  int64
 	closed    int64
@@ -303,7 +305,7 @@ func (b *bench) handshakeRamp() (handshakes, error) {
 	var wg sync.WaitGroup
 	replies := make([]reply, len(b.clients))
 	errs := make([]error, len(b.clients))
-	cpu0 := b.srv.cpu()
+	cpu0, load0 := b.srv.cpu(), b.loadCPU()
 	start := time.Now()
 	for i, c := range b.clients {
 		n := per
@@ -322,6 +324,7 @@ func (b *bench) handshakeRamp() (handshakes, error) {
 	hs := handshakes{count: rest}
 	hs.elapsed = time.Since(start)
 	hs.cpu = b.srv.cpu() - cpu0
+	hs.load = b.loadCPU() - load0
 	stopProf()
 	for i, r := range replies {
 		if errs[i] != nil || r.Failed > 0 {
@@ -331,7 +334,7 @@ func (b *bench) handshakeRamp() (handshakes, error) {
 	if got := b.srv.metric("notify_connections"); int(got) != b.o.idleConns {
 		return hs, fmt.Errorf("server has %v connections, want %d", got, b.o.idleConns)
 	}
-	info("%d handshakes in %v, server cpu %.2fs", rest, hs.elapsed.Round(time.Millisecond), hs.cpu)
+	info("%d handshakes in %v, server cpu %.2fs, load generator cpu %.2fs", rest, hs.elapsed.Round(time.Millisecond), hs.cpu, hs.load)
 	return hs, nil
 }
 
@@ -383,7 +386,20 @@ func (b *bench) idleRSS() (rssNow, rssN int64, gN float64) {
 
 // latencyRun publishes o.rate messages/s, each to one user, round robin
 // over latencyConns users (one connection each).
+//
+// With the floor measured (o.floor > 0), the paced floor is taken again for
+// half of o.duration just before the run and half just after: this
+// machine's speed drifts by a third within minutes (other tenants of its
+// host), so the ratio to the floor compares the node with the floor of its
+// own minute, not with the one of the bench's start.
 func (b *bench) latencyRun() (timed, error) {
+	var before, after float64
+	if b.o.floor > 0 {
+		var err error
+		if before, err = floorPaced(b.o.latencyConns, b.o.rate, b.o.duration/2); err != nil {
+			return timed{}, err
+		}
+	}
 	t, err := b.timedRun("latency", b.o.rate, time.Second, func(i int) string { return "notify:user-" + strconv.Itoa(i%b.o.latencyConns) })
 	if err != nil {
 		return t, err
@@ -392,6 +408,13 @@ func (b *bench) latencyRun() (timed, error) {
 		return t, fmt.Errorf("%d connections closed during the latency run", t.closed)
 	}
 	info("latency run: published %d, delivered %.0f, received %d, server cpu %.2fs", t.sent, t.delivered, t.received, t.cpu)
+	if b.o.floor > 0 {
+		if after, err = floorPaced(b.o.latencyConns, b.o.rate, b.o.duration/2); err != nil {
+			return t, err
+		}
+		t.floor = (before + after) / 2
+		info("floor next to the latency run: %.0f before, %.0f after (%.0f at the start) writes/cpu-s", before, after, b.o.floor)
+	}
 	return t, nil
 }
 
@@ -466,6 +489,7 @@ func printFigures(o options, m measurements, suffix string) {
 	figure("os_threads_after_ramp", float64(m.thN), "threads")
 	figure("handshakes_per_second", float64(m.hs.count)/m.hs.elapsed.Seconds(), "handshakes/s")
 	figure("handshake_server_cpu", m.hs.cpu/float64(m.hs.count)*1e6, "us/handshake")
+	figure("handshake_loadgen_cpu", m.hs.load/float64(m.hs.count)*1e6, "us/handshake")
 	if o.rampOnly {
 		return
 	}
@@ -492,8 +516,9 @@ func printPerUser(o options, lat timed, figure func(string, float64, string)) {
 	figure("peruser_lost"+k, float64(int64(lat.sent)-lat.received), "messages")
 	perCPU := lat.delivered / lat.cpu
 	figure("peruser_deliveries_per_cpu_second"+k, perCPU, "deliveries/cpu-s")
-	if o.floor > 0 {
-		figure("peruser_ratio_to_floor"+k, perCPU/o.floor, "ratio")
+	if lat.floor > 0 {
+		figure("peruser_floor_adjacent"+k, lat.floor, "writes/cpu-s")
+		figure("peruser_ratio_to_floor"+k, perCPU/lat.floor, "ratio")
 	}
 	figure("peruser_alloc_per_delivery"+k, lat.alloc/lat.delivered, "bytes")
 }
