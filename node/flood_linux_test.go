@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/notify-dev/notify/internal/await"
+	"github.com/notify-dev/notify/node/internal/front"
 )
 
 // The flood of issue 14: connections that send half a request line and
@@ -179,7 +180,17 @@ func within5(got, base int) bool { return 20*(got-base) <= base }
 func settledStats(t *testing.T, p *nodeProcess) procStats {
 	t.Helper()
 	var s procStats
-	await.True(t, "the measured clients gone", func() bool { s = p.stats(); return s.Open == 0 })
+	var since time.Time
+	// The goroutines that served handshakes wait ServerIdle for more before
+	// they end: the count has settled once it held longer than that.
+	await.True(t, "the measured clients gone and the goroutines settled", func() bool {
+		now := p.stats()
+		if now.Open != 0 || now.Goroutines != s.Goroutines || since.IsZero() {
+			s, since = now, time.Now()
+			return false
+		}
+		return time.Since(since) > front.DefaultServerIdle+500*time.Millisecond
+	})
 	return s
 }
 

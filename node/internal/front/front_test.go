@@ -7,9 +7,12 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/await"
 )
 
 func TestRouteOf(t *testing.T) {
@@ -265,4 +268,57 @@ func TestListenerFails(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("Run did not return after its listener closed")
 	}
+}
+
+// goroutineID is the calling goroutine's number, from its stack's first
+// line ("goroutine 12 [running]:").
+func goroutineID() string {
+	b := make([]byte, 64)
+	b = b[:runtime.Stack(b, false)]
+	id, _, _ := strings.Cut(strings.TrimPrefix(string(b), "goroutine "), " ")
+	return id
+}
+
+// TestServerGoroutines: the goroutine that served one connection serves
+// the next ones accepted while it idles, and ends after ServerIdle without
+// one.
+func TestServerGoroutines(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/notify/ws", func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "g="+goroutineID())
+	})
+	served := func(t *testing.T, addr string) string {
+		t.Helper()
+		got := exchange(t, addr, "GET /notify/ws HTTP/1.1\r\nHost: x\r\n\r\n")
+		_, id, ok := strings.Cut(got, "\r\n\r\ng=")
+		if !ok {
+			t.Fatalf("reply %q: no goroutine id", got)
+		}
+		return id
+	}
+
+	t.Run("reused", func(t *testing.T) {
+		addr := testFront(t, mux, func(c *Config) { c.ServerIdle = time.Minute })
+		// One at a time: each is accepted after the one before was
+		// answered, mostly while its goroutine idles (it may not have
+		// reached its wait yet; then a second goroutine starts).
+		ids := map[string]bool{}
+		for range 20 {
+			ids[served(t, addr)] = true
+		}
+		if len(ids) > 5 {
+			t.Fatalf("20 connections one after another served by %d goroutines, want them reused", len(ids))
+		}
+	})
+	t.Run("ends when idle", func(t *testing.T) {
+		addr := testFront(t, mux, func(c *Config) { c.ServerIdle = 50 * time.Millisecond })
+		id := served(t, addr)
+		gone := await.Poll(5*time.Second, func() bool {
+			b := make([]byte, 1<<20)
+			return !strings.Contains(string(b[:runtime.Stack(b, true)]), "goroutine "+id+" [")
+		})
+		if !gone {
+			t.Fatalf("goroutine %s still there 5 s after its connection was served (ServerIdle 50ms)", id)
+		}
+	})
 }
