@@ -7,33 +7,9 @@ import (
 	"net"
 	"testing"
 	"time"
-)
 
-// tcpPair is a connected loopback pair: the end a broker would read, and
-// the peer that writes to it. Both close with the test.
-func tcpPair(t *testing.T) (local, peer net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	local, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	peer = <-accepted
-	if peer == nil {
-		t.Fatal("accept failed")
-	}
-	t.Cleanup(func() { _ = local.Close(); _ = peer.Close() })
-	return local, peer
-}
+	"github.com/notify-dev/notify/internal/tcptest"
+)
 
 // TestRawReader: the raw read gives what conn.Read would: the bytes once
 // they come (waiting for them in the poller), a timeout error at the read
@@ -82,7 +58,7 @@ func TestRawReader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			local, peer := tcpPair(t)
+			local, peer := tcptest.Pair(t)
 			read := rawReader(local)
 			if read == nil {
 				t.Fatal("no raw reader for a TCP conn")

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/notify-dev/notify/internal/tcptest"
 )
 
 // These tests run on both drivers: make test runs the package again with
@@ -336,7 +338,7 @@ func TestExpiryNoticeRaw(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	client, server := tcpPair(t)
+	client, server := tcptest.Pair(t)
 	h := newNoticeHandler()
 	expiry := time.Now().Add(900 * time.Millisecond)
 	raw := &RawOptions{Close: func(code int, reason string) []byte {
@@ -464,7 +466,7 @@ func attachFailed(t *testing.T) *Conn {
 		t.Fatal(err)
 	}
 	srv.Close()
-	_, server := tcpPair(t)
+	_, server := tcptest.Pair(t)
 	c := srv.NewConn(ConnOptions{Expiry: time.Now().Add(time.Hour), Handler: newNoticeHandler()})
 	if err := srv.Attach(c, server, nil, nil); err != ErrServerClosed {
 		t.Fatalf("Attach after Close: %v", err)

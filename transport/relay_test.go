@@ -12,34 +12,13 @@ import (
 	"time"
 
 	"github.com/notify-dev/notify/internal/await"
+	"github.com/notify-dev/notify/internal/tcptest"
 )
-
-// tcpPair returns both ends of a real TCP connection.
-func tcpPair(t *testing.T) (client, server net.Conn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	client, err = net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	server = <-accepted
-	t.Cleanup(func() { client.Close(); server.Close() })
-	return client, server
-}
 
 func TestRelayMovesBytesBothWays(t *testing.T) {
 	ts := startServer(t, testConfig(), serverOpts{})
-	client, a := tcpPair(t) // client <-> a (this node)
-	b, owner := tcpPair(t)  // b (this node) <-> owner
+	client, a := tcptest.Pair(t) // client <-> a (this node)
+	b, owner := tcptest.Pair(t)  // b (this node) <-> owner
 	// Small, fixed socket buffers (no autotuning) make the backpressure
 	// bound below tight.
 	for _, c := range []net.Conn{client, a, b, owner} {
@@ -144,8 +123,8 @@ func checkBackpressure(t *testing.T, owner, client net.Conn) {
 
 func TestRelayPeerReset(t *testing.T) {
 	ts := startServer(t, testConfig(), serverOpts{})
-	client, a := tcpPair(t)
-	b, owner := tcpPair(t)
+	client, a := tcptest.Pair(t)
+	b, owner := tcptest.Pair(t)
 	done := make(chan struct{})
 	if err := ts.srv.Relay(a, nil, b, nil, func() { close(done) }); err != nil {
 		t.Fatal(err)
@@ -169,8 +148,8 @@ func TestRelayPeerReset(t *testing.T) {
 func TestRelayDataWithFIN(t *testing.T) {
 	ts := startServer(t, testConfig(), serverOpts{})
 	for i := 0; i < 20; i++ {
-		client, a := tcpPair(t)
-		b, owner := tcpPair(t)
+		client, a := tcptest.Pair(t)
+		b, owner := tcptest.Pair(t)
 		done := make(chan struct{})
 		if err := ts.srv.Relay(a, nil, b, nil, func() { close(done) }); err != nil {
 			t.Fatal(err)
@@ -201,8 +180,8 @@ func TestRelayThenClose(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		client, a := tcpPair(t)
-		b, owner := tcpPair(t)
+		client, a := tcptest.Pair(t)
+		b, owner := tcptest.Pair(t)
 		var closes atomic.Int32
 		if err := srv.Relay(a, nil, b, nil, func() { closes.Add(1) }); err != nil {
 			t.Fatal(err)
