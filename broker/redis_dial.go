@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -20,7 +21,8 @@ import (
 //
 // withTap: the connection is read through a pushConn, which delivers the
 // messages of user and topic channels to the session's Handler itself and
-// calls its Flush before it waits for the socket.
+// calls its Flush before it waits for the socket. Its dial is made of
+// attempts of connectAttempt each (dialAttempts).
 
 // noRedial marks the contexts under which dialHook refuses to dial.
 type noRedial struct{}
@@ -47,15 +49,52 @@ func (dialHook) DialHook(next redis.DialHook) redis.DialHook {
 		if ctx.Value(noRedial{}) != nil {
 			return nil, errNoRedial
 		}
-		conn, err := next(ctx, network, addr)
+		tap, ok := ctx.Value(tapKey{}).(*pushTap)
+		if !ok {
+			return next(ctx, network, addr)
+		}
+		conn, err := dialAttempts(ctx, next, network, addr, connectAttempt, connectAttempts)
 		if err != nil {
 			return nil, err
 		}
-		if tap, ok := ctx.Value(tapKey{}).(*pushTap); ok {
-			return &pushConn{Conn: conn, tap: tap, read: rawReader(conn)}, nil
-		}
-		return conn, nil
+		return &pushConn{Conn: conn, tap: tap, read: rawReader(conn)}, nil
 	}
+}
+
+// A subscription's dial is made of up to connectAttempts attempts of
+// connectAttempt each, one after the other, as long as each times out
+// (about go-redis's default DialTimeout of 5 s in all).
+//
+// Why: a SYN lost to a partition is sent again by the kernel 1 s later,
+// then 3 s, then 7 s. A dial begun a few seconds before the partition
+// healed waits out the gap, or times out and waits a backoff: its node's
+// clients got nothing for up to 2-4 s after the heal. A new attempt every
+// second sends a SYN every second.
+const (
+	connectAttempt  = time.Second
+	connectAttempts = 5
+)
+
+// dialAttempts dials with next, each attempt bounded by attempt, until one
+// succeeds, fails other than by running out of its time, ctx ends, or n
+// have timed out. It returns the last attempt's error.
+func dialAttempts(ctx context.Context, next redis.DialHook, network, addr string, attempt time.Duration, n int) (net.Conn, error) {
+	var err error
+	for range n {
+		start := time.Now()
+		actx, cancel := context.WithTimeout(ctx, attempt)
+		var conn net.Conn
+		conn, err = next(actx, network, addr)
+		// Ended by its own deadline: a dialer that ignores the context
+		// (go-redis's with TLS) ends much later, by its own timeout, and
+		// is not tried again.
+		timedOut := actx.Err() != nil && ctx.Err() == nil && time.Since(start) < 2*attempt
+		cancel() // a dialed conn does not depend on its dial's context
+		if err == nil || !timedOut {
+			return conn, err
+		}
+	}
+	return nil, err
 }
 
 func (dialHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook { return next }

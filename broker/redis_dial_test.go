@@ -1,0 +1,113 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestDialAttempts: a subscription's dial tries again when an attempt runs
+// out of its time (a SYN lost to a partition), and at once returns any
+// other outcome. The dials that succeed reach a real listener.
+func TestDialAttempts(t *testing.T) {
+	addr := closingListener(t)
+	const attempt = 50 * time.Millisecond
+	var d net.Dialer
+	// hang waits the attempt out, as a connect whose SYNs are dropped.
+	hang := func(ctx context.Context) (net.Conn, error) { <-ctx.Done(); return nil, ctx.Err() }
+	refused := &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	tests := []struct {
+		name      string
+		attempt   func(ctx context.Context, i int) (net.Conn, error)
+		n         int
+		wantCalls int32
+		connects  bool
+		wantErr   error // when it does not connect; nil: any error
+	}{
+		{"connects at once", func(ctx context.Context, _ int) (net.Conn, error) {
+			return d.DialContext(ctx, "tcp", addr)
+		}, 5, 1, true, nil},
+		{"two attempts time out, the third connects", func(ctx context.Context, i int) (net.Conn, error) {
+			if i < 2 {
+				return hang(ctx)
+			}
+			return d.DialContext(ctx, "tcp", addr)
+		}, 5, 3, true, nil},
+		{"every attempt times out", func(ctx context.Context, _ int) (net.Conn, error) { return hang(ctx) }, 3, 3, false, context.DeadlineExceeded},
+		{"refused: not tried again", func(context.Context, int) (net.Conn, error) { return nil, refused }, 5, 1, false, syscall.ECONNREFUSED},
+		{"a dialer that outlives its attempt is not tried again", func(context.Context, int) (net.Conn, error) {
+			time.Sleep(3 * attempt) // as go-redis's TLS dialer, which ignores the context
+			return nil, errors.New("i/o timeout")
+		}, 5, 1, false, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var calls atomic.Int32
+			next := func(ctx context.Context, _, _ string) (net.Conn, error) {
+				return tt.attempt(ctx, int(calls.Add(1)-1))
+			}
+			conn, err := dialAttempts(context.Background(), next, "tcp", addr, attempt, tt.n)
+			if conn != nil {
+				conn.Close()
+			}
+			if got := calls.Load(); got != tt.wantCalls {
+				t.Errorf("%d attempts, want %d", got, tt.wantCalls)
+			}
+			switch {
+			case tt.connects && err != nil:
+				t.Errorf("dial: %v, want a connection", err)
+			case !tt.connects && err == nil:
+				t.Error("connected, want an error")
+			case !tt.connects && tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+				t.Errorf("dial: %v, want %v", err, tt.wantErr)
+			}
+		})
+	}
+
+}
+
+// TestDialAttemptsCancelled: a dial whose context ends is not tried again.
+func TestDialAttemptsCancelled(t *testing.T) {
+	addr := closingListener(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	var calls atomic.Int32
+	next := func(actx context.Context, _, _ string) (net.Conn, error) {
+		calls.Add(1)
+		cancel()
+		<-actx.Done()
+		return nil, actx.Err()
+	}
+	if _, err := dialAttempts(ctx, next, "tcp", addr, time.Minute, 5); !errors.Is(err, context.Canceled) {
+		t.Errorf("dial: %v, want context.Canceled", err)
+	}
+	if got := calls.Load(); got != 1 {
+		t.Errorf("%d attempts, want 1", got)
+	}
+}
+
+// closingListener listens on loopback until the test ends, closing each
+// connection it accepts, and returns its address.
+func closingListener(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	t.Cleanup(func() { ln.Close(); <-done })
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return ln.Addr().String()
+}
