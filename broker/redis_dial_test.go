@@ -8,13 +8,15 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/notify-dev/notify/internal/tcptest"
 )
 
 // TestDialAttempts: a subscription's dial tries again when an attempt runs
 // out of its time (a SYN lost to a partition), and at once returns any
 // other outcome. The dials that succeed reach a real listener.
 func TestDialAttempts(t *testing.T) {
-	addr := closingListener(t)
+	addr := tcptest.Listen(t, func(c net.Conn) { c.Close() })
 	const attempt = 50 * time.Millisecond
 	var d net.Dialer
 	// hang waits the attempt out, as a connect whose SYNs are dropped.
@@ -72,7 +74,7 @@ func TestDialAttempts(t *testing.T) {
 
 // TestDialAttemptsCancelled: a dial whose context ends is not tried again.
 func TestDialAttemptsCancelled(t *testing.T) {
-	addr := closingListener(t)
+	addr := tcptest.Listen(t, func(c net.Conn) { c.Close() })
 	ctx, cancel := context.WithCancel(context.Background())
 	var calls atomic.Int32
 	next := func(actx context.Context, _, _ string) (net.Conn, error) {
@@ -87,27 +89,4 @@ func TestDialAttemptsCancelled(t *testing.T) {
 	if got := calls.Load(); got != 1 {
 		t.Errorf("%d attempts, want 1", got)
 	}
-}
-
-// closingListener listens on loopback until the test ends, closing each
-// connection it accepts, and returns its address.
-func closingListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	t.Cleanup(func() { ln.Close(); <-done })
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			c.Close()
-		}
-	}()
-	return ln.Addr().String()
 }

@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gobwas/ws"
+
+	"github.com/notify-dev/notify/internal/tcptest"
 )
 
 // relayNode is a server in front of another one: it relays every request to
@@ -238,7 +240,7 @@ func TestRelayToNotRelayed(t *testing.T) {
 		_, _ = io.WriteString(w, "not a stream")
 	}))
 	t.Cleanup(plain.Close)
-	silent := silentListener(t)
+	silent := tcptest.Listen(t, nil)
 	gone, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -278,34 +280,6 @@ func TestRelayToNotRelayed(t *testing.T) {
 			}
 		})
 	}
-}
-
-// silentListener accepts connections and never answers; it returns its
-// address.
-func silentListener(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepted := make(chan net.Conn, 16)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				close(accepted)
-				return
-			}
-			accepted <- c
-		}
-	}()
-	t.Cleanup(func() {
-		ln.Close()
-		for c := range accepted {
-			c.Close()
-		}
-	})
-	return ln.Addr().String()
 }
 
 // TestRelayToFailsAfterAccept: the owner accepted, then the relay could not
