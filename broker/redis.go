@@ -153,9 +153,10 @@ func NewRedisTopology(t RedisTopology, o RedisOptions) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	client.AddHook(dialHook{})
+	hook := t.dialHook()
+	client.AddHook(hook)
 	if cluster != nil {
-		cluster.OnNewNode(func(c *redis.Client) { c.AddHook(dialHook{}) })
+		cluster.OnNewNode(func(c *redis.Client) { c.AddHook(hook) })
 	}
 	m, err := newMetrics(o.Registerer)
 	if err != nil {

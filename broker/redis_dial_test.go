@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"sync/atomic"
@@ -28,7 +29,7 @@ func TestDialAttempts(t *testing.T) {
 		n         int
 		wantCalls int32
 		connects  bool
-		wantErr   error // when it does not connect; nil: any error
+		wantErr   error // when it does not connect
 	}{
 		{"connects at once", func(ctx context.Context, _ int) (net.Conn, error) {
 			return d.DialContext(ctx, "tcp", addr)
@@ -41,10 +42,6 @@ func TestDialAttempts(t *testing.T) {
 		}, 5, 3, true, nil},
 		{"every attempt times out", func(ctx context.Context, _ int) (net.Conn, error) { return hang(ctx) }, 3, 3, false, context.DeadlineExceeded},
 		{"refused: not tried again", func(context.Context, int) (net.Conn, error) { return nil, refused }, 5, 1, false, syscall.ECONNREFUSED},
-		{"a dialer that outlives its attempt is not tried again", func(context.Context, int) (net.Conn, error) {
-			time.Sleep(3 * attempt) // as go-redis's TLS dialer, which ignores the context
-			return nil, errors.New("i/o timeout")
-		}, 5, 1, false, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -64,12 +61,55 @@ func TestDialAttempts(t *testing.T) {
 				t.Errorf("dial: %v, want a connection", err)
 			case !tt.connects && err == nil:
 				t.Error("connected, want an error")
-			case !tt.connects && tt.wantErr != nil && !errors.Is(err, tt.wantErr):
+			case !tt.connects && !errors.Is(err, tt.wantErr):
 				t.Errorf("dial: %v, want %v", err, tt.wantErr)
 			}
 		})
 	}
+}
 
+// TestDialHookAttempts: a subscription's dial is split into attempts only
+// with go-redis's own dialer and no TLS; with TLS (tls.DialWithDialer
+// ignores the context) or a dialer of the caller's, next gets the caller's
+// context as it is. Dials outside a subscription are never split.
+func TestDialHookAttempts(t *testing.T) {
+	addr := tcptest.Listen(t, func(c net.Conn) { c.Close() })
+	var d net.Dialer
+	own := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return d.DialContext(ctx, network, addr)
+	}
+	tests := []struct {
+		name   string
+		hook   dialHook
+		tapped bool
+		split  bool // next's context has the attempt's deadline
+	}{
+		{"go-redis's dialer, no TLS", newDialHook(nil, nil), true, true},
+		{"TLS", newDialHook(&tls.Config{}, nil), true, false},
+		{"the caller's dialer", newDialHook(nil, own), true, false},
+		{"not a subscription", newDialHook(nil, nil), false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var split bool
+			next := func(ctx context.Context, network, addr string) (net.Conn, error) {
+				_, split = ctx.Deadline()
+				return d.DialContext(ctx, network, addr)
+			}
+			ctx := context.Background()
+			if tt.tapped {
+				ctx = withTap(ctx, &pushTap{})
+			}
+			conn, err := tt.hook.DialHook(next)(ctx, "tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			conn.Close()
+			if split != tt.split {
+				t.Errorf("next's context has a deadline: %v, want %v", split, tt.split)
+			}
+		})
+	}
 }
 
 // TestDialAttemptsCancelled: a dial whose context ends is not tried again.

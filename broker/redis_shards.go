@@ -407,7 +407,7 @@ func (sr *shardRouter) ready(now time.Time) error {
 // loop runs sessions on sh's master until ctx ends, with backoff between.
 func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
 	client := redis.NewClient(masterOptions(sr.opts, sh.addr))
-	client.AddHook(dialHook{})
+	client.AddHook(newDialHook(sr.opts.TLSConfig, sr.opts.Dialer))
 	defer func() { _ = client.Close() }()
 	bo := &backoff{}
 	for {

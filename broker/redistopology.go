@@ -152,6 +152,17 @@ func (t RedisTopology) String() string {
 	return "none"
 }
 
+// dialHook is the dial hook of the topology's clients (newDialHook).
+func (t RedisTopology) dialHook() dialHook {
+	switch {
+	case t.Sentinel != nil:
+		return newDialHook(t.Sentinel.TLSConfig, t.Sentinel.Dialer)
+	case t.Cluster != nil:
+		return newDialHook(t.Cluster.TLSConfig, t.Cluster.Dialer)
+	}
+	return newDialHook(t.Single.TLSConfig, t.Single.Dialer)
+}
+
 // newClient returns the client of t with the broker's defaults (see
 // NewRedis), and the ClusterClient again when t is a Cluster. t's options
 // are copied, not changed.
