@@ -293,10 +293,25 @@ func (b *bench) firstHundred() (float64, error) {
 	if r, err := c.call(command{Cmd: "connect", URL: b.url, Src: c.src, First: 0, Count: 100, Topics: b.topics, Secret: secret, Concurrency: 16}); err != nil || r.Failed > 0 {
 		return 0, fmt.Errorf("connect 100: %v %+v", err, r)
 	}
-	// Past the second for which the node keeps the goroutines that served
-	// handshakes, waiting for more (node/internal/front's ServerIdle).
-	time.Sleep(2 * time.Second)
-	return b.srv.metric("go_goroutines"), nil
+	return b.srv.settledGoroutines(), nil
+}
+
+// settledGoroutines waits until the node's goroutine count has held for
+// longer than the second for which it keeps the goroutines that served
+// handshakes, waiting for more (node/internal/front's ServerIdle), and
+// returns it; at most 10 s.
+func (p *notifyProc) settledGoroutines() float64 {
+	g := p.metric("go_goroutines")
+	since := time.Now()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(250 * time.Millisecond) // polling interval
+		if now := p.metric("go_goroutines"); now != g {
+			g, since = now, time.Now()
+		} else if time.Since(since) > 1500*time.Millisecond {
+			break
+		}
+	}
+	return g
 }
 
 // handshakeRamp opens the rest of o.idleConns, as fast as the clients can:
