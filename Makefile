@@ -154,7 +154,7 @@ bench: build deps
 # and f.Add) also run in make test.
 FUZZ_TARGETS := \
 	./transport/:FuzzParser ./transport/:FuzzUTF8 ./transport/:FuzzRelayResponse \
-	./auth/:FuzzVerify ./auth/:FuzzTokenFromRequest ./auth/:FuzzDecimalString ./auth/:FuzzParseJWKSet \
+	./auth/:FuzzVerify ./auth/:FuzzHMACPath ./auth/:FuzzTokenFromRequest ./auth/:FuzzDecimalString ./auth/:FuzzParseJWKSet \
 	./auth/phxtoken/:FuzzVerify ./auth/phxtoken/:FuzzDecodeTerm \
 	./node/internal/notifyproto/:FuzzParseRefresh \
 	./node/internal/phoenix/:FuzzDecodeText ./node/internal/phoenix/:FuzzDecodeBinary ./node/internal/phoenix/:FuzzLongPollBody \
@@ -164,9 +164,15 @@ FUZZ_TARGETS := \
 # summary line per target (executions, corpus size; a crash fails). With
 # $(2) = keep, the inputs that found new coverage (kept by Go in its build
 # cache) are copied into the package's testdata/fuzz/<Name>/, to commit.
+# A run that ends in "context deadline exceeded" with no failing input
+# written is Go's own race at the end of -fuzztime (go.dev/issue/75804,
+# fixed in Go 1.27), not a crash: it is reported and the next target runs.
 define fuzz-run
 	@set -e; cache=$$($(GO) env GOCACHE)/fuzz; for t in $(FUZZ_TARGETS); do pkg=$${t%%:*}; name=$${t##*:}; \
-		out=$$($(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(1) $$pkg 2>&1) || { echo "$$out"; exit 1; }; \
+		out=$$($(GO) test -run='^$$' -fuzz="^$$name\$$" -fuzztime=$(1) $$pkg 2>&1) || \
+			if echo "$$out" | grep -q 'context deadline exceeded' && ! echo "$$out" | grep -q 'Failing input written'; then \
+				echo "fuzz $$pkg $$name: ended by go.dev/issue/75804 (context deadline exceeded, no failing input)"; \
+			else echo "$$out"; exit 1; fi; \
 		echo "fuzz $$pkg $$name: $$(echo "$$out" | grep -o 'execs: [0-9]*' | tail -1), $$(echo "$$out" | grep -o 'new interesting: [0-9]*' | tail -1), $$(echo "$$out" | grep -o 'total: [0-9]*' | tail -1) in corpus, 0 crashes"; \
 		if [ "$(2)" = keep ]; then src=$$cache/$$($(GO) list $$pkg)/$$name; \
 			if [ -d "$$src" ]; then mkdir -p $$pkg/testdata/fuzz/$$name && cp -n $$src/* $$pkg/testdata/fuzz/$$name/ 2>/dev/null || true; fi; fi; \
@@ -177,7 +183,7 @@ endef
 fuzz:
 	$(call fuzz-run,30s)
 
-# Ten minutes of each fuzz target (about two and a half hours in all); the
+# Ten minutes of each fuzz target (17 of them, about three hours); the
 # inputs that found new coverage land in testdata/fuzz/ to be committed.
 fuzz-long:
 	$(call fuzz-run,10m,keep)

@@ -47,6 +47,8 @@ func (c Claims) Allows(topic string) bool {
 // It is safe for concurrent use.
 type Verifier struct {
 	parser    *jwt.Parser
+	validator *jwt.Validator // the parser's checks of exp and nbf, for short
+	short     *hmacPath      // nil without a secret
 	allowed   map[string]bool
 	secret    []byte // nil when no secret is configured
 	keys      *publicKeys
@@ -93,11 +95,10 @@ func NewVerifier(cfg Config, opts ...Option) (*Verifier, error) {
 
 	// Zero leeway is the jwt default; exp stays optional. aud and iss are
 	// checked in claims() to give precise errors.
-	v.parser = jwt.NewParser(
-		jwt.WithValidMethods(methods),
-		jwt.WithJSONNumber(),
-		jwt.WithTimeFunc(func() time.Time { return v.now() }),
-	)
+	now := jwt.WithTimeFunc(func() time.Time { return v.now() })
+	v.parser = jwt.NewParser(jwt.WithValidMethods(methods), jwt.WithJSONNumber(), now)
+	v.validator = jwt.NewValidator(now)
+	v.short = newHMACPath(v.secret, v.allowed)
 	return v, nil
 }
 
@@ -145,6 +146,14 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	if len(token) > maxTokenLen {
 		return Claims{}, invalid(ErrMalformed, "token too large")
 	}
+	if c, ok := v.short.verify(token, v.checkShort); ok {
+		return c, nil
+	}
+	return v.verifyFull(token)
+}
+
+// verifyFull is Verify's full parse, by golang-jwt.
+func (v *Verifier) verifyFull(token string) (Claims, error) {
 	mc := jwt.MapClaims{}
 	tok, err := v.parser.ParseWithClaims(token, mc, v.keyFunc)
 	if err != nil {
@@ -154,6 +163,16 @@ func (v *Verifier) Verify(token string) (Claims, error) {
 	// implement (none are).
 	if _, ok := tok.Header["crit"]; ok {
 		return Claims{}, invalid(ErrMalformed, "token critical header not supported")
+	}
+	return v.claims(mc)
+}
+
+// checkShort checks the claims of a token on the short path as the full
+// parse checks them once the signature is good (the header the short path
+// takes has no crit).
+func (v *Verifier) checkShort(mc jwt.MapClaims) (Claims, error) {
+	if err := v.validator.Validate(mc); err != nil {
+		return Claims{}, err
 	}
 	return v.claims(mc)
 }
