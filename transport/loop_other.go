@@ -35,6 +35,7 @@ type loop struct {
 	relays  map[*relayPair]struct{}
 	relayWG sync.WaitGroup // a relay's goroutines, until its onClose has run
 	stopd   bool
+	parked  atomic.Bool // never set: there is no loop to chain (Batch.Flush wakes each writer)
 }
 
 func newLoop(s *Server) (*loop, error) {
@@ -77,6 +78,9 @@ func (l *loop) wakeAll(cs []*Conn, _ bool) {
 		l.wake(c)
 	}
 }
+
+// wakeChained is wakeAll: Batch.Flush chains no writers here.
+func (l *loop) wakeChained(cs []*Conn, _ *loop, _ bool) { l.wakeAll(cs, false) }
 
 func (l *loop) wake(c *Conn) {
 	select {
