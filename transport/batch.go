@@ -67,10 +67,11 @@ const chainMax = 64
 // for them, and the threads' hand-offs cost more than the flushes of a few
 // dozen connections: at 20,000 per-user messages/s (about 20 a Flush, one
 // per connection) the node delivered 106,000 messages per CPU-second with
-// both loops readied, 143,000 with one P (make bench -peruser-only). A
-// batch of more than chainMax connections, or one whose first loop is
-// busy (it would hold the others back), readies every loop at once: the
-// loops write on every core.
+// both loops readied, 126,000 as a chain, 143,000 with one P (go run
+// ./test/bench -peruser-only). The head is a parked loop: a busy one would
+// hold the others back until its pass ends. A batch of more than chainMax
+// connections, or one whose loops are all busy, readies every loop at
+// once: the loops write on every core.
 func (b *Batch) Flush() {
 	head := -1
 	if n := b.pending(); n == 0 {

@@ -46,7 +46,7 @@ type loop struct {
 	epfd    int
 	poll    *os.File           // epfd in Go's poller: the loop waits there, as a goroutine, not a thread in epoll_wait
 	rawEp   syscall.RawConn    // poll's
-	efd     int                // eventfd in epfd: nudge's, under mu once the loop runs (shutdown closes it)
+	efd     int                // eventfd in epfd, for nudges; shutdown closes it under mu, which nudges hold
 	parked  atomic.Bool        // the loop is waiting in Go's poller (or about to): see Batch.Flush
 	waitFn  func(uintptr) bool // tryWait, bound once: a method value made per wait would allocate
 	waiting waitState
@@ -255,7 +255,7 @@ func (l *loop) nudge() {
 // running the caller, once the caller parks. signal instead readies the
 // loop at once, which starts another thread for it when a P is idle: a
 // hand-off between threads that costs more than the flushes of a small
-// batch (at 20,000 per-user messages/s, a third of the node's CPU). Under
+// batch (at 20,000 per-user messages/s, a sixth of the node's CPU). Under
 // l.mu: shutdown closes the eventfd, whose number must not be written
 // after that.
 func (l *loop) nudgeLocked() {
