@@ -100,7 +100,7 @@ func ownedByB(k int) (relayed, direct []string) {
 func (rb *relayBench) connect() (relayIdle, error) {
 	k := rb.o.relayConns
 	var m relayIdle
-	m.rss0, m.g0 = rb.a.steadyRSS(), rb.a.metric("go_goroutines")
+	m.rss0, m.g0 = rb.a.steadyRSS(), rb.a.goroutines()
 	if rep, err := rb.clients[0].call(command{Cmd: "connect", URL: "ws://" + rb.a.addr + "/notify/ws", Src: rb.clients[0].src, Users: rb.relayed, Secret: secret, Concurrency: rb.o.concurrency}); err != nil || rep.Failed > 0 {
 		return m, fmt.Errorf("relayed clients: %v %+v", err, rep)
 	}
@@ -111,7 +111,7 @@ func (rb *relayBench) connect() (relayIdle, error) {
 		return m, fmt.Errorf("bench-a relays %v connections, want %d", got, k)
 	}
 	time.Sleep(3 * time.Second)
-	m.rss1, m.g1 = rb.a.steadyRSS(), rb.a.metric("go_goroutines")
+	m.rss1, m.g1 = rb.a.steadyRSS(), rb.a.goroutines()
 	info("relay: bench-a relays %d connections: rss %s -> %s, goroutines %.0f -> %.0f", k, mib(m.rss0), mib(m.rss1), m.g0, m.g1)
 	return m, nil
 }
@@ -207,7 +207,7 @@ func apiRun(o options, n *notifyProc, suffix string) error {
 func (p *notifyProc) waitRingMembers(want int) error {
 	deadline := time.Now().Add(20 * time.Second)
 	for time.Now().Before(deadline) {
-		if resp, err := http.Get("http://" + p.addr + "/cluster"); err == nil {
+		if resp, err := p.web.Get("http://" + p.addr + "/cluster"); err == nil {
 			var st struct {
 				Ring struct {
 					Members []string `json:"members"`
@@ -241,7 +241,7 @@ func protocolsRun(o options, redisAddr string, clients []*clientProc2) error {
 		for i := range users {
 			users[i] = p.prefix + strconv.Itoa(i)
 		}
-		rss0, g0 := n.steadyRSS(), n.metric("go_goroutines")
+		rss0, g0 := n.steadyRSS(), n.goroutines()
 		url := "ws://" + n.addr + p.path
 		if p.proto == "sse" {
 			url = "http://" + n.addr + p.path
@@ -253,7 +253,7 @@ func protocolsRun(o options, redisAddr string, clients []*clientProc2) error {
 			return fmt.Errorf("%s clients: %v %+v", p.proto, err, rep)
 		}
 		time.Sleep(2 * time.Second)
-		rss1, g1 := n.steadyRSS(), n.metric("go_goroutines")
+		rss1, g1 := n.steadyRSS(), n.goroutines()
 		info("%s: %d idle connections: rss %s -> %s, goroutines %.0f -> %.0f", p.proto, k, mib(rss0), mib(rss1), g0, g1)
 		figure(p.proto+"_idle_rss_per_connection", float64(rss1-rss0)/float64(k), "bytes")
 		figure(p.proto+"_goroutines_added", g1-g0, "goroutines")

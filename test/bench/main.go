@@ -281,7 +281,7 @@ func (b *bench) measure() (measurements, error) {
 func (b *bench) idleBaseline() int64 {
 	time.Sleep(3 * time.Second)
 	rss0 := b.srv.steadyRSS()
-	g0 := b.srv.metric("go_goroutines")
+	g0 := b.srv.goroutines()
 	info("baseline: rss %s, goroutines %.0f", mib(rss0), g0)
 	return rss0
 }
@@ -301,11 +301,11 @@ func (b *bench) firstHundred() (float64, error) {
 // handshakes, waiting for more (node/internal/front's ServerIdle), and
 // returns it; at most 10 s.
 func (p *notifyProc) settledGoroutines() float64 {
-	g := p.metric("go_goroutines")
+	g := p.goroutines()
 	since := time.Now()
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
 		time.Sleep(250 * time.Millisecond) // polling interval
-		if now := p.metric("go_goroutines"); now != g {
+		if now := p.goroutines(); now != g {
 			g, since = now, time.Now()
 		} else if time.Since(since) > 1500*time.Millisecond {
 			break
@@ -388,7 +388,7 @@ func (b *bench) idleRSS() (rssNow, rssN int64, gN float64) {
 	time.Sleep(8 * time.Second)
 	rssNow = b.srv.rss()
 	rssN = b.srv.steadyRSS()
-	gN = b.srv.metric("go_goroutines")
+	gN = b.srv.goroutines()
 	info("at %d connections: rss %s 10s after the ramp, %s after a collection; goroutines %.0f", b.o.idleConns, mib(rssNow), mib(rssN), gN)
 	if b.o.profile != "" {
 		for _, m := range []string{"go_memstats_heap_alloc_bytes", "go_memstats_heap_inuse_bytes", "go_memstats_heap_idle_bytes",
@@ -661,12 +661,17 @@ type notifyProc struct {
 	addr   string
 	pprof  string
 	gossip string
+	// web makes the bench's requests to the node, each on a connection of
+	// its own, closed after it: a connection the bench kept open would be
+	// one more goroutine of the node's (net/http's) in the counts made
+	// after it was opened than in those made before.
+	web *http.Client
 }
 
 // steadyRSS forces a collection, gives the scavenger a moment to return
 // freed pages, and reads RSS.
 func (p *notifyProc) steadyRSS() int64 {
-	if resp, err := http.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1"); err == nil {
+	if resp, err := p.web.Get("http://" + p.pprof + "/debug/pprof/heap?gc=1"); err == nil {
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
 	}
@@ -680,7 +685,7 @@ func (p *notifyProc) saveHeap(dir, name string) { p.saveProfile(dir, "heap?gc=1"
 // saveProfile saves the node's pprof profile kind (a path under
 // /debug/pprof/) as dir/name.pprof.
 func (p *notifyProc) saveProfile(dir, kind, name string) {
-	resp, err := http.Get("http://" + p.pprof + "/debug/pprof/" + kind)
+	resp, err := p.web.Get("http://" + p.pprof + "/debug/pprof/" + kind)
 	if err != nil {
 		info("%s profile: %v", kind, err)
 		return
@@ -702,7 +707,7 @@ func (p *notifyProc) profileCPU(dir, name string, d time.Duration) func() {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())))
+		resp, err := p.web.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", p.pprof, int(d.Seconds())))
 		if err != nil {
 			info("profile: %v", err)
 			return
@@ -756,9 +761,10 @@ func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w (run make build first)", bin, err)
 	}
-	p := &notifyProc{cmd: cmd, addr: addr, pprof: pprofAddr, gossip: gossip}
+	p := &notifyProc{cmd: cmd, addr: addr, pprof: pprofAddr, gossip: gossip,
+		web: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
 	for i := 0; ; i++ {
-		resp, err := http.Get("http://" + addr + "/readyz")
+		resp, err := p.web.Get("http://" + addr + "/readyz")
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == 200 {
@@ -808,12 +814,36 @@ func (p *notifyProc) threads() int {
 	return 0
 }
 
+// goroutines is the node's goroutine count, the total of its goroutine
+// profile, or -1. It counts the two goroutines serving the profile's
+// request (net/http's and its background read). Not go_goroutines: a
+// /metrics scrape collects on goroutines of its own (client_golang's
+// Registry.Gather starts up to one per collector), and the Go collector
+// counts those still alive, 0 to 2 from one scrape to the next on an idle
+// node.
+func (p *notifyProc) goroutines() float64 {
+	resp, err := p.web.Get("http://" + p.pprof + "/debug/pprof/goroutine?debug=1")
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	head, err := bufio.NewReader(resp.Body).ReadString('\n')
+	if err != nil {
+		return -1
+	}
+	n, err := strconv.Atoi(strings.TrimSpace(strings.TrimPrefix(head, "goroutine profile: total ")))
+	if err != nil {
+		return -1
+	}
+	return float64(n)
+}
+
 // cpu is user+system CPU seconds used so far (/proc/<pid>/stat).
 func (p *notifyProc) cpu() float64 { return pidCPU(p.cmd.Process.Pid) }
 
 // metric reads one unlabelled (or summed) series from /metrics.
 func (p *notifyProc) metric(name string) float64 {
-	resp, err := http.Get("http://" + p.addr + "/metrics")
+	resp, err := p.web.Get("http://" + p.addr + "/metrics")
 	if err != nil {
 		return -1
 	}
