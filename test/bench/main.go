@@ -762,7 +762,7 @@ func startNotify(bin, redisAddr string, no nodeOpts) (*notifyProc, error) {
 		return nil, fmt.Errorf("start %s: %w (run make build first)", bin, err)
 	}
 	p := &notifyProc{cmd: cmd, addr: addr, pprof: pprofAddr, gossip: gossip,
-		web: &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}}
+		web: &http.Client{Transport: &http.Transport{DisableKeepAlives: true, DisableCompression: true}}}
 	for i := 0; ; i++ {
 		resp, err := p.web.Get("http://" + addr + "/readyz")
 		if err == nil {
