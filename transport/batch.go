@@ -78,7 +78,7 @@ func (b *Batch) Flush() {
 		return
 	} else if n <= chainMax {
 		for i := range b.loops {
-			if len(b.loops[i].conns) > 0 && b.loops[i].l.parked.Load() {
+			if len(b.loops[i].conns) > 0 && b.loops[i].l.chainable() {
 				head = i
 				break
 			}

@@ -183,6 +183,10 @@ func detach(nc net.Conn) (int, error) {
 	return fd, nil
 }
 
+// chainable reports whether the loop is parked in Go's poller (or about
+// to be): a Batch.Flush may make it the head of a chain.
+func (l *loop) chainable() bool { return l.parked.Load() }
+
 // unlockAndSignal releases l.mu, taken to queue work for the loop, and
 // wakes the loop unless a wake-up is already on its way: many producers
 // between two loop passes cost one wake-up.

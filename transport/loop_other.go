@@ -35,8 +35,11 @@ type loop struct {
 	relays  map[*relayPair]struct{}
 	relayWG sync.WaitGroup // a relay's goroutines, until its onClose has run
 	stopd   bool
-	parked  atomic.Bool // never set: there is no loop to chain (Batch.Flush wakes each writer)
 }
+
+// chainable is false: there is no loop to chain, Batch.Flush wakes each
+// writer.
+func (l *loop) chainable() bool { return false }
 
 func newLoop(s *Server) (*loop, error) {
 	return &loop{srv: s, conns: make(map[*Conn]struct{}), relays: make(map[*relayPair]struct{})}, nil
