@@ -664,7 +664,10 @@ type notifyProc struct {
 	// web makes the bench's requests to the node, each on a connection of
 	// its own, closed after it: a connection the bench kept open would be
 	// one more goroutine of the node's (net/http's) in the counts made
-	// after it was opened than in those made before.
+	// after it was opened than in those made before. And uncompressed:
+	// promhttp pools a gzip writer for compressed scrapes (1.3-1.6 MiB),
+	// which the RSS read after the bench's first scrape would count and the
+	// idle baseline, read before it, would not.
 	web *http.Client
 }
 
