@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -68,6 +69,84 @@ func TestRedisDownAtStart(t *testing.T) {
 	rec.expect(t, msg{UserChannel("u"), "first"})
 	if n := testutil.ToFloat64(r.metrics.reconnects); n != 0 {
 		t.Fatalf("reconnects = %v after the first subscription, want 0", n)
+	}
+}
+
+// waitRetry, the reader's wait between subscriptions, ends when a probe
+// publish made during it succeeds; one made before it says nothing. The
+// backoff is at its cap here (a delay of 1-2 s).
+func TestWaitRetryEndsWhenAProbeAnswers(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		probes bool // a probe answers every 10 ms during the wait
+		want   bool // waitRetry's result: false when ctx ended first
+	}{
+		{"a probe answers during the wait", true, true},
+		{"only a probe answered before the wait", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Redis{answered: make(chan struct{}, 1)}
+			r.answered <- struct{}{} // before the wait
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			if tc.probes {
+				wg.Go(func() {
+					tick := time.NewTicker(10 * time.Millisecond)
+					defer tick.Stop()
+					for {
+						select {
+						case <-stop:
+							return
+						case <-tick.C:
+							select {
+							case r.answered <- struct{}{}:
+							default:
+							}
+						}
+					}
+				})
+			}
+			got := r.waitRetry(ctx, &backoff{n: 10})
+			close(stop)
+			wg.Wait()
+			if got != tc.want {
+				t.Fatalf("waitRetry = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+// Each probe publish that succeeds signals answered; none does while Redis
+// is down.
+func TestProbeSignalsAnswered(t *testing.T) {
+	s := redistest.Start(t)
+	r := newTestRedis(t, s.Addr, nil)
+	runReady(t, r)
+	received := func(within time.Duration) bool {
+		select {
+		case <-r.answered:
+		default:
+		}
+		select {
+		case <-r.answered:
+			return true
+		case <-time.After(within):
+			return false
+		}
+	}
+	if !received(20 * testProbeInterval) {
+		t.Fatal("no probe answered while redis is up")
+	}
+	s.Stop()
+	await.True(t, "Ready() != nil while redis is down", func() bool { return r.Ready() != nil })
+	if received(5 * testProbeInterval) {
+		t.Fatal("a probe answered while redis is down")
+	}
+	s.Restart()
+	if !received(5 * time.Second) {
+		t.Fatal("no probe answered after redis came back")
 	}
 }
 
