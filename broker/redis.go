@@ -398,7 +398,7 @@ func (r *Redis) lastError() error {
 // ControlChannel. It then returns nil, after which h is not called any more.
 //
 // Errors never end Run: it retries with exponential backoff and jitter (100ms
-// up to 2s). go-redis reconnects and resubscribes on the Receive after a
+// up to 2s), or sooner once a probe publish succeeds (waitRetry). go-redis reconnects and resubscribes on the Receive after a
 // connection error; a connection on which nothing at all (not even our probe)
 // arrives for the probe timeout is closed and replaced. Every loss of a
 // working subscription is logged once and counted by reason (lostReasons).
