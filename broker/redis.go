@@ -398,9 +398,10 @@ func (r *Redis) lastError() error {
 // ControlChannel. It then returns nil, after which h is not called any more.
 //
 // Errors never end Run: it retries with exponential backoff and jitter (100ms
-// up to 2s), or sooner once a probe publish succeeds (waitRetry). go-redis reconnects and resubscribes on the Receive after a
-// connection error; a connection on which nothing at all (not even our probe)
-// arrives for the probe timeout is closed and replaced. Every loss of a
+// up to 2s), or sooner once a probe publish succeeds (waitRetry). go-redis
+// reconnects and resubscribes on the Receive after a connection error; a
+// connection on which nothing at all (not even our probe) arrives for the
+// probe timeout is closed and replaced. Every loss of a
 // working subscription is logged once and counted by reason (lostReasons).
 // Only one Run may run at a time.
 func (r *Redis) Run(ctx context.Context, h Handler) error {
@@ -756,8 +757,8 @@ func (r *Redis) probeLoop(ctx context.Context) {
 }
 
 // waitRetry waits out bo's next delay before the reader subscribes again,
-// or less: until a probe publish, made after the wait began, succeeds. It
-// reports false if ctx ended first.
+// or less: until a probe publish succeeds after the wait began. It reports
+// false if ctx ended first.
 //
 // Why: in an outage the delay reaches 1-2 s, and an attempt that comes
 // just after the cause is gone would otherwise wait it out in full; the
