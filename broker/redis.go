@@ -79,7 +79,12 @@ type Redis struct {
 	kick       chan struct{}
 	// answered is signaled (size 1) by each probe publish that succeeds:
 	// Redis answers again, and a reader waiting out its backoff retries
-	// now (waitRetry).
+	// now (backoff.wait). Why: in an outage the delay reaches 1-2 s, and an
+	// attempt that came just after the cause was gone waited it out in
+	// full; the probe tries every interval. A partition-redis run of make
+	// fault had its node's clients wait 2.38 s after the heal (bound 2 s).
+	// With Redis up and the subscription failing, the reader retries about
+	// once a probe interval once its backoff has grown past it.
 	answered chan struct{}
 
 	errMu   sync.Mutex
@@ -398,11 +403,11 @@ func (r *Redis) lastError() error {
 // ControlChannel. It then returns nil, after which h is not called any more.
 //
 // Errors never end Run: it retries with exponential backoff and jitter (100ms
-// up to 2s), or sooner once a probe publish succeeds (waitRetry). go-redis
+// up to 2s), or sooner once a probe publish succeeds (answered). go-redis
 // reconnects and resubscribes on the Receive after a connection error; a
 // connection on which nothing at all (not even our probe) arrives for the
-// probe timeout is closed and replaced. Every loss of a
-// working subscription is logged once and counted by reason (lostReasons).
+// probe timeout is closed and replaced. Every loss of a working
+// subscription is logged once and counted by reason (lostReasons).
 // Only one Run may run at a time.
 func (r *Redis) Run(ctx context.Context, h Handler) error {
 	if h == nil {
@@ -457,7 +462,7 @@ func (r *Redis) Run(ctx context.Context, h Handler) error {
 			return errClosed
 		}
 		r.log.Debug("redis pub/sub session ended", "err", err)
-		if !r.waitRetry(ctx, bo) {
+		if !bo.wait(ctx, r.answered) {
 			return nil
 		}
 	}
@@ -589,7 +594,7 @@ func (r *Redis) receive(ctx context.Context, ps *redis.PubSub, tap *pushTap, st 
 				return err
 			}
 			flush(h)
-			if !r.waitRetry(ctx, bo) {
+			if !bo.wait(ctx, r.answered) {
 				return nil
 			}
 			lastMsg = time.Now()
@@ -756,33 +761,6 @@ func (r *Redis) probeLoop(ctx context.Context) {
 	}
 }
 
-// waitRetry waits out bo's next delay before the reader subscribes again,
-// or less: until a probe publish succeeds after the wait began. It reports
-// false if ctx ended first.
-//
-// Why: in an outage the delay reaches 1-2 s, and an attempt that comes
-// just after the cause is gone would otherwise wait it out in full; the
-// probe tries every interval. A partition-redis run of make fault had its
-// node's clients wait 2.38 s after the heal (bound 2 s). A probe that
-// succeeded before the wait began says nothing of what failed since: it is
-// dropped. With Redis up and the subscription failing, the reader retries
-// about once a probe interval once its backoff has grown past it.
-func (r *Redis) waitRetry(ctx context.Context, bo *backoff) bool {
-	select {
-	case <-r.answered:
-	default:
-	}
-	t := time.NewTimer(bo.next())
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-	case <-r.answered:
-	}
-	return true
-}
-
 // ---- helpers ----
 
 func isTimeout(err error) bool {
@@ -802,3 +780,22 @@ func (b *backoff) next() time.Duration {
 }
 
 func (b *backoff) reset() { b.n = 0 }
+
+// wait waits out the next delay, or less: until early is signaled after
+// the wait began (nil: never). A signal already pending is dropped: it
+// says nothing of what failed since. It reports false if ctx ended first.
+func (b *backoff) wait(ctx context.Context, early <-chan struct{}) bool {
+	select {
+	case <-early:
+	default:
+	}
+	t := time.NewTimer(b.next())
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+	case <-early:
+	}
+	return true
+}

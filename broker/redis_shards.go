@@ -423,7 +423,7 @@ func (sr *shardRouter) loop(ctx context.Context, sh *shard, h Handler) {
 		} else {
 			sr.log.Debug("redis shard still unreachable", "master", sh.addr, "err", err)
 		}
-		if !service.Sleep(ctx, bo.next()) {
+		if !bo.wait(ctx, nil) {
 			return
 		}
 	}

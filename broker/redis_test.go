@@ -72,21 +72,21 @@ func TestRedisDownAtStart(t *testing.T) {
 	}
 }
 
-// waitRetry, the reader's wait between subscriptions, ends when a probe
-// publish made during it succeeds; one made before it says nothing. The
-// backoff is at its cap here (a delay of 1-2 s).
-func TestWaitRetryEndsWhenAProbeAnswers(t *testing.T) {
+// backoff.wait, the reader's wait between subscriptions, ends when a probe
+// publish made during it succeeds (Redis.answered); one made before it
+// says nothing. The backoff is at its cap here (a delay of 1-2 s).
+func TestBackoffWaitEndsWhenAProbeAnswers(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		probes bool // a probe answers every 10 ms during the wait
-		want   bool // waitRetry's result: false when ctx ended first
+		want   bool // wait's result: false when ctx ended first
 	}{
 		{"a probe answers during the wait", true, true},
 		{"only a probe answered before the wait", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			r := &Redis{answered: make(chan struct{}, 1)}
-			r.answered <- struct{}{} // before the wait
+			answered := make(chan struct{}, 1) // Redis.answered
+			answered <- struct{}{}             // before the wait
 			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 			defer cancel()
 			stop := make(chan struct{})
@@ -101,18 +101,18 @@ func TestWaitRetryEndsWhenAProbeAnswers(t *testing.T) {
 							return
 						case <-tick.C:
 							select {
-							case r.answered <- struct{}{}:
+							case answered <- struct{}{}:
 							default:
 							}
 						}
 					}
 				})
 			}
-			got := r.waitRetry(ctx, &backoff{n: 10})
+			got := (&backoff{n: 10}).wait(ctx, answered)
 			close(stop)
 			wg.Wait()
 			if got != tc.want {
-				t.Fatalf("waitRetry = %v, want %v", got, tc.want)
+				t.Fatalf("wait = %v, want %v", got, tc.want)
 			}
 		})
 	}
